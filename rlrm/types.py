@@ -1,0 +1,143 @@
+"""Core data types shared by every layer of rlrm.
+
+* :class:`RewardQuery` - frames of one episode (or a subsample) plus the task text to score.
+* :class:`RewardResult` - per-frame progress and success probability for one query.
+* :class:`ModelInfo` - what a reward model is and what input it expects.
+
+These types are plain numpy + dataclasses: they cross the wire (``rlrm.transport``),
+so nothing here imports torch or gymnasium.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RewardQuery", "RewardResult", "ModelInfo", "validate_frames"]
+
+
+def validate_frames(frames: Any, name: str = "frames") -> np.ndarray:
+    """Check that ``frames`` is a non-empty uint8 array of shape (T, H, W, 3) and return it.
+
+    Raises:
+        ValueError: naming the bad dtype/shape and the expected one.
+    """
+    if not isinstance(frames, np.ndarray):
+        raise ValueError(
+            f"{name} must be a numpy uint8 array of shape (T,H,W,3), got {type(frames).__name__}"
+        )
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        hint = ""
+        if frames.ndim == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:
+            hint = " (looks channel-first: use frames.transpose(0, 2, 3, 1))"
+        elif frames.dtype.kind == "f":
+            hint = " (float images: use (np.clip(frames, 0, 1) * 255).astype(np.uint8))"
+        elif frames.ndim == 3:
+            hint = " (a single image: use frames[None])"
+        raise ValueError(
+            f"{name} must be uint8 (T,H,W,3), got {frames.dtype} {tuple(frames.shape)}{hint}"
+        )
+    if frames.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one frame (T>=1), got T=0 {tuple(frames.shape)}")
+    if frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError(f"{name} must have H,W >= 1, got {tuple(frames.shape)}")
+    return frames
+
+
+@dataclass
+class RewardQuery:
+    """Frames of one episode to score against a task sentence.
+
+    Args:
+        frames: (T, H, W, 3) uint8, oldest first. Frame i's scores depend only on frames <= i.
+        task: the instruction, e.g. ``"put the cube in the bowl"``; must not be empty.
+        episode_id: optional id for logging / routing.
+        frame_index: optional (T,) int, the step index of each sent frame within the episode.
+    """
+
+    frames: np.ndarray
+    task: str
+    episode_id: str | None = None
+    frame_index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        validate_frames(self.frames)
+        if not isinstance(self.task, str) or not self.task.strip():
+            raise ValueError(f"task must be a non-empty instruction string, got {self.task!r}")
+        if self.frame_index is not None:
+            self.frame_index = np.asarray(self.frame_index, dtype=np.int64)
+            if self.frame_index.shape != (self.frames.shape[0],):
+                raise ValueError(
+                    f"frame_index must have shape ({self.frames.shape[0]},) to match frames, "
+                    f"got {self.frame_index.shape}"
+                )
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames in this query."""
+        return int(self.frames.shape[0])
+
+
+@dataclass
+class RewardResult:
+    """Per-frame model outputs for one :class:`RewardQuery`.
+
+    Args:
+        progress: (T,) float32 in [0, 1], expected task progress at each sent frame.
+        success: (T,) float32 in [0, 1], probability the task is done at each sent frame.
+    """
+
+    progress: np.ndarray
+    success: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.progress = np.asarray(self.progress, dtype=np.float32).reshape(-1)
+        self.success = np.asarray(self.success, dtype=np.float32).reshape(-1)
+        if self.progress.shape != self.success.shape:
+            raise ValueError(
+                f"progress and success must have the same length, got {self.progress.shape} "
+                f"and {self.success.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.progress.shape[0])
+
+
+@dataclass
+class ModelInfo:
+    """Static description of a reward model.
+
+    Args:
+        name: model spec or checkpoint id, e.g. ``"tiny"`` or ``"robometer/Robometer-4B"``.
+        max_frames: frames per query the model was trained with (the dense reward sends <= this).
+        image_size: nominal (H, W) frames are resized towards; None when any size works.
+        progress_bins: number of progress bins of the progress head.
+        device / dtype: where and how the model runs.
+        extra: anything else worth reporting (parameter count, layout, ...).
+    """
+
+    name: str
+    max_frames: int = 8
+    image_size: tuple[int, int] | None = None
+    progress_bins: int = 10
+    device: str = "cpu"
+    dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (msgpack/JSON friendly)."""
+        d = asdict(self)
+        if d["image_size"] is not None:
+            d["image_size"] = list(d["image_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        if d.get("image_size") is not None:
+            d["image_size"] = tuple(d["image_size"])
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)

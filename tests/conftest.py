@@ -1,0 +1,19 @@
+"""Test-wide settings: headless MuJoCo rendering, no hub downloads, fast torch on 2 cores."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny, randomly initialised Qwen3-VL Robometer (seed 0), shared by the session."""
+    from rlrm.models import make_reward_model
+
+    return make_reward_model("tiny", seed=0)
