@@ -1,1 +1,41 @@
-"""envs package."""
+"""Simulated manipulation benchmarks as plain gymnasium envs; ``import envs`` registers them.
+
+Registered ids (entry points are imported lazily, on ``gym.make``):
+
+* ``rlrm/FetchReach-v0``, ``rlrm/FetchPush-v0``, ``rlrm/FetchSlide-v0``,
+  ``rlrm/FetchPickAndPlace-v0`` - gymnasium-robotics Fetch (:mod:`envs.fetch`).
+* ``rlrm/MetaWorld-v0`` - one MetaWorld v3 task, ``task_name="reach-v3"`` (:mod:`envs.metaworld`).
+* ``rlrm/LIBERO-v0`` - one LIBERO task, ``suite=..., task_id=...`` (:mod:`envs.libero`).
+
+Every env: ``render()`` returns an upright (image_size, image_size, 3) uint8 frame
+(``image_size=128`` by default, ``fast_render=True``), ``env.unwrapped.task`` and
+``info["task"]`` hold the instruction, ``info["is_success"]`` is the ground-truth success (bool).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+__all__ = ["FETCH_IDS", "register_envs"]
+
+FETCH_IDS = {
+    "rlrm/FetchReach-v0": "FetchReach",
+    "rlrm/FetchPush-v0": "FetchPush",
+    "rlrm/FetchSlide-v0": "FetchSlide",
+    "rlrm/FetchPickAndPlace-v0": "FetchPickAndPlace",
+}
+
+
+def register_envs() -> None:
+    """Register the rlrm env ids with gymnasium (idempotent)."""
+    for env_id, task_name in FETCH_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="envs.fetch:FetchEnv",
+                kwargs={"task_name": task_name},
+                max_episode_steps=50,
+            )
+
+
+register_envs()
