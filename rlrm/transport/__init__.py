@@ -1,1 +1,70 @@
-"""transport package."""
+"""How rewards get from a reward model to an RL process: in-process, or over ZeroMQ.
+
+* :func:`make_scorer` - turn a source (worker URL, reward model, or scorer) into a scorer.
+* :class:`RewardClient` - scorer talking to a remote :class:`RewardWorker` (``tcp://``, ``ipc://``).
+* :class:`LocalScorer` - scorer around a model in this process.
+* :class:`RewardWorker` - serves a model on a ROUTER socket with dynamic batching.
+* :func:`spawn_worker` / :class:`WorkerProcess` - a worker as a real subprocess.
+* :class:`WorkerError` - the worker answered with an error code.
+
+A *scorer* has ``score(queries) -> results``, ``score_async(queries) -> Future``,
+``info() -> ModelInfo`` and ``close()``. Nothing in this package imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlrm.transport.client import RewardClient, WorkerError
+from rlrm.transport.local import LocalScorer
+from rlrm.transport.process import WorkerProcess, spawn_worker
+from rlrm.transport.server import RewardWorker
+
+__all__ = [
+    "make_scorer",
+    "is_scorer",
+    "RewardClient",
+    "LocalScorer",
+    "RewardWorker",
+    "WorkerError",
+    "WorkerProcess",
+    "spawn_worker",
+]
+
+_URL_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def is_scorer(obj: Any) -> bool:
+    """True if ``obj`` already offers the scorer interface (score, score_async, info, close)."""
+    return all(callable(getattr(obj, name, None)) for name in ("score", "score_async", "info", "close"))
+
+
+def make_scorer(source: Any, **client_kwargs: Any) -> Any:
+    """Turn ``source`` into a scorer.
+
+    Args:
+        source: a worker URL (``"tcp://127.0.0.1:5555"``, ``"ipc://..."``) -> :class:`RewardClient`;
+            a :class:`~rlrm.models.base.RewardModel` -> :class:`LocalScorer`; a scorer -> itself.
+        **client_kwargs: for URLs, passed to :class:`RewardClient` (``timeout_ms``, ``retries``,
+            ``curve_server_key``, ``enc``).
+
+    >>> scorer = make_scorer("tcp://127.0.0.1:5555", timeout_ms=5000)   # doctest: +SKIP
+    >>> scorer = make_scorer(make_reward_model("tiny"))                  # doctest: +SKIP
+    """
+    if isinstance(source, str):
+        if source.startswith(_URL_SCHEMES):
+            return RewardClient(source, **client_kwargs)
+        raise ValueError(
+            f"reward source {source!r} is not a worker URL: expected 'tcp://host:port' or 'ipc://path', "
+            "a RewardModel (make_reward_model(spec)), or a scorer"
+        )
+    if client_kwargs:
+        raise TypeError(f"client options {sorted(client_kwargs)} only apply to worker URLs, got {type(source).__name__}")
+    if is_scorer(source):
+        return source
+    if callable(getattr(source, "score", None)) and callable(getattr(source, "info", None)):
+        return LocalScorer(source)
+    raise TypeError(
+        f"cannot make a scorer from {type(source).__name__}: expected a worker URL, a RewardModel "
+        "(with score() and info()), or a scorer (with score, score_async, info, close)"
+    )

@@ -1,0 +1,130 @@
+"""``rlrm worker``: build a reward model and serve it with a :class:`~rlrm.transport.server.RewardWorker`.
+
+* ``add_arguments`` / ``run`` - the subcommand (model spec, bind address, batching, limits, keys).
+* :class:`SlowModel` - test/benchmark aid behind ``--slow-ms``: sleeps before every batch so
+  timeouts and queueing can be exercised against a real model.
+
+Once bound, the worker prints one line ``RLRM_WORKER_READY <endpoint>`` on stdout (the port
+the OS chose when bound to port 0); :func:`rlrm.transport.process.spawn_worker` waits for it.
+SIGINT/SIGTERM stop it gracefully (the batch in progress is finished and answered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from rlrm.transport.protocol import Limits
+from rlrm.transport.server import RewardWorker
+
+__all__ = ["READY_MARKER", "SlowModel", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+READY_MARKER = "RLRM_WORKER_READY"
+
+
+class SlowModel:
+    """Test/benchmark aid: a reward model that sleeps ``delay_ms`` before scoring each batch.
+
+    >>> slow = SlowModel(model, delay_ms=500)   # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, delay_ms: float) -> None:
+        self.model = model
+        self.delay_ms = float(delay_ms)
+
+    def info(self):
+        """The wrapped model's info, with the delay recorded in ``extra``."""
+        info = self.model.info()
+        info.extra = {**info.extra, "slow_ms": self.delay_ms}
+        return info
+
+    def score(self, queries):
+        """Sleep, then score with the wrapped model."""
+        time.sleep(self.delay_ms / 1000.0)
+        return self.model.score(queries)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``rlrm worker``."""
+    parser.add_argument("--model", required=True, help="model spec: 'tiny', 'demo', a checkpoint dir or a hub id")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                        help="ZeroMQ endpoint (default %(default)s; port 0 = any free port; "
+                        "non-loopback addresses need --curve-keys)")
+    parser.add_argument("--max-batch", type=int, default=16, help="queries per model call (1 = no batching)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="longest the oldest waiting query waits for a batch to fill")
+    parser.add_argument("--max-queue", type=int, default=256, help="queries allowed to wait before 'busy'")
+    parser.add_argument("--device", default="auto", help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of a randomly initialised model ('tiny')")
+    parser.add_argument("--curve-keys", default=None, metavar="DIR",
+                        help="CurveZMQ key directory made by `rlrm keys DIR`; required off loopback")
+    parser.add_argument("--max-frames", type=int, default=Limits.max_frames, help="frames per query limit")
+    parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="H*W per frame limit")
+    parser.add_argument("--max-request-mb", type=float, default=Limits.max_bytes / 2**20,
+                        help="bytes of frames per request limit, in MiB")
+    parser.add_argument("--slow-ms", type=float, default=0.0,
+                        help="test/benchmark aid: sleep this long before every batch")
+
+
+def _build_model(args: argparse.Namespace) -> Any:
+    from rlrm.models import make_reward_model  # lazily: this is where torch gets imported
+
+    kwargs: dict[str, Any] = {}
+    if args.device != "auto":
+        kwargs["device"] = args.device
+    if args.dtype is not None:
+        kwargs["dtype"] = args.dtype
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    model = make_reward_model(args.model, **kwargs)
+    if args.slow_ms > 0:
+        log.warning("--slow-ms %.0f: every batch is delayed on purpose (test/benchmark aid)", args.slow_ms)
+        model = SlowModel(model, args.slow_ms)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, bind, print the ready line, serve until SIGINT/SIGTERM."""
+    limits = Limits(
+        max_frames=args.max_frames, max_pixels=args.max_pixels, max_bytes=int(args.max_request_mb * 2**20)
+    )
+    # check the bind address before spending time loading a model
+    from rlrm.transport.server import is_loopback
+
+    if args.curve_keys is None and not is_loopback(args.bind):
+        log.error(
+            "refusing to bind %s without CurveZMQ keys: only loopback is served unauthenticated. "
+            "Run `rlrm keys DIR` and start with --curve-keys DIR",
+            args.bind,
+        )
+        return 2
+    model = _build_model(args)
+    worker = RewardWorker(
+        model,
+        bind=args.bind,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        limits=limits,
+        curve_keys=args.curve_keys,
+    )
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping the reward worker", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    worker.start()
+    print(f"{READY_MARKER} {worker.url}", flush=True)
+    sys.stdout.flush()
+    worker.serve_forever()
+    log.info("reward worker stopped: %s", worker.stats())
+    return 0
