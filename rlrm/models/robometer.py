@@ -1,0 +1,311 @@
+"""The Robometer reward model: a Qwen3-VL backbone with progress / success / preference heads.
+
+* :class:`RobometerConfig` - the non-backbone settings (bins, frames per query, image pipeline).
+* :class:`PredictionHead` - Robometer's head MLP: Linear -> LayerNorm -> GELU -> Dropout -> Linear.
+* :class:`RobometerModel` - scoring (``score``, ``preference``), raw head logits for training
+  (``forward_heads``) and checkpoint I/O (``from_pretrained`` / ``save_pretrained``, both the
+  upstream and the LeRobot layouts, see :mod:`rlrm.models.checkpoint`).
+* :func:`decode_progress` / :func:`decode_success` - logits -> progress in [0, 1] / success probability.
+
+The same class runs the published 4B checkpoint and the tiny test model of :mod:`rlrm.models.tiny`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlrm.models.processor import ImageSettings, ModelInputs, RobometerProcessor
+from rlrm.types import ModelInfo, RewardQuery, RewardResult
+
+__all__ = ["RobometerConfig", "PredictionHead", "RobometerModel", "decode_progress", "decode_success"]
+
+log = logging.getLogger(__name__)
+
+
+def decode_progress(logits: torch.Tensor) -> torch.Tensor:
+    """Progress in [0, 1] from bin logits (..., bins): softmax-weighted mean of linspace(0, 1, bins)."""
+    logits = logits.float()
+    centers = torch.linspace(0.0, 1.0, logits.shape[-1], device=logits.device)
+    return (torch.softmax(logits, dim=-1) * centers).sum(dim=-1)
+
+
+def decode_success(logits: torch.Tensor) -> torch.Tensor:
+    """Success probability from success logits: sigmoid."""
+    return torch.sigmoid(logits.float())
+
+
+@dataclass
+class RobometerConfig:
+    """Everything about a Robometer model besides the Qwen3-VL backbone config.
+
+    Args:
+        progress_bins: outputs of the progress head (10 for the public model).
+        max_frames: frames per query the model was trained with; the dense reward sends at most this many.
+        base_model_id: the Qwen3-VL checkpoint the model was trained from (tokenizer fallback).
+        image: frame preprocessing; ``min_pixels`` / ``max_pixels`` fix the working resolution.
+        dropout: head dropout (active only in ``train()`` mode).
+    """
+
+    progress_bins: int = 10
+    max_frames: int = 8
+    base_model_id: str = "Qwen/Qwen3-VL-4B-Instruct"
+    image: ImageSettings = field(default_factory=ImageSettings)
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-friendly form."""
+        return {
+            "progress_bins": self.progress_bins,
+            "max_frames": self.max_frames,
+            "base_model_id": self.base_model_id,
+            "image": self.image.to_dict(),
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RobometerConfig:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        image = ImageSettings.from_dict(d.pop("image", {}))
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown Robometer config keys {sorted(unknown)}, expected {sorted(cls.__dataclass_fields__)}")
+        return cls(image=image, **d)
+
+
+class PredictionHead(nn.Sequential):
+    """Robometer head: Linear(H, H/2) -> LayerNorm -> GELU -> Dropout -> Linear(H/2, out)."""
+
+    def __init__(self, hidden: int, out: int, dropout: float = 0.1) -> None:
+        super().__init__(
+            nn.Linear(hidden, hidden // 2),
+            nn.LayerNorm(hidden // 2),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden // 2, out),
+        )
+
+
+class RobometerModel(nn.Module):
+    """Robometer: per-frame task progress and success from a Qwen3-VL backbone, plus pairwise preference.
+
+    Each query is one user turn: the progress instruction, then every frame as an image
+    followed by ``<|prog_token|>``. The heads read the backbone's last hidden state (after the
+    final norm) at each ``<|prog_token|>``: progress = softmax(10 bin logits) . linspace(0, 1, 10),
+    success = sigmoid(logit). Attention is causal, so frame i's outputs depend only on frames <= i.
+    Queries of different frame counts and image sizes batch together (right padding) and give
+    the same numbers as one by one.
+
+    Methods:
+        score(queries) -> list[RewardResult]: inference (no gradients).
+        preference(query_a, query_b) -> float: P(trajectory A makes more progress than B).
+        forward_heads(queries, pairs=None) -> dict: raw head logits **with gradients**, for training:
+            ``progress_logits``: list of (T_i, bins) per query, ``success_logits``: list of (T_i,);
+            with ``pairs`` (list of (query_a, query_b)) also ``pref_logits``: (P,), sigmoid -> P(A better).
+            A pair is one sequence: preference prompt, "This is Trajectory A. ", A's frames (each
+            with ``<|prog_token|>``), ``<|split_token|>``, "This is Trajectory B. ", B's frames,
+            "Now predict the preference between the two trajectories.", ``<|pref_token|>``;
+            the preference head reads the hidden state at ``<|pref_token|>``.
+            ``queries``/``pairs`` may also be pre-built :class:`~rlrm.models.processor.ModelInputs`.
+
+    >>> from rlrm.models import make_reward_model
+    >>> model = make_reward_model("tiny", seed=0)
+    >>> q = RewardQuery(np.zeros((4, 64, 64, 3), np.uint8), "reach the red target")
+    >>> res = model.score([q])[0]
+    >>> res.progress.shape, res.success.shape
+    ((4,), (4,))
+    """
+
+    def __init__(
+        self,
+        backbone_config: Any,
+        processor: RobometerProcessor,
+        config: RobometerConfig | None = None,
+        name: str = "robometer",
+    ) -> None:
+        from transformers import Qwen3VLModel
+
+        super().__init__()
+        self.config = config or RobometerConfig()
+        self.processor = processor
+        self.name = name
+        self.layout: str | None = None
+        text = backbone_config.text_config
+        if text.vocab_size != len(processor.tokenizer):
+            raise ValueError(
+                f"backbone vocab_size {text.vocab_size} != tokenizer length {len(processor.tokenizer)}; "
+                "expected the embedding to be resized to the tokenizer (Qwen vocab + 5 Robometer tokens)"
+            )
+        self.model = Qwen3VLModel(backbone_config)
+        hidden = int(text.hidden_size)
+        dropout = self.config.dropout
+        self.progress_head = PredictionHead(hidden, self.config.progress_bins, dropout)
+        self.success_head = PredictionHead(hidden, 1, dropout)
+        self.preference_head = PredictionHead(hidden, 1, dropout)
+        # Unused at inference; kept so checkpoints trained with attention pooling load unchanged.
+        self.frame_pool_attn = nn.Linear(hidden, 1, bias=False)
+        self.eval()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (float32 on CPU, bfloat16 on GPU by default)."""
+        return next(self.parameters()).dtype
+
+    def info(self) -> ModelInfo:
+        """Describe the model: name, frames per query, bins, device, parameter count, pixel bounds."""
+        img = self.config.image
+        return ModelInfo(
+            name=self.name,
+            max_frames=self.config.max_frames,
+            image_size=None,
+            progress_bins=self.config.progress_bins,
+            device=str(self.device),
+            dtype=str(self.dtype).replace("torch.", ""),
+            extra={
+                "family": "robometer",
+                "parameters": int(sum(p.numel() for p in self.parameters())),
+                "hidden_size": int(self.model.config.text_config.hidden_size),
+                "min_pixels": img.min_pixels,
+                "max_pixels": img.max_pixels,
+                "layout": self.layout,
+            },
+        )
+
+    # --------------------------------------------------------------- forward
+
+    def _inputs(self, items: Any, pairs: bool) -> ModelInputs:
+        if isinstance(items, ModelInputs):
+            return items
+        if not isinstance(items, (list, tuple)):
+            what = "list of (RewardQuery, RewardQuery) pairs" if pairs else "list of RewardQuery"
+            raise ValueError(f"expected a {what}, got {type(items).__name__}")
+        if pairs:
+            for pair in items:
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+                    raise ValueError(f"expected (query_a, query_b) pairs, got {type(pair).__name__}")
+                _check_queries(list(pair))
+            return self.processor.preference_inputs(list(items))
+        _check_queries(list(items))
+        return self.processor.progress_inputs(list(items))
+
+    def _hidden(self, inputs: ModelInputs) -> torch.Tensor:
+        """Last hidden state (after the final norm), (B, L, H)."""
+        tensors = inputs.to(self.device, self.dtype).tensors
+        out = self.model(**tensors, use_cache=False)
+        return out.last_hidden_state
+
+    def _frame_logits(
+        self, hidden: torch.Tensor, positions: list[np.ndarray]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        rows = np.concatenate([np.full(len(p), i) for i, p in enumerate(positions)])
+        cols = np.concatenate(positions)
+        at_tokens = hidden[torch.from_numpy(rows), torch.from_numpy(cols)]  # (sum T, H)
+        progress = self.progress_head(at_tokens)
+        success = self.success_head(at_tokens).squeeze(-1)
+        sizes = [len(p) for p in positions]
+        return list(progress.split(sizes)), list(success.split(sizes))
+
+    def forward_heads(self, queries: Any = None, pairs: Any = None) -> dict[str, Any]:
+        """Raw head logits with gradients: see the class docstring for the keys and shapes."""
+        if queries is None and pairs is None:
+            raise ValueError("forward_heads needs queries, pairs, or both; got neither")
+        out: dict[str, Any] = {}
+        if queries is not None:
+            inputs = self._inputs(queries, pairs=False)
+            hidden = self._hidden(inputs)
+            out["progress_logits"], out["success_logits"] = self._frame_logits(hidden, inputs.prog_positions)
+        if pairs is not None:
+            inputs = self._inputs(pairs, pairs=True)
+            if inputs.pref_positions is None:
+                raise ValueError("pairs must be built with RobometerProcessor.preference_inputs")
+            hidden = self._hidden(inputs)
+            rows = torch.arange(hidden.shape[0])
+            at_pref = hidden[rows, torch.from_numpy(inputs.pref_positions)]
+            out["pref_logits"] = self.preference_head(at_pref).squeeze(-1)
+        return out
+
+    def score(self, queries: list[RewardQuery], max_batch: int = 32) -> list[RewardResult]:
+        """Per-frame progress and success for each query, in order (batched, no gradients).
+
+        Args:
+            queries: RewardQuery list; frames (T, H, W, 3) uint8, T and H, W may differ per query.
+            max_batch: queries per backbone forward; larger batches are split.
+        """
+        if not isinstance(queries, (list, tuple)):
+            raise ValueError(f"score expects a list of RewardQuery, got {type(queries).__name__}")
+        if not queries:
+            return []
+        results: list[RewardResult] = []
+        with torch.inference_mode():
+            for start in range(0, len(queries), max_batch):
+                chunk = list(queries[start : start + max_batch])
+                logits = self.forward_heads(chunk)
+                for prog, succ in zip(logits["progress_logits"], logits["success_logits"], strict=True):
+                    results.append(
+                        RewardResult(decode_progress(prog).cpu().numpy(), decode_success(succ).cpu().numpy())
+                    )
+        return results
+
+    def preferences(self, pairs: list[tuple[RewardQuery, RewardQuery]]) -> np.ndarray:
+        """P(A makes more progress than B) for each (query_a, query_b) pair, (P,) float32."""
+        with torch.inference_mode():
+            logits = self.forward_heads(pairs=list(pairs))["pref_logits"]
+        return decode_success(logits).cpu().numpy().astype(np.float32)
+
+    def preference(self, query_a: RewardQuery, query_b: RewardQuery) -> float:
+        """P(trajectory A makes more progress on the shared task than trajectory B)."""
+        return float(self.preferences([(query_a, query_b)])[0])
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save_pretrained(self, directory: str | Path, layout: str = "upstream") -> Path:
+        """Write weights, configs and tokenizer to ``directory`` in the ``"upstream"`` or ``"lerobot"`` layout."""
+        from rlrm.models.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, Path(directory), layout)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        dir_or_hub_id: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        **overrides: Any,
+    ) -> RobometerModel:
+        """Load a checkpoint directory or hub id (upstream or LeRobot layout, detected).
+
+        Args:
+            dir_or_hub_id: local directory, or a hub id such as ``"robometer/Robometer-4B"``
+                (downloaded with huggingface_hub unless ``HF_HUB_OFFLINE=1``).
+            device: default ``"cuda"`` when available, else ``"cpu"``.
+            dtype: default bfloat16 on GPU, float32 on CPU.
+            attn_implementation: ``"sdpa"`` (default), ``"flash_attention_2"`` or ``"eager"``.
+            **overrides: RobometerConfig fields to change (e.g. ``max_frames``).
+        """
+        from rlrm.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(
+            cls, str(dir_or_hub_id), device=device, dtype=dtype, attn_implementation=attn_implementation,
+            **overrides,
+        )
+
+
+def _check_queries(queries: list[Any]) -> None:
+    for i, q in enumerate(queries):
+        if not isinstance(q, RewardQuery):
+            raise ValueError(f"queries[{i}] must be a RewardQuery, got {type(q).__name__}")
