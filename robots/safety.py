@@ -1,0 +1,221 @@
+"""The safety limits every robot env applies before anything reaches a controller.
+
+* :class:`SafetyConfig` - workspace box, per-step translation/rotation limits, orientation range.
+* :class:`SafetyFilter` - turns a desired end-effector target into a safe one (clip to box, limit step).
+* :class:`UnsafeActionError` - a NaN/inf or wrongly shaped action; the robot holds.
+* :func:`check_action` - validate a policy action before it is used.
+* :class:`RateLimiter` - holds the control loop at ``fps`` and counts overruns (injectable clock).
+
+All limits live here so that one test file can check all of them; backends add their own
+controller-side fences (xArm reduced mode, servo position limits) as a second line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robots.geometry import EEPose, matrix_to_rotvec, rotation_angle, rotvec_to_matrix
+
+__all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnsafeActionError(ValueError):
+    """An action that must not be executed (NaN/inf, wrong shape); the robot was told to hold."""
+
+
+@dataclass
+class SafetyConfig:
+    """Limits on every commanded end-effector target.
+
+    Args:
+        workspace_low: (3,) m, lower corner of the box the end effector must stay in (base frame).
+        workspace_high: (3,) m, upper corner.
+        max_step_m: largest translation between two consecutive commanded targets (m).
+        max_step_rad: largest rotation between two consecutive commanded targets (rad).
+        rotation_range_rad: (3,) largest rotation (axis-angle components, rad) away from the home
+            orientation; keeps the gripper roughly pointing where it pointed at home.
+    """
+
+    workspace_low: list[float] = field(default_factory=lambda: [0.3, -0.2, 0.05])
+    workspace_high: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.4])
+    max_step_m: float = 0.02
+    max_step_rad: float = 0.1
+    rotation_range_rad: list[float] = field(default_factory=lambda: [0.5, 0.5, 1.57])
+
+    def __post_init__(self) -> None:
+        low, high = np.asarray(self.workspace_low, float), np.asarray(self.workspace_high, float)
+        if low.shape != (3,) or high.shape != (3,) or not np.all(low < high):
+            raise ValueError(
+                f"workspace_low must be < workspace_high, both (3,) metres, got {self.workspace_low} "
+                f"and {self.workspace_high}"
+            )
+        if not (self.max_step_m > 0 and self.max_step_rad > 0):
+            raise ValueError(
+                f"max_step_m and max_step_rad must be > 0, got {self.max_step_m}, {self.max_step_rad}"
+            )
+        if np.asarray(self.rotation_range_rad, float).shape != (3,):
+            raise ValueError(f"rotation_range_rad must have 3 values (rad), got {self.rotation_range_rad}")
+
+    @property
+    def low(self) -> np.ndarray:
+        """Workspace lower corner (3,) m."""
+        return np.asarray(self.workspace_low, dtype=float)
+
+    @property
+    def high(self) -> np.ndarray:
+        """Workspace upper corner (3,) m."""
+        return np.asarray(self.workspace_high, dtype=float)
+
+    def contains(self, position, tol: float = 1e-9) -> bool:
+        """Whether a position (3,) m lies inside the workspace box."""
+        p = np.asarray(position, dtype=float)
+        return bool(np.all(p >= self.low - tol) and np.all(p <= self.high + tol))
+
+
+def check_action(action, size: int) -> np.ndarray:
+    """Return ``action`` as a float64 (size,) array, or raise :class:`UnsafeActionError` naming it."""
+    arr = np.asarray(action, dtype=np.float64) if not isinstance(action, str) else None
+    if arr is None or arr.shape != (size,):
+        shape = None if arr is None else arr.shape
+        raise UnsafeActionError(f"action must have shape ({size},) in [-1, 1], got {shape}: {action!r}")
+    if not np.all(np.isfinite(arr)):
+        raise UnsafeActionError(
+            f"action must be finite, got {arr.tolist()} (NaN/inf at index {np.flatnonzero(~np.isfinite(arr)).tolist()}); "
+            "the robot holds its last target"
+        )
+    return arr
+
+
+@dataclass
+class SafeTarget:
+    """A target after the safety filter, with what the filter changed."""
+
+    pose: EEPose
+    clipped_workspace: bool
+    clipped_step: bool
+    clipped_rotation: bool
+
+    @property
+    def clipped(self) -> bool:
+        """Whether any limit changed the target."""
+        return self.clipped_workspace or self.clipped_step or self.clipped_rotation
+
+
+class SafetyFilter:
+    """Makes end-effector targets safe: orientation range, per-step limits, workspace box.
+
+    The step limits are measured from the *previous commanded target*, so the sequence of
+    targets a controller sees never jumps further than ``max_step_m`` / ``max_step_rad``,
+    however far the measured pose lags.
+
+    >>> f = SafetyFilter(SafetyConfig(), home_rotation=np.eye(3))
+    >>> prev = EEPose([0.45, 0.0, 0.2], np.eye(3))
+    >>> safe = f.apply(EEPose([5.0, 0.0, 0.2], np.eye(3)), prev)
+    >>> safe.pose.position.round(3).tolist(), safe.clipped_step
+    ([0.47, 0.0, 0.2], True)
+    """
+
+    def __init__(self, config: SafetyConfig, home_rotation: np.ndarray) -> None:
+        self.config = config
+        self.home_rotation = np.asarray(home_rotation, dtype=float)
+
+    def apply(self, desired: EEPose, previous: EEPose) -> SafeTarget:
+        """Return the safe target closest to ``desired`` reachable from ``previous`` in one step."""
+        cfg = self.config
+        # orientation range around home
+        rel = matrix_to_rotvec(self.home_rotation.T @ desired.rotation)
+        rel_clipped = np.clip(rel, -np.asarray(cfg.rotation_range_rad), np.asarray(cfg.rotation_range_rad))
+        clipped_rot = not np.allclose(rel, rel_clipped)
+        rotation = self.home_rotation @ rotvec_to_matrix(rel_clipped)
+        # rotation step
+        step_rot = matrix_to_rotvec(previous.rotation.T @ rotation)
+        angle = float(np.linalg.norm(step_rot))
+        clipped_step = False
+        if angle > cfg.max_step_rad:
+            rotation = previous.rotation @ rotvec_to_matrix(step_rot * (cfg.max_step_rad / angle))
+            clipped_step = True
+        # translation step
+        delta = desired.position - previous.position
+        dist = float(np.linalg.norm(delta))
+        if dist > cfg.max_step_m:
+            delta = delta * (cfg.max_step_m / dist)
+            clipped_step = True
+        # the box last: clipping a point into a convex box never lengthens the step from a point inside it
+        position = previous.position + delta
+        boxed = np.clip(position, cfg.low, cfg.high)
+        clipped_ws = not np.allclose(boxed, position)
+        return SafeTarget(EEPose(boxed, rotation), clipped_ws, clipped_step, clipped_rot)
+
+    def check(self, target: EEPose, previous: EEPose, tol: float = 1e-6) -> None:
+        """Raise AssertionError-free ValueError if ``target`` breaks a limit (used by backends/tests)."""
+        cfg = self.config
+        if not cfg.contains(target.position, tol):
+            raise ValueError(f"target {target.position.tolist()} outside workspace {cfg.low}..{cfg.high}")
+        step = float(np.linalg.norm(target.position - previous.position))
+        if step > cfg.max_step_m + tol:
+            raise ValueError(f"translation step {step:.4f} m exceeds max_step_m={cfg.max_step_m}")
+        ang = rotation_angle(previous.rotation, target.rotation)
+        if ang > cfg.max_step_rad + tol:
+            raise ValueError(f"rotation step {ang:.4f} rad exceeds max_step_rad={cfg.max_step_rad}")
+
+
+class RateLimiter:
+    """Holds a loop at ``fps``: :meth:`wait` sleeps until the next tick and reports overruns.
+
+    ``clock`` and ``sleep`` are injectable so tests check the schedule without wall time.
+
+    >>> t = [0.0]
+    >>> rl = RateLimiter(10, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    >>> rl.reset(); t[0] += 0.03; rl.wait(); round(t[0], 3)
+    0.1
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        warn_every: int = 50,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.period = 1.0 / float(fps)
+        self.clock, self.sleep = clock, sleep
+        self.warn_every = warn_every
+        self.overruns = 0
+        self._next: float | None = None
+
+    def reset(self) -> None:
+        """Start a new schedule at the current time."""
+        self._next = self.clock() + self.period
+
+    def wait(self) -> float:
+        """Sleep until the next tick; return the overrun in seconds (0.0 when on time)."""
+        if self._next is None:
+            self.reset()
+        now = self.clock()
+        remaining = self._next - now
+        if remaining >= 0:
+            self.sleep(remaining)
+            self._next += self.period
+            return 0.0
+        overrun = -remaining
+        self.overruns += 1
+        if self.overruns == 1 or self.overruns % self.warn_every == 0:
+            logger.warning(
+                "control loop overran its %.1f ms period by %.1f ms (%d overruns so far); "
+                "lower fps or speed up the policy/reward",
+                self.period * 1e3,
+                overrun * 1e3,
+                self.overruns,
+            )
+        # re-anchor instead of bursting to catch up: a burst would command several steps at once
+        self._next = now + self.period
+        return overrun
