@@ -1,0 +1,180 @@
+"""Turning reward-model outputs into a scalar RL reward and a success decision.
+
+* :class:`Shaping` - ``reward = w_progress * f(p) + success_bonus * [success detected]
+  + w_env * env_reward - step_cost`` with ``f`` one of ``absolute`` (p_t), ``delta``
+  (p_t - p_{t-1}) or ``potential`` (gamma * p_t - p_{t-1}); a dataclass Hydra can fill.
+* :class:`SuccessDetector` - success once at least ``min_votes`` of the last ``window``
+  success probabilities exceed ``threshold``; latched for the rest of the episode.
+* :data:`PROGRESS_TERMS` - the accepted names of ``f``.
+
+Both are plain numpy/python: no gymnasium, no torch. The wrappers in ``rlrm.wrappers``
+own the per-episode bookkeeping (previous progress, when to query) and call these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["Shaping", "SuccessDetector", "PROGRESS_TERMS"]
+
+PROGRESS_TERMS = ("delta", "absolute", "potential")
+
+
+def _check_finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """How progress, detected success and the env's own reward combine into one reward per step.
+
+    Args:
+        progress: ``"delta"`` (p_t - p_{t-1}; sums over an episode to last minus reset-frame
+            progress), ``"absolute"`` (p_t) or ``"potential"`` (gamma * p_t - p_{t-1}).
+        w_progress: weight of the progress term.
+        gamma: discount of the ``"potential"`` term, in (0, 1].
+        success_bonus: paid once, on the step success is first detected.
+        w_env: weight of the wrapped env's own reward (0 ignores it).
+        step_cost: subtracted every step (>= 0), a time penalty.
+
+    >>> s = Shaping(progress="delta", success_bonus=1.0, step_cost=0.01)
+    >>> terms = s.terms(progress=0.6, prev_progress=0.5, success=True, env_reward=0.0)
+    >>> round(s.reward(terms), 4)
+    1.09
+    """
+
+    progress: str = "delta"
+    w_progress: float = 1.0
+    gamma: float = 0.99
+    success_bonus: float = 1.0
+    w_env: float = 0.0
+    step_cost: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.progress not in PROGRESS_TERMS:
+            raise ValueError(f"Shaping.progress must be one of {PROGRESS_TERMS}, got {self.progress!r}")
+        for name in ("w_progress", "gamma", "success_bonus", "w_env", "step_cost"):
+            _check_finite(f"Shaping.{name}", getattr(self, name))
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"Shaping.gamma must be in (0, 1], got {self.gamma}")
+        if self.step_cost < 0:
+            raise ValueError(f"Shaping.step_cost is subtracted each step and must be >= 0, got {self.step_cost}")
+
+    def progress_term(self, progress: float, prev_progress: float) -> float:
+        """The unweighted progress term f(p_t, p_{t-1}) (progress values in [0, 1])."""
+        if self.progress == "absolute":
+            return float(progress)
+        if self.progress == "delta":
+            return float(progress) - float(prev_progress)
+        return self.gamma * float(progress) - float(prev_progress)
+
+    def terms(self, progress: float, prev_progress: float, success: bool, env_reward: float) -> dict[str, float]:
+        """Each weighted reward term for one step: ``progress``, ``success``, ``env``, ``step_cost``.
+
+        ``success`` is True only on the step success is first detected (the bonus is paid once).
+        """
+        return {
+            "progress": self.w_progress * self.progress_term(progress, prev_progress),
+            "success": self.success_bonus if success else 0.0,
+            "env": self.w_env * float(env_reward),
+            "step_cost": -self.step_cost,
+        }
+
+    @staticmethod
+    def reward(terms: dict[str, float]) -> float:
+        """The step reward: the sum of the terms from :meth:`terms`."""
+        return float(sum(terms.values()))
+
+
+@dataclass
+class SuccessDetector:
+    """Decides an episode succeeded once ``min_votes`` of the last ``window`` success probabilities exceed ``threshold``.
+
+    Stateful per episode: call :meth:`reset` at episode start and :meth:`update` with each new
+    (not held) success probability. Detection latches until :meth:`reset`. Wrappers keep their
+    own copy (:meth:`fresh`), so one instance can configure many envs.
+
+    Args:
+        threshold: a probability counts as a vote when strictly greater than this.
+        window: how many of the most recent probabilities are considered (K >= 1).
+        min_votes: votes needed within the window (1 <= M <= K).
+
+    >>> d = SuccessDetector(threshold=0.65, window=2, min_votes=2)
+    >>> [d.update(p) for p in (0.9, 0.1, 0.8, 0.7)]
+    [False, False, False, True]
+    >>> d.state()["votes"]
+    2
+    """
+
+    threshold: float = 0.65
+    window: int = 2
+    min_votes: int = 2
+    _recent: deque = field(default_factory=deque, init=False, repr=False, compare=False)
+    _detected: bool = field(default=False, init=False, repr=False, compare=False)
+    _detected_at: int | None = field(default=None, init=False, repr=False, compare=False)
+    _updates: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_finite("SuccessDetector.threshold", self.threshold)
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"SuccessDetector.threshold must be in [0, 1), got {self.threshold}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"SuccessDetector.window must be an int >= 1, got {self.window!r}")
+        if (
+            isinstance(self.min_votes, bool)
+            or not isinstance(self.min_votes, int)
+            or not 1 <= self.min_votes <= self.window
+        ):
+            raise ValueError(
+                f"SuccessDetector.min_votes must be an int in [1, window={self.window}], got {self.min_votes!r}"
+            )
+        self._recent = deque(maxlen=self.window)
+
+    def fresh(self) -> SuccessDetector:
+        """A new detector with the same settings and an empty history."""
+        return SuccessDetector(threshold=self.threshold, window=self.window, min_votes=self.min_votes)
+
+    def reset(self) -> None:
+        """Forget the episode: empty window, not detected."""
+        self._recent.clear()
+        self._detected = False
+        self._detected_at = None
+        self._updates = 0
+
+    @property
+    def votes(self) -> int:
+        """Probabilities in the current window above the threshold."""
+        return sum(p > self.threshold for p in self._recent)
+
+    @property
+    def detected(self) -> bool:
+        """True once success was detected this episode."""
+        return self._detected
+
+    def update(self, success_prob: float) -> bool:
+        """Add one success probability in [0, 1]; return True if success is detected (now or earlier)."""
+        p = _check_finite("success_prob", success_prob)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"success_prob must be a probability in [0, 1], got {p}")
+        self._recent.append(p)
+        self._updates += 1
+        if not self._detected and self.votes >= self.min_votes:
+            self._detected = True
+            self._detected_at = self._updates - 1
+        return self._detected
+
+    def state(self) -> dict:
+        """Detector state for ``info["rlrm"]["detector"]``: votes, window, recent probabilities, detection."""
+        return {
+            "votes": self.votes,
+            "min_votes": self.min_votes,
+            "window": self.window,
+            "threshold": self.threshold,
+            "recent": [float(p) for p in self._recent],
+            "detected": self._detected,
+            "detected_at_update": self._detected_at,
+        }

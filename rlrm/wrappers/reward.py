@@ -1,0 +1,166 @@
+"""The single-env Robometer reward wrapper.
+
+* :class:`RobometerReward` - replaces a gymnasium env's reward with a shaped Robometer
+  reward computed from the episode's frames, detects success (optionally terminating), and
+  publishes everything in ``info["rlrm"]``.
+* :func:`resolve_task` - the instruction text: given, or read from ``env.unwrapped.task``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+
+from rlrm.shaping import Shaping, SuccessDetector
+from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, score_timed
+from rlrm.wrappers.frames import FrameBuffer, FrameSource
+
+__all__ = ["RobometerReward", "resolve_task", "open_scorer"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_task(env: Any, task: str | None) -> str:
+    """``task`` if given, else the env's own instruction ``env.unwrapped.task`` (rlrm's sim and robot envs set it)."""
+    if task is not None:
+        return task
+    found = getattr(getattr(env, "unwrapped", env), "task", None)
+    if not isinstance(found, str) or not found.strip():
+        raise ValueError(
+            "task=None needs the env to carry its instruction in env.unwrapped.task, but it has "
+            f"{found!r}; pass task='<instruction>' explicitly"
+        )
+    return found
+
+
+def open_scorer(source: Any) -> tuple[Any, bool]:
+    """Resolve ``source`` with :func:`rlrm.transport.make_scorer`; returns ``(scorer, owned)``.
+
+    ``owned`` is True when the scorer was created here (from a URL or a model), so the wrapper
+    closes it on ``close()``; a scorer passed in stays the caller's to close.
+    """
+    from rlrm.transport import make_scorer
+
+    scorer = make_scorer(source)
+    return scorer, scorer is not source
+
+
+class RobometerReward(gym.Wrapper):
+    """Replaces the env's reward with a Robometer reward computed from the episode's frames.
+
+    ``reset`` starts a frame buffer with the reset frame. Each ``step`` appends the new frame
+    (from ``env.render()`` or ``obs[camera]``); on query steps (0, every, 2*every, ... and the
+    env's final step) it sends the sampled frames (``sampling="prefix"``: first, current and a
+    linspace between, <= ``max_frames``; ``"window"``: the last ``max_frames``) to the reward
+    model and uses the value at the current frame, p_t. The returned reward is
+    ``Shaping.reward``; the env's own reward is kept in ``info["rlrm"]["env_reward"]``. With a
+    ``success`` detector, success is detected from fresh success probabilities, the bonus is
+    paid once, and ``terminated=True`` is returned if ``terminate_on_success``.
+
+    >>> import gymnasium as gym
+    >>> from rlrm.models import make_reward_model
+    >>> env = RobometerReward(gym.make("CartPole-v1", render_mode="rgb_array"),
+    ...                       task="balance the pole", source=make_reward_model("tiny"))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(0)
+    >>> sorted(info["rlrm"])[:4]
+    ['detector', 'env_reward', 'episode', 'frame_index']
+    >>> env.close()
+
+    Args:
+        env: any gymnasium env that renders ``rgb_array`` frames or has an image in its dict observation.
+        task: the instruction, e.g. ``"move the gripper to the red target"``; None reads ``env.unwrapped.task``.
+        source: a worker URL (``"tcp://host:5555"``), a ``RewardClient``, a ``RewardModel``, or any scorer
+            (see :func:`rlrm.transport.make_scorer`).
+        camera: image key of the dict observation (``"a/b"`` for nested), or None for ``env.render()``.
+        max_frames: most frames per query (the model's training length, 8 for Robometer).
+        sampling: ``"prefix"`` or ``"window"``.
+        every: query every ``every`` steps and hold progress in between.
+        shaping: :class:`rlrm.shaping.Shaping`.
+        success: :class:`rlrm.shaping.SuccessDetector` (copied per wrapper) or None to not detect
+            success here (e.g. to put :class:`SuccessTermination` on top).
+        terminate_on_success: return ``terminated=True`` on detection (ignored when ``success`` is None).
+        on_timeout: ``"raise"`` (default) or ``"hold"``: keep the last progress, flag ``info["rlrm"]["stale"]``.
+
+    Notes:
+        ``info["rlrm"]`` each step: ``progress`` (p_t), ``success_prob``, ``success`` (latched),
+        ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``latency_ms`` (None
+        when not queried), ``queried``, ``frames_sent``, ``frame_index`` (episode steps sent, the
+        reset frame is 0), ``reset_progress`` (p_{-1}), ``stale``, ``step``, ``episode``.
+        ``delta`` rewards sum over an episode to ``progress`` at the end minus ``reset_progress``.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        task: str | None,
+        source: Any,
+        camera: str | None = None,
+        max_frames: int = 8,
+        sampling: str = "prefix",
+        every: int = 1,
+        shaping: Shaping | None = None,
+        success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per wrapper, never mutated
+        terminate_on_success: bool = True,
+        on_timeout: str = "raise",
+    ) -> None:
+        super().__init__(env)
+        if on_timeout not in ON_TIMEOUT:
+            raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
+        self.frame_source = FrameSource(env, camera)
+        self.episode_reward = EpisodeReward(
+            resolve_task(env, task),
+            max_frames=max_frames,
+            sampling=sampling,
+            every=every,
+            shaping=shaping if shaping is not None else Shaping(),
+            success=success,
+            name=getattr(env.spec, "id", None) or type(env.unwrapped).__name__,
+        )
+        self.terminate_on_success = bool(terminate_on_success) and success is not None
+        self.on_timeout = on_timeout
+        self.scorer, self._owns_scorer = open_scorer(source)
+
+    @property
+    def task(self) -> str:
+        """The instruction sent with every query."""
+        return self.episode_reward.task
+
+    @property
+    def frame_buffer(self) -> FrameBuffer:
+        """This episode's frames (reset frame first); read by :class:`RewardVideoRecorder`."""
+        return self.episode_reward.buffer
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the env and start a new frame buffer with the reset frame."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.episode_reward.start(self.frame_source.read(obs))
+        return obs, info
+
+    def step(self, action):
+        """Step the env, score the episode's frames if due, and return the shaped reward."""
+        if len(self.episode_reward.buffer) == 0:
+            raise RuntimeError("Cannot call env.step() before calling env.reset()")
+        obs, env_reward, terminated, truncated, info = self.env.step(action)
+        ep = self.episode_reward
+        ep.add_frame(self.frame_source.read(obs))
+        results, latency_ms, stale = None, None, False
+        if ep.wants_query(terminated or truncated):
+            results, latency_ms = score_timed(self.scorer, ep.queries(), self.on_timeout)
+            stale = results is None
+        reward, rlrm_info, newly = ep.finish_step(float(env_reward), results, latency_ms, stale)
+        if newly and self.terminate_on_success:
+            terminated = True
+        info = dict(info)
+        info["rlrm"] = rlrm_info
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        """Close the env, and the scorer if this wrapper created it."""
+        try:
+            super().close()
+        finally:
+            if self._owns_scorer:
+                self.scorer.close()
