@@ -1,6 +1,6 @@
 """A tiny, randomly initialised Robometer built locally, for tests and CPU work (registers ``"tiny"``).
 
-* :func:`tiny_tokenizer` - a byte-level tokenizer with Qwen's special tokens, Qwen3-VL's chat
+* :func:`tiny_tokenizer` - a small byte-level BPE tokenizer with Qwen's special tokens, Qwen3-VL's chat
   template structure and the five Robometer tokens (no download).
 * :func:`tiny_backbone_config` - a small ``Qwen3VLConfig`` (hidden 64, 2 layers; vision depth 2).
 * :func:`tiny_robometer` - the model: same :class:`~rlrm.models.robometer.RobometerModel` and
@@ -48,15 +48,39 @@ QWEN3_VL_CHAT_TEMPLATE = (
 )
 
 
+# Text the tiny tokenizer's BPE merges are learnt from: the prompt templates and common task words.
+_TASK_WORDS = (
+    "reach the red target; push the green block to the goal; pick up the blue cube and place it in the bowl; "
+    "open the drawer; close the door; press the button; slide the puck; put the object on the plate; "
+    "move the arm to the position; stack the blocks; fold the cloth; turn the faucet"
+)
+
+
+def _tokenizer_corpus() -> list[str]:
+    from rlrm.models.processor import RobometerProcessor, preference_prompt, progress_prompt
+
+    frames = RobometerProcessor._frames_text(12)
+    pair = "This is Trajectory A. <|split_token|>This is Trajectory B. Now predict the preference between the two trajectories."
+    return [progress_prompt(_TASK_WORDS), preference_prompt(_TASK_WORDS), frames, pair, "user\nassistant\n"] * 2
+
+
 def tiny_tokenizer() -> Any:
-    """Byte-level tokenizer (256 byte tokens) + Qwen special tokens + the five Robometer tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """Byte-level BPE (~440 tokens, merges learnt deterministically from the prompt templates) with
+    Qwen's special tokens, Qwen3-VL's chat template and the five Robometer tokens; no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=list(QWEN_SPECIAL_TOKENS),
+    )
+    backend.train_from_iterator(_tokenizer_corpus(), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
