@@ -272,11 +272,14 @@ class RobometerModel(nn.Module):
 
     # ------------------------------------------------------------ checkpoints
 
-    def save_pretrained(self, directory: str | Path, layout: str = "upstream") -> Path:
-        """Write weights, configs and tokenizer to ``directory`` in the ``"upstream"`` or ``"lerobot"`` layout."""
+    def save_pretrained(self, directory: str | Path, layout: str = "upstream", max_shard_bytes: int = 2 * 1024**3) -> Path:
+        """Write weights, configs and tokenizer to ``directory`` in the ``"upstream"`` or ``"lerobot"`` layout.
+
+        ``max_shard_bytes`` bounds each upstream safetensors shard (the LeRobot layout is one file).
+        """
         from rlrm.models.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, Path(directory), layout)
+        return save_checkpoint(self, Path(directory), layout, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def from_pretrained(

@@ -170,9 +170,7 @@ def tiny_robometer(
     """
     tokenizer = tiny_tokenizer()
     backbone = tiny_backbone_config(tokenizer, **config_overrides)
-    backbone._attn_implementation = "sdpa"
-    backbone.text_config._attn_implementation = "sdpa"
-    backbone.vision_config._attn_implementation = "sdpa"
+    backbone._attn_implementation = "sdpa"  # propagates to the text and vision sub-configs
     image = ImageSettings(min_pixels=min_pixels, max_pixels=max_pixels)
     config = RobometerConfig(max_frames=max_frames, base_model_id="tiny", image=image)
     with torch.random.fork_rng(devices=[]):
