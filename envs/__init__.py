@@ -36,6 +36,8 @@ def register_envs() -> None:
                 kwargs={"task_name": task_name},
                 max_episode_steps=50,
             )
+    if "rlrm/MetaWorld-v0" not in gym.registry:
+        gym.register(id="rlrm/MetaWorld-v0", entry_point="envs.metaworld:MetaWorldEnv", max_episode_steps=500)
 
 
 register_envs()

@@ -1,7 +1,8 @@
 """Compatibility fixes for third-party simulators, applied once and only when needed.
 
 * :func:`fix_gymnasium_robotics_joint_types` - lets gymnasium-robotics 1.4.x build its
-  envs with MuJoCo >= 3.4, whose joint-type enums no longer equal numpy ints from the left.
+  envs with recent MuJoCo (3.17 here), whose joint-type enums no longer equal numpy ints from the left.
+* :func:`fix_metaworld_weld_data` - lets MetaWorld 3.0 build its envs with MuJoCo's 12-field eq_data.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import types
 import mujoco
 import numpy as np
 
-__all__ = ["fix_gymnasium_robotics_joint_types"]
+__all__ = ["fix_gymnasium_robotics_joint_types", "fix_metaworld_weld_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,4 +52,34 @@ def fix_gymnasium_robotics_joint_types() -> bool:
         mujoco_utils.mujoco = _MujocoWithIntJointTypes("mujoco")
         logger.debug("patched gymnasium_robotics.utils.mujoco_utils joint-type comparison for mujoco %s",
                      mujoco.__version__)
+    return True
+
+
+def fix_metaworld_weld_data() -> bool:
+    """Make MetaWorld 3.0's mocap weld reset work when MuJoCo stores more eq_data fields; True if needed.
+
+    MetaWorld 3.0 writes an 11-value array into each weld row of ``model.eq_data``; MuJoCo
+    3.17 (here) has 12 values per row (``mjNEQDATA``), so the assignment fails to broadcast and no
+    MetaWorld env builds (metaworld 3.1 instead pins mujoco==3.3.0, which would downgrade
+    every other user of MuJoCo). We write the same 11 values and keep MuJoCo's extra field.
+    """
+    from metaworld import sawyer_xyz_env
+
+    probe = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body name='a' mocap='true'/><body name='b'><freejoint/>"
+        "<geom size='.1'/></body></worldbody><equality><weld body1='a' body2='b'/></equality></mujoco>"
+    )
+    if probe.eq_data.shape[1] == 11 or getattr(sawyer_xyz_env.SawyerMocapBase, "_rlrm_weld_fix", False):
+        return False
+
+    def reset_mocap_welds(self) -> None:
+        """Resets the mocap welds used for actuation (first 11 eq_data fields, as MetaWorld sets them)."""
+        if self.model.nmocap > 0 and self.model.eq_data is not None:
+            for i in range(self.model.eq_data.shape[0]):
+                if self.model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
+                    self.model.eq_data[i, :11] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]
+
+    sawyer_xyz_env.SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
+    sawyer_xyz_env.SawyerMocapBase._rlrm_weld_fix = True
+    logger.debug("patched metaworld SawyerMocapBase.reset_mocap_welds for mujoco %s", mujoco.__version__)
     return True

@@ -13,7 +13,9 @@ anti-aliasing, reflections and skybox dominate the cost of a frame. A reward mod
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from dataclasses import dataclass
 
 import mujoco
@@ -22,6 +24,18 @@ import numpy as np
 __all__ = ["CameraView", "FrameRenderer", "apply_fast_render"]
 
 logger = logging.getLogger(__name__)
+
+# Renderers still open at interpreter exit are closed before the GL backend shuts down;
+# otherwise their __del__ runs after EGL is terminated and prints EGLError tracebacks.
+# The hook is registered after the first GL context exists, so that it runs before the
+# backend's own atexit hook (atexit runs last-registered first).
+_OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
+_EXIT_HOOK_REGISTERED = False
+
+
+def _close_open_renderers() -> None:
+    for renderer in list(_OPEN_RENDERERS):
+        renderer.close()
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,11 @@ class FrameRenderer:
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), self.image_size)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), self.image_size)
         self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
+        _OPEN_RENDERERS.add(self)
+        global _EXIT_HOOK_REGISTERED
+        if not _EXIT_HOOK_REGISTERED:
+            atexit.register(_close_open_renderers)
+            _EXIT_HOOK_REGISTERED = True
         self._option = mujoco.MjvOption()
         if fast:
             flags = self._renderer.scene.flags
@@ -130,6 +149,8 @@ class FrameRenderer:
 
     def render(self) -> np.ndarray:
         """Draw the current state: (image_size, image_size, 3) uint8, upright."""
+        if self._renderer is None:
+            raise RuntimeError("FrameRenderer.render() called after close(); make a new renderer")
         camera = self._camera.to_mjv() if isinstance(self._camera, CameraView) else self._camera
         self._renderer.update_scene(self.data, camera=camera, scene_option=self._option)
         frame = self._renderer.render()
@@ -142,3 +163,4 @@ class FrameRenderer:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        _OPEN_RENDERERS.discard(self)
