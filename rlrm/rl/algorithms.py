@@ -1,0 +1,104 @@
+"""Thin builders of stable-baselines3 algorithms from a Hydra ``algo`` config.
+
+* :data:`ALGORITHMS` - the algorithm names ``run_rl.py`` accepts (``algo=...``).
+* :func:`policy_for` - the SB3 policy name for an observation space (Dict/image/state).
+* :func:`make_algorithm` - build SAC, PPO or residual SAC on an env.
+* :func:`load_algorithm` - load a checkpoint of any of them onto an env (resume).
+
+Everything algorithmic is SB3's; what is ours is choosing the policy for the observation
+space, the relabelling replay buffer when rewards arrive late, and the zero-initialised
+residual head.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space
+
+from rlrm.rl.relabel_buffer import relabeling_buffer_class
+from rlrm.rl.residual import zero_init_residual
+
+__all__ = ["ALGORITHMS", "policy_for", "make_algorithm", "load_algorithm"]
+
+log = logging.getLogger(__name__)
+
+# name -> (SB3 class, off-policy?)
+ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], bool]] = {
+    "sac": (SAC, True),
+    "ppo": (PPO, False),
+    "residual_sac": (SAC, True),
+}
+
+# config keys that are ours, not SB3 constructor arguments
+_OWN_KEYS = {"name", "policy", "net_arch", "residual_scale", "base_policy"}
+
+
+def policy_for(observation_space: spaces.Space) -> str:
+    """``MultiInputPolicy`` for Dict, ``CnnPolicy`` for images, else ``MlpPolicy``."""
+    if isinstance(observation_space, spaces.Dict):
+        return "MultiInputPolicy"
+    if is_image_space(observation_space):
+        return "CnnPolicy"
+    return "MlpPolicy"
+
+
+def _sb3_kwargs(algo_cfg: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in algo_cfg.items() if k not in _OWN_KEYS}
+    if algo_cfg.get("net_arch") is not None:
+        kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), "net_arch": list(algo_cfg["net_arch"])}
+    return kwargs
+
+
+def make_algorithm(
+    algo_cfg: dict[str, Any],
+    env: gym.Env,
+    *,
+    seed: int = 0,
+    tensorboard_log: str | None = None,
+    relabel: bool = False,
+    device: str = "cpu",
+) -> BaseAlgorithm:
+    """Build the SB3 algorithm ``algo_cfg["name"]`` on ``env``.
+
+    Args:
+        algo_cfg: the ``algo`` config group (plain dict): ``name`` plus SB3 constructor arguments
+            (``learning_rate``, ``batch_size``, ...), ``policy`` (``auto`` picks from the observation
+            space) and ``net_arch``.
+        env: the (reward-wrapped) env; for ``residual_sac`` already wrapped in
+            :class:`~rlrm.rl.residual.ResidualAction`.
+        relabel: use the relabelling replay buffer (asynchronous rewards; off-policy only).
+    """
+    name = algo_cfg.get("name")
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; expected one of {sorted(ALGORITHMS)}")
+    cls, off_policy = ALGORITHMS[name]
+    if relabel and not off_policy:
+        raise ValueError(
+            f"asynchronous rewards need a replay buffer; {name!r} is on-policy. "
+            f"Use reward.mode=sync or one of {[n for n, (_, o) in ALGORITHMS.items() if o]}"
+        )
+    policy = algo_cfg.get("policy", "auto")
+    if policy in (None, "auto"):
+        policy = policy_for(env.observation_space)
+    kwargs = _sb3_kwargs(algo_cfg)
+    if relabel:
+        kwargs["replay_buffer_class"] = relabeling_buffer_class(env.observation_space)
+    model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, device=device, verbose=0, **kwargs)
+    if name == "residual_sac":
+        zero_init_residual(model)
+    log.info("built %s (%s) on %s", name, policy, env.observation_space)
+    return model
+
+
+def load_algorithm(name: str, path: str, env: gym.Env, device: str = "cpu") -> BaseAlgorithm:
+    """Load a checkpoint saved by ``model.save`` for algorithm ``name`` onto ``env``."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; expected one of {sorted(ALGORITHMS)}")
+    cls, _ = ALGORITHMS[name]
+    return cls.load(path, env=env, device=device)

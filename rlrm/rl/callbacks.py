@@ -1,0 +1,113 @@
+"""Stable-Baselines3 callbacks of a ``run_rl.py`` run.
+
+* :class:`RewardLoggingCallback` - TensorBoard scalars of the Robometer reward: progress,
+  success probability, each reward term, worker latency, pending asynchronous labels, and the
+  env's own success at episode end.
+* :class:`CheckpointCallback` - a heartbeat every few steps and a checkpoint (policy + replay
+  buffer + step counter) every ``every`` steps and at the end (:mod:`rlrm.rl.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from rlrm.rl.checkpoints import save_checkpoint, write_heartbeat
+
+__all__ = ["RewardLoggingCallback", "CheckpointCallback"]
+
+log = logging.getLogger(__name__)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+class RewardLoggingCallback(BaseCallback):
+    """Log the reward model's outputs to the SB3 logger (TensorBoard) as running means.
+
+    Reads ``info["rlrm"]`` of the synchronous wrapper each step; with asynchronous rewards it
+    drains the labeler's finished labels instead and logs how many are still pending.
+    Scalars: ``reward/progress``, ``reward/success_prob``, ``reward/term_<name>``,
+    ``reward/shaped``, ``worker/latency_ms``, ``reward/pending_labels``, ``env/is_success``.
+
+    Args:
+        labeler: the :class:`~rlrm.rl.async_reward.AsyncRewardLabeler` of an asynchronous run, else None.
+
+    >>> from stable_baselines3 import SAC                         # doctest: +SKIP
+    >>> SAC("MlpPolicy", env).learn(1000, callback=RewardLoggingCallback())   # doctest: +SKIP
+    """
+
+    def __init__(self, labeler: Any = None) -> None:
+        super().__init__()
+        self.labeler = labeler
+
+    def _record(self, progress: Any, success_prob: Any, terms: dict, latency_ms: Any) -> None:
+        if _finite(progress):
+            self.logger.record_mean("reward/progress", progress)
+        if _finite(success_prob):
+            self.logger.record_mean("reward/success_prob", success_prob)
+        if terms:
+            for name, value in terms.items():
+                self.logger.record_mean(f"reward/term_{name}", value)
+            self.logger.record_mean("reward/shaped", sum(terms.values()))
+        if _finite(latency_ms):
+            self.logger.record_mean("worker/latency_ms", latency_ms)
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", [])
+        dones = self.locals.get("dones", [False] * len(infos))
+        for info, done in zip(infos, dones, strict=False):
+            rlrm = info.get("rlrm")
+            if rlrm and rlrm.get("queried", True) and not rlrm.get("stale", False):
+                self._record(rlrm.get("progress"), rlrm.get("success_prob"), rlrm.get("reward_terms") or {},
+                             rlrm.get("latency_ms"))
+            if done and "is_success" in info:
+                self.logger.record_mean("env/is_success", float(info["is_success"]))
+        if self.labeler is not None:
+            while self.labeler.finished:
+                label = self.labeler.finished.popleft()
+                self._record(label.progress, label.success_prob, label.terms, label.latency_ms)
+            self.logger.record("reward/pending_labels", self.labeler.num_pending)
+        return True
+
+
+class CheckpointCallback(BaseCallback):
+    """Heartbeat every ``heartbeat_every`` steps; checkpoint every ``every`` steps and at the end.
+
+    Args:
+        run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``).
+        every: env steps between checkpoints (0: only at the end).
+        keep: how many checkpoints to keep.
+        heartbeat_every: env steps between heartbeats (what a resumed run compares against).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, every: int, keep: int = 2, heartbeat_every: int = 10) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.every = int(every)
+        self.keep = int(keep)
+        self.heartbeat_every = max(1, int(heartbeat_every))
+        self._last_saved: int | None = None
+
+    def _on_training_start(self) -> None:
+        self._last_saved = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        n = self.num_timesteps
+        if n % self.heartbeat_every == 0:
+            write_heartbeat(self.run_dir, n)
+        if self.every > 0 and n - (self._last_saved or 0) >= self.every:
+            save_checkpoint(self.model, self.run_dir, keep=self.keep)
+            self._last_saved = n
+        return True
+
+    def _on_training_end(self) -> None:
+        write_heartbeat(self.run_dir, self.num_timesteps)
+        if self._last_saved != self.num_timesteps:
+            save_checkpoint(self.model, self.run_dir, keep=self.keep)
+            self._last_saved = self.num_timesteps

@@ -1,0 +1,98 @@
+"""Building a run's env from its config: the sim or robot env, its reward, the residual action.
+
+* :func:`make_env` - the bare env: ``gym.make(env.id, **env.kwargs)`` with the episode limit,
+  or ``robots.make_robot_env(robot.name, ...)`` when ``robot`` is set.
+* :func:`task_text` - the instruction of the run (``task=`` override, else the env config's).
+* :func:`wrap_with_reward` - the Robometer reward (synchronous or asynchronous) or the env's
+  own reward, then :class:`~rlrm.rl.residual.ResidualAction` for ``algo=residual_sac``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+
+from rlrm.shaping import Shaping, SuccessDetector
+
+__all__ = ["make_env", "task_text", "wrap_with_reward", "find_wrapper"]
+
+log = logging.getLogger(__name__)
+
+
+def make_env(cfg: Mapping[str, Any]) -> gym.Env:
+    """The bare env of a run config (plain dict): a registered sim env, or a robot when ``robot`` is set."""
+    reward_env_kwargs = dict((cfg.get("reward") or {}).get("env_kwargs") or {})
+    robot = cfg.get("robot")
+    if robot:
+        import robots
+
+        robot = dict(robot)
+        name = robot.pop("name")
+        sim = bool(robot.pop("sim", False))
+        robot.pop("task", None)
+        return robots.make_robot_env(name, sim=sim, **{**robot, **reward_env_kwargs})
+    import envs  # noqa: F401  (registers rlrm/* ids)
+
+    env_cfg = cfg["env"]
+    kwargs = {**dict(env_cfg.get("kwargs") or {}), **reward_env_kwargs}
+    return gym.make(env_cfg["id"], max_episode_steps=int(env_cfg["max_episode_steps"]), **kwargs)
+
+
+def task_text(cfg: Mapping[str, Any]) -> str | None:
+    """The run's instruction: ``task`` if set, else the env's (or robot's) config ``task``; None if neither."""
+    return cfg.get("task") or (cfg.get("env") or {}).get("task") or (cfg.get("robot") or {}).get("task") or None
+
+
+def _camera(cfg: Mapping[str, Any]) -> str | None:
+    if cfg.get("robot"):
+        return (cfg["robot"] or {}).get("camera")
+    return (cfg.get("env") or {}).get("camera")
+
+
+def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, asynchronous: bool | None = None,
+                     ) -> gym.Env:
+    """Put the run's reward (and, for residual algorithms, the residual action) on ``env``.
+
+    Args:
+        env: from :func:`make_env`.
+        cfg: the resolved run config (plain dict).
+        scorer: from :func:`rlrm.rl.reward_source.open_reward_source`; unused for ``reward.kind=env``.
+        asynchronous: override ``reward.mode`` (evaluation always scores synchronously).
+    """
+    reward = cfg["reward"]
+    if reward["kind"] == "robometer":
+        mode_async = (reward["mode"] == "async") if asynchronous is None else asynchronous
+        common = dict(
+            task=task_text(cfg), camera=_camera(cfg), max_frames=int(reward["max_frames"]),
+            sampling=reward["sampling"], shaping=Shaping(**dict(reward["shaping"])),
+            success=SuccessDetector(**dict(reward["success"])),
+            terminate_on_success=bool(reward["terminate_on_success"]),
+        )
+        if mode_async:
+            from rlrm.rl.async_reward import AsyncRobometerReward
+
+            env = AsyncRobometerReward(env, scorer=scorer, **common)
+        else:
+            from rlrm.wrappers.reward import RobometerReward
+
+            env = RobometerReward(env, source=scorer, every=int(reward["every"]),
+                                  on_timeout=reward.get("on_timeout", "raise"), **common)
+    algo = cfg["algo"]
+    if algo["name"] == "residual_sac":
+        from rlrm.rl.residual import ResidualAction, make_base_policy
+
+        base = make_base_policy(dict(algo["base_policy"]), env.action_space)
+        env = ResidualAction(env, base, scale=float(algo["residual_scale"]))
+    return env
+
+
+def find_wrapper(env: gym.Env, cls: type) -> gym.Env | None:
+    """The outermost wrapper of type ``cls`` in ``env``'s wrapper chain, or None."""
+    while env is not None:
+        if isinstance(env, cls):
+            return env
+        env = getattr(env, "env", None)
+    return None

@@ -1,0 +1,61 @@
+"""Evaluation episodes of a trained policy, judged by the env's own success signal.
+
+* :func:`evaluate_policy` - run deterministic episodes and report the env's success rate
+  (``info["is_success"]`` at the episode's last step, the Fetch / LIBERO convention) and the
+  return of the training reward, separately from the reward model's own success decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["evaluate_policy"]
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
+                    deterministic: bool = True) -> dict[str, Any]:
+    """Run ``episodes`` episodes of ``model.predict`` on ``env`` (a single, non-vector env).
+
+    Returns a dict with ``success_rate`` (fraction of episodes whose last step has
+    ``info["is_success"]`` true; NaN if the env has no such signal), ``mean_return`` (of the
+    env's returned reward), ``mean_length``, ``model_success_rate`` (the Robometer detector
+    fired, when the env is reward-wrapped) and ``episodes`` (per-episode records).
+    Episode i is reset with ``seed + i``, so runs with the same seed see the same goals.
+    """
+    if episodes < 0:
+        raise ValueError(f"episodes must be >= 0, got {episodes}")
+    records: list[dict[str, Any]] = []
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        total, length, done = 0.0, 0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=deterministic)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        rlrm = info.get("rlrm") or {}
+        records.append({
+            "return": total,
+            "length": length,
+            "is_success": bool(info["is_success"]) if "is_success" in info else None,
+            "model_success": bool(rlrm["success"]) if "success" in rlrm else None,
+            "final_progress": float(rlrm["progress"]) if "progress" in rlrm else None,
+        })
+        log.info("eval episode %d: return %.3f, length %d, env success %s", i, total, length,
+                 records[-1]["is_success"])
+    env_success = [r["is_success"] for r in records if r["is_success"] is not None]
+    model_success = [r["model_success"] for r in records if r["model_success"] is not None]
+    return {
+        "success_rate": float(np.mean(env_success)) if env_success else float("nan"),
+        "mean_return": float(np.mean([r["return"] for r in records])) if records else float("nan"),
+        "mean_length": float(np.mean([r["length"] for r in records])) if records else float("nan"),
+        "model_success_rate": float(np.mean(model_success)) if model_success else None,
+        "episodes": records,
+    }

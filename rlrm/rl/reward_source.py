@@ -1,0 +1,77 @@
+"""Where a training run gets its rewards from: a worker it starts, a worker it connects to, or in-process.
+
+* :func:`resolve_model_spec` - the model spec to load (``demo`` falls back to ``tiny`` with a
+  warning when this build has no trained demo model).
+* :func:`open_reward_source` - context manager yielding a scorer for the run's ``reward`` and
+  ``transport`` configs, and stopping whatever it started on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["resolve_model_spec", "open_reward_source"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_spec(spec: str) -> str:
+    """``spec``, except ``"demo"`` becomes ``"tiny"`` (with a warning) if no demo model is registered."""
+    if spec == "demo":
+        from rlrm.models import registered_models
+
+        if "demo" not in registered_models():
+            log.warning("reward model 'demo' is not part of this build; using the untrained 'tiny' model instead")
+            return "tiny"
+    return spec
+
+
+@contextlib.contextmanager
+def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) -> Iterator[Any]:
+    """Yield a scorer for a run, built from its ``reward`` and ``transport`` config groups.
+
+    * ``reward.source`` set (``tcp://gpu:5555``): connect a :class:`~rlrm.transport.RewardClient`.
+    * ``transport.name == "worker"``: start ``rlrm worker`` for ``reward.model`` as a subprocess
+      on loopback (:func:`~rlrm.transport.spawn_worker`), connect to it, stop it on exit.
+    * ``transport.name == "local"``: load the model in this process (:class:`~rlrm.transport.LocalScorer`).
+    """
+    from rlrm.transport import make_scorer, spawn_worker
+
+    timeout_ms = int(transport.get("timeout_ms", 30000))
+    if reward.get("source"):
+        scorer = make_scorer(str(reward["source"]), timeout_ms=timeout_ms)
+        log.info("reward source: worker at %s", reward["source"])
+        try:
+            yield scorer
+        finally:
+            scorer.close()
+        return
+    spec = resolve_model_spec(str(reward["model"]))
+    name = transport.get("name")
+    if name == "worker":
+        worker_args = {k: v for k, v in transport.items() if k not in ("name", "timeout_ms", "bind", "threads")}
+        threads = transport.get("threads")
+        env = {"OMP_NUM_THREADS": str(int(threads)), "MKL_NUM_THREADS": str(int(threads))} if threads else None
+        bind = transport.get("bind", "tcp://127.0.0.1:0")
+        with spawn_worker(spec, bind=bind, env=env, **worker_args) as worker:
+            log.info("reward source: model %r in worker pid %d at %s", spec, worker.pid, worker.url)
+            scorer = make_scorer(worker.url, timeout_ms=timeout_ms)
+            try:
+                yield scorer
+            finally:
+                scorer.close()
+        return
+    if name == "local":
+        from rlrm.models import make_reward_model
+
+        scorer = make_scorer(make_reward_model(spec))
+        log.info("reward source: model %r in this process", spec)
+        try:
+            yield scorer
+        finally:
+            scorer.close()
+        return
+    raise ValueError(f"unknown transport {name!r}; expected 'worker' or 'local' (or set reward.source=tcp://...)")

@@ -1,0 +1,132 @@
+"""Train a policy with Robometer rewards: make env -> wrap with reward -> make algorithm -> learn -> evaluate.
+
+    python run_rl.py                                   # FetchReach, demo model in a local worker, SAC
+    python run_rl.py algo=ppo total_steps=10000        # another algorithm / budget
+    python run_rl.py reward.source=tcp://gpu:5555      # use a running worker instead of starting one
+    python run_rl.py reward.mode=async                 # rewards relabelled in the replay buffer as they arrive
+    python run_rl.py algo=residual_sac                 # learn a residual on a frozen base policy
+    python run_rl.py reward=env_dense                  # baseline: the env's own reward
+    python run_rl.py resume=outputs/run_rl/DATE/TIME   # continue a run from its last checkpoint
+
+Outputs in the Hydra run folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
+``checkpoints/`` (policy + replay buffer), ``videos/`` (reward videos of evaluation
+episodes) and ``summary.json``. The machinery is in ``rlrm/rl``; this file is the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.logger import configure
+
+from rlrm.rl.algorithms import load_algorithm, make_algorithm
+from rlrm.rl.async_reward import AsyncRobometerReward
+from rlrm.rl.callbacks import CheckpointCallback, RewardLoggingCallback
+from rlrm.rl.checkpoints import resume_point
+from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
+from rlrm.rl.evaluation import evaluate_policy
+from rlrm.rl.reward_source import open_reward_source
+from rlrm.rl.run_config import RESOLVED_CONFIG, resumed_config, validate_run_config
+from rlrm.wrappers import RewardVideoRecorder
+
+log = logging.getLogger("run_rl")
+
+
+def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Run one training job described by the resolved config ``cfg``; returns the summary it writes."""
+    validate_run_config(cfg)  # before any env, worker or model exists
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    resume = resume_point(cfg["resume"]) if cfg["resume"] else None
+    t0 = time.perf_counter()
+
+    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
+        # 1. the env, with the reward model's reward (and the residual action for residual_sac)
+        env = wrap_with_reward(make_env(cfg), cfg, scorer)
+        async_reward = find_wrapper(env, AsyncRobometerReward)
+        labeler = async_reward.labeler if async_reward is not None else None
+
+        # 2. the algorithm: fresh, or the last checkpoint with its replay buffer and step counter
+        if resume is None:
+            model = make_algorithm(cfg["algo"], env, seed=cfg["seed"], relabel=labeler is not None,
+                                   device=cfg["device"])
+        else:
+            log.warning(resume.describe())
+            model = load_algorithm(cfg["algo"]["name"], str(resume.checkpoint / "model.zip"), env, cfg["device"])
+            if (resume.checkpoint / "replay_buffer.pkl").exists():
+                model.load_replay_buffer(str(resume.checkpoint / "replay_buffer.pkl"))
+        if labeler is not None:
+            model.replay_buffer.attach_labeler(labeler)
+        model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
+
+        # 3. learn
+        start_steps = model.num_timesteps
+        model.learn(
+            total_timesteps=cfg["total_steps"] - start_steps,
+            callback=[RewardLoggingCallback(labeler),
+                      CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
+                                         cfg["heartbeat_every"])],
+            progress_bar=cfg["progress_bar"],
+            reset_num_timesteps=False,
+        )
+        train_s = time.perf_counter() - t0
+
+        # 4. evaluate with the env's own success signal, with reward videos of some episodes
+        eval_env = wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False)
+        n_videos = cfg["eval_video_episodes"] if cfg["reward"]["kind"] == "robometer" else 0
+        if n_videos:
+            every = max(1, -(-cfg["eval_episodes"] // n_videos))
+            eval_env = RewardVideoRecorder(eval_env, run_dir / "videos", every_n_episodes=every, name_prefix="eval")
+        metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=10_000 + cfg["seed"])
+        videos = list(getattr(eval_env, "written", []))
+        eval_env.close()
+        env.close()
+
+    summary = {
+        "eval_success_rate": metrics["success_rate"],
+        "eval_return": metrics["mean_return"],
+        "eval_model_success_rate": metrics["model_success_rate"],
+        "eval_episodes": metrics["episodes"],
+        "env_steps": int(model.num_timesteps),
+        "trained_steps": int(model.num_timesteps - start_steps),
+        "wall_s": time.perf_counter() - t0,
+        "train_s": train_s,
+        "resumed_from": str(resume.checkpoint) if resume else None,
+        "lost_steps": resume.lost_steps if resume else 0,
+        "videos": [str(v) for v in videos],
+        "algo": cfg["algo"]["name"],
+        "reward": cfg["reward"]["kind"],
+        "seed": cfg["seed"],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("eval success rate %.2f, eval return %.3f, %d env steps, %.0f s -> %s",
+             summary["eval_success_rate"], summary["eval_return"], summary["env_steps"], summary["wall_s"],
+             run_dir / "summary.json")
+    return summary
+
+
+@hydra.main(config_path="configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: resolve the config (or the resumed run's) and train."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = hydra_cfg.runtime.output_dir
+    if plain["resume"]:
+        run_dir = str(plain["resume"])
+        plain = resumed_config(run_dir, list(hydra_cfg.overrides.task))
+    train(plain, run_dir)
+
+
+if __name__ == "__main__":
+    main()
