@@ -155,7 +155,9 @@ class MetaWorldEnv(gym.Env):
         self.task_index = task_index
         self._mw = self._benchmark.train_classes[task_name]()
         self._mw.set_task(self._layouts[task_index or 0])
-        self.observation_space = self._mw.observation_space
+        # MetaWorld recomputes this space in set_task (the goal becomes observed in MT1);
+        # its gym observation_space keeps the stale one with zero goal bounds.
+        self.observation_space = self._mw.sawyer_observation_space
         self.action_space = self._mw.action_space
         self.max_path_length = int(self._mw.max_path_length)
         self._renderer = FrameRenderer(

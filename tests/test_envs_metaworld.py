@@ -26,11 +26,15 @@ def test_metaworld_passes_env_checker(reach_env):
 
 def test_metaworld_task_text_and_info(reach_env):
     obs, info = reach_env.reset(seed=0)
-    assert obs.shape == (39,)
+    assert obs.shape == (39,) and obs in reach_env.observation_space
+    goal = obs[36:39].copy()
+    assert np.abs(goal).sum() > 0, "MT1 observes the goal position (last 3 entries)"
     assert reach_env.unwrapped.task == info["task"] == "reach the goal position with the gripper"
     assert info["is_success"] is False
     obs, reward, terminated, truncated, info = reach_env.step(reach_env.action_space.sample())
     assert isinstance(info["is_success"], bool) and info["is_success"] == (info["success"] > 0.5)
+    assert obs in reach_env.observation_space
+    np.testing.assert_allclose(obs[36:39], goal)
     assert reach_env.spec.max_episode_steps == 500
 
 
