@@ -223,7 +223,6 @@ class EpisodeReward:
             "reset_progress": self.reset_progress if self.reset_progress is not None else math.nan,
             "stale": bool(stale),
             "step": self._step,
-            "episode": self.episode,
         }
         self._step += 1
         return reward, info, newly

@@ -47,7 +47,7 @@ def open_scorer(source: Any) -> tuple[Any, bool]:
     return scorer, scorer is not source
 
 
-class RobometerReward(gym.Wrapper):
+class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replaces the env's reward with a Robometer reward computed from the episode's frames.
 
     ``reset`` starts a frame buffer with the reset frame. Each ``step`` appends the new frame
@@ -66,7 +66,7 @@ class RobometerReward(gym.Wrapper):
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(0)
     >>> sorted(info["rlrm"])[:4]
-    ['detector', 'env_reward', 'episode', 'frame_index']
+    ['detector', 'env_reward', 'frame_index', 'frames_sent']
     >>> env.close()
 
     Args:
@@ -83,12 +83,14 @@ class RobometerReward(gym.Wrapper):
             success here (e.g. to put :class:`SuccessTermination` on top).
         terminate_on_success: return ``terminated=True`` on detection (ignored when ``success`` is None).
         on_timeout: ``"raise"`` (default) or ``"hold"``: keep the last progress, flag ``info["rlrm"]["stale"]``.
+        timing_in_info: report the query latency in ``info["rlrm"]["latency_ms"]``; False makes infos
+            reproducible bit for bit (gymnasium's ``check_env`` compares the infos of two identical runs).
 
     Notes:
         ``info["rlrm"]`` each step: ``progress`` (p_t), ``success_prob``, ``success`` (latched),
         ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``latency_ms`` (None
         when not queried), ``queried``, ``frames_sent``, ``frame_index`` (episode steps sent, the
-        reset frame is 0), ``reset_progress`` (p_{-1}), ``stale``, ``step``, ``episode``.
+        reset frame is 0), ``reset_progress`` (p_{-1}), ``stale``, ``step``.
         ``delta`` rewards sum over an episode to ``progress`` at the end minus ``reset_progress``.
     """
 
@@ -105,8 +107,15 @@ class RobometerReward(gym.Wrapper):
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per wrapper, never mutated
         terminate_on_success: bool = True,
         on_timeout: str = "raise",
+        timing_in_info: bool = True,
     ) -> None:
-        super().__init__(env)
+        # no deepcopy: source may be a model or a live client
+        gym.utils.RecordConstructorArgs.__init__(
+            self, _disable_deepcopy=True, task=task, source=source, camera=camera, max_frames=max_frames,
+            sampling=sampling, every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
+            on_timeout=on_timeout, timing_in_info=timing_in_info,
+        )
+        gym.Wrapper.__init__(self, env)
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
         self.frame_source = FrameSource(env, camera)
@@ -121,6 +130,7 @@ class RobometerReward(gym.Wrapper):
         )
         self.terminate_on_success = bool(terminate_on_success) and success is not None
         self.on_timeout = on_timeout
+        self.timing_in_info = bool(timing_in_info)
         self.scorer, self._owns_scorer = open_scorer(source)
 
     @property
@@ -150,6 +160,8 @@ class RobometerReward(gym.Wrapper):
         if ep.wants_query(terminated or truncated):
             results, latency_ms = score_timed(self.scorer, ep.queries(), self.on_timeout)
             stale = results is None
+        if not self.timing_in_info:
+            latency_ms = None
         reward, rlrm_info, newly = ep.finish_step(float(env_reward), results, latency_ms, stale)
         if newly and self.terminate_on_success:
             terminated = True

@@ -22,7 +22,7 @@ from rlrm.shaping import SuccessDetector
 __all__ = ["SuccessTermination"]
 
 
-class SuccessTermination(gym.Wrapper):
+class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Ends the episode when the inner wrapper's success probabilities say the task is done.
 
     ``step`` reads ``info["rlrm"]["success_prob"]``; fresh values (``queried`` and not ``stale``
@@ -57,7 +57,10 @@ class SuccessTermination(gym.Wrapper):
         bonus: float = 1.0,
         terminate: bool = True,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, _disable_deepcopy=True, detector=detector, bonus=bonus, terminate=terminate
+        )
+        gym.Wrapper.__init__(self, env)
         detector = detector if detector is not None else SuccessDetector()
         if not isinstance(detector, SuccessDetector):
             raise ValueError(f"detector must be an rlrm.shaping.SuccessDetector, got {type(detector).__name__}")

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 FRAME_KEY = "rlrm_frame"
 
 
-class FrameInInfo(gym.Wrapper):
+class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Adds the rendered frame to ``info["rlrm_frame"]`` after every ``reset`` and ``step``.
 
     For SB3 vector envs, which reset a finished sub-env before returning, so that
@@ -59,6 +59,10 @@ class FrameInInfo(gym.Wrapper):
     >>> _ = venv.reset(); venv.reset_infos[0]["rlrm_frame"].shape
     (400, 600, 3)
     """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset and add the reset frame to the info."""
@@ -194,7 +198,7 @@ class RobometerVecReward:
 
 
 _ARRAY_KEYS = ("progress", "success_prob", "success", "env_reward", "latency_ms", "queried", "frames_sent",
-               "reset_progress", "stale", "step", "episode")
+               "reset_progress", "stale", "step")
 
 
 def _stack_infos(per_env: list[dict | None]) -> tuple[dict[str, Any], np.ndarray]:

@@ -180,7 +180,7 @@ def write_reward_curves(path: str | Path, progress: Any, success: Any, threshold
     return path
 
 
-class RewardVideoRecorder(gym.Wrapper):
+class RewardVideoRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Writes every ``every_n_episodes``-th episode as an mp4 with its reward curves, plus a PNG.
 
     Goes on top of :class:`RobometerReward` or :class:`SuccessTermination` (anything publishing
@@ -211,7 +211,9 @@ class RewardVideoRecorder(gym.Wrapper):
 
     def __init__(self, env: gym.Env, video_dir: str | Path, every_n_episodes: int = 1, fps: float | None = None,
                  name_prefix: str = "episode") -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, video_dir=video_dir, every_n_episodes=every_n_episodes,
+                                                 fps=fps, name_prefix=name_prefix)
+        gym.Wrapper.__init__(self, env)
         if isinstance(every_n_episodes, bool) or not isinstance(every_n_episodes, int) or every_n_episodes < 1:
             raise ValueError(f"every_n_episodes must be an int >= 1, got {every_n_episodes!r}")
         self.video_dir = Path(video_dir)
