@@ -1,0 +1,219 @@
+"""Collect the FetchReach (+ a little FetchPush) trajectories the ``demo`` reward model is trained on.
+
+Scripted controllers on ``rlrm/FetchReach-v0`` / ``rlrm/FetchPush-v0`` with default kwargs (so the
+frames are exactly what RL renders: 128x128, fast rendering, the env's default camera):
+
+* success     - a speed-limited P-controller to the target, with action noise and random speed;
+* suboptimal  - the same controller aimed at a point 7-13 cm off the target (never succeeds);
+* failure     - a smoothed random walk, moving away from the target, or holding still.
+
+Random FetchPush episodes (labelled ``failure``, task id ``fetch_push``) show the model videos of
+another task, so the published "different task" preference pairs can be drawn. Each episode is written with :func:`rlrm.train.data.write_trajectory`, with true
+per-frame progress ``clip((d0 - d_t) / (d0 - 0.05), 0, 1)`` (d: gripper- or block-to-target
+distance; 1 exactly when Fetch reports success) and per-frame ``info["is_success"]``.
+
+    python experiments/demo_model/collect.py --out outputs/demo_model/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers rlrm/Fetch*-v0)
+from rlrm.train.data import Trajectory, write_trajectory  # noqa: E402
+
+log = logging.getLogger("collect")
+
+SUCCESS_DISTANCE = 0.05  # Fetch's distance_threshold
+REACH_PHRASINGS = [
+    "move the gripper to the red target",  # the env's own instruction: RL uses this one
+    "reach the red target",
+    "move the end effector to the red dot",
+    "touch the red ball with the gripper",
+    "bring the gripper to the red sphere",
+    "reach for the red target with the robot arm",
+]
+PUSH_PHRASINGS = [
+    "push the black block to the red target",
+    "slide the block over to the red dot",
+    "push the cube onto the red target",
+]
+DISTRACTORS = [
+    "open the drawer",
+    "pick up the black block and move it to the red target",
+    "close the gripper",
+    "wipe the table with the sponge",
+    "stack the red block on the blue block",
+    "turn on the faucet",
+]
+
+
+def progress_curve(distances: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """(T,) progress from distances to the target: 0 at the start distance, 1 at success distance."""
+    d0 = max(float(distances[0]), SUCCESS_DISTANCE + 1e-3)
+    p = np.clip((d0 - distances) / (d0 - SUCCESS_DISTANCE), 0.0, 1.0)
+    p[success > 0.5] = 1.0
+    return p.astype(np.float32)
+
+
+def towards(src: np.ndarray, dst: np.ndarray, speed: float, gain: float = 10.0) -> np.ndarray:
+    """Cartesian action (3,) toward ``dst``: P-control with gain, norm capped at ``speed``."""
+    a = gain * (dst - src)
+    n = np.linalg.norm(a)
+    return a if n <= speed else a * (speed / n)
+
+
+def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: np.ndarray):
+    """A closure obs -> action for one FetchReach episode of the given quality ``kind``."""
+    speed = rng.uniform(0.1, 0.4)
+    noise = rng.uniform(0.0, 0.25)
+    delay = int(rng.integers(0, 6))
+    aim = goal
+    if kind == "suboptimal":
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        aim = goal + direction * rng.uniform(0.07, 0.13)
+        speed = rng.uniform(0.1, 0.35)
+    mode = rng.choice(["random", "away", "still"], p=[0.5, 0.3, 0.2])
+    smooth = np.zeros(3)
+    state = {"t": 0}
+
+    def act(obs: dict) -> np.ndarray:
+        nonlocal smooth
+        x = obs["achieved_goal"]
+        t = state["t"]
+        state["t"] += 1
+        a = np.zeros(4)
+        if kind == "failure":
+            if mode == "random":
+                smooth = 0.7 * smooth + 0.3 * rng.normal(scale=0.8, size=3)
+                a[:3] = smooth
+            elif mode == "away":
+                a[:3] = -towards(x, goal, speed, gain=100.0) + rng.normal(scale=noise, size=3)
+            else:
+                a[:3] = rng.normal(scale=0.03, size=3)
+        elif t >= delay:
+            a[:3] = towards(x, aim, speed) + rng.normal(scale=noise * speed, size=3)
+        else:
+            a[:3] = rng.normal(scale=0.05, size=3)
+        a[3] = rng.uniform(-1, 1)
+        return np.clip(a, -1, 1)
+
+    return act
+
+
+def random_push_policy(rng: np.random.Generator):
+    """A closure obs -> action for FetchPush: a smoothed random walk of the gripper."""
+    smooth = np.zeros(3)
+
+    def act(obs: dict) -> np.ndarray:
+        nonlocal smooth
+        smooth = 0.7 * smooth + 0.3 * rng.normal(scale=0.8, size=3)
+        return np.clip(np.r_[smooth, -1.0], -1, 1)
+
+    return act
+
+
+def run_episode(env: gym.Env, policy_factory, seed: int, steps: int):
+    """Roll one episode; returns frames (T,H,W,3), distances (T,), success (T,), the env task."""
+    obs, info = env.reset(seed=seed)
+    policy = policy_factory(obs)
+    frames, dists, succ = [env.render()], [np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])], [
+        info["is_success"]
+    ]
+    for _ in range(steps):
+        obs, _, _, _, info = env.step(policy(obs))
+        frames.append(env.render())
+        dists.append(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]))
+        succ.append(info["is_success"])
+    return np.stack(frames), np.asarray(dists), np.asarray(succ, np.float32)
+
+
+def collect_reach(env, out: Path, kind: str, count: int, seed0: int, steps: int, bar) -> int:
+    """Write ``count`` FetchReach episodes of quality ``kind``; returns how many seeds it used."""
+    written, seed = 0, seed0
+    while written < count:
+        seed += 1
+        rng = np.random.default_rng(seed)
+        obs, _ = env.reset(seed=seed)
+        if np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) < 0.08:
+            continue  # too close to start: no visible progress to learn from
+        frames, dists, succ = run_episode(
+            env, lambda o, rng=rng: reach_policy(kind, rng, o["desired_goal"], o["achieved_goal"]), seed, steps
+        )
+        if (kind == "success") != bool(succ[-1]) or (kind != "success" and succ.any()):
+            continue  # the label must match what happened
+        task = REACH_PHRASINGS[int(rng.integers(len(REACH_PHRASINGS)))]
+        write_trajectory(
+            Trajectory(frames, task, kind, progress_curve(dists, succ), succ, task_id="fetch_reach",
+                       episode_id=f"reach_{kind}_{seed:06d}", source="rlrm/FetchReach-v0 scripted",
+                       extra={"seed": seed, "final_distance": float(dists[-1])}),
+            out,
+        )
+        written += 1
+        bar.update(1)
+    return seed - seed0
+
+
+def collect_push(env, out: Path, count: int, seed0: int, steps: int, bar) -> None:
+    """Write ``count`` random FetchPush episodes that never succeed (quality ``failure``)."""
+    written, seed = 0, seed0
+    while written < count:
+        seed += 1
+        rng = np.random.default_rng(seed)
+        frames, dists, succ = run_episode(env, lambda o, rng=rng: random_push_policy(rng), seed, steps)
+        if succ.any():
+            continue
+        task = PUSH_PHRASINGS[int(rng.integers(len(PUSH_PHRASINGS)))]
+        write_trajectory(
+            Trajectory(frames, task, "failure", progress_curve(dists, succ), succ, task_id="fetch_push",
+                       episode_id=f"push_failure_{seed:06d}", source="rlrm/FetchPush-v0 random",
+                       extra={"seed": seed, "final_distance": float(dists[-1])}),
+            out,
+        )
+        written += 1
+        bar.update(1)
+
+
+def main() -> None:
+    """Collect the train and held-out splits."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="outputs/demo_model/data")
+    ap.add_argument("--steps", type=int, default=50, help="env steps per episode (frames = steps + 1)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every episode count")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    plan = {  # split -> seed offset, reach episodes per quality, random push episodes
+        "train": (0, {"success": 160, "suboptimal": 60, "failure": 60}, 30),
+        "heldout": (10_000_000, {"success": 30, "suboptimal": 15, "failure": 15}, 8),
+    }
+    reach, push = gym.make("rlrm/FetchReach-v0"), gym.make("rlrm/FetchPush-v0")
+    for split, (seed0, counts, n_push) in plan.items():
+        out = Path(args.out) / split
+        counts = {k: max(1, round(v * args.scale)) for k, v in counts.items()}
+        n_push = max(1, round(n_push * args.scale))
+        total = sum(counts.values()) + n_push
+        with tqdm(total=total, desc=f"collect {split}") as bar:
+            offset = seed0
+            for kind, n in counts.items():
+                offset += collect_reach(reach, out, kind, n, offset, args.steps, bar) + 1
+            collect_push(push, out, n_push, seed0 + 700_000, args.steps, bar)
+    (Path(args.out) / "instructions.json").write_text(
+        json.dumps({"fetch_reach": REACH_PHRASINGS, "fetch_push": PUSH_PHRASINGS, "distractors": DISTRACTORS}, indent=1)
+    )
+    reach.close()
+    push.close()
+
+
+if __name__ == "__main__":
+    main()
