@@ -43,7 +43,7 @@ def saved(small_res_model, tmp_path_factory):
 def test_round_trip_gives_identical_outputs(layout, small_res_model, saved, queries):
     d = saved[layout]
     assert detect_layout(d) == layout
-    loaded = make_reward_model(str(d))
+    loaded = make_reward_model(str(d), seed=0)  # registry kwargs work for directories too
     assert isinstance(loaded, RobometerModel) and loaded.layout == layout
     info = loaded.info()
     assert info.max_frames == 6 and info.extra["max_pixels"] == 96 * 96

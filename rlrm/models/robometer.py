@@ -288,6 +288,7 @@ class RobometerModel(nn.Module):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         attn_implementation: str | None = None,
+        seed: int | None = None,
         **overrides: Any,
     ) -> RobometerModel:
         """Load a checkpoint directory or hub id (upstream or LeRobot layout, detected).
@@ -298,6 +299,7 @@ class RobometerModel(nn.Module):
             device: default ``"cuda"`` when available, else ``"cpu"``.
             dtype: default bfloat16 on GPU, float32 on CPU.
             attn_implementation: ``"sdpa"`` (default), ``"flash_attention_2"`` or ``"eager"``.
+            seed: accepted so every registry spec takes the same kwargs; loaded weights do not use it.
             **overrides: RobometerConfig fields to change (e.g. ``max_frames``).
         """
         from rlrm.models.checkpoint import load_checkpoint
