@@ -84,7 +84,7 @@ class RobotBackend(ABC):
     def home(self, pose: EEPose, gripper: float, speed: float) -> None:
         """Move to ``pose`` slowly (``speed`` in (0, 1], a fraction of the arm's limits) and block."""
 
-    def resume(self) -> None:
+    def resume(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
         """Re-enable motion after :meth:`stop` (default: nothing to do)."""
 
 
