@@ -174,6 +174,9 @@ def test_forward_heads_gives_trainable_logits(tiny_model):
     assert model.progress_head[0].weight.grad is not None and model.preference_head[0].weight.grad is not None
     assert model.model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert not tiny_model.training  # the shared fixture stays in eval mode
+    first, second = model.score(q[:1]), model.score(q[:1])  # dropout is off while scoring ...
+    np.testing.assert_array_equal(first[0].progress, second[0].progress)
+    assert model.training  # ... and train mode comes back afterwards
 
 
 def test_seeded_models_are_reproducible_and_distinct(tiny_model):

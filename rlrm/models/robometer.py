@@ -13,6 +13,8 @@ The same class runs the published 4B checkpoint and the tiny test model of :mod:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +106,7 @@ class RobometerModel(nn.Module):
     the same numbers as one by one.
 
     Methods:
-        score(queries) -> list[RewardResult]: inference (no gradients).
+        score(queries) -> list[RewardResult]: inference (no gradients, dropout off even in train mode).
         preference(query_a, query_b) -> float: P(trajectory A makes more progress than B).
         forward_heads(queries, pairs=None) -> dict: raw head logits **with gradients**, for training:
             ``progress_logits``: list of (T_i, bins) per query, ``success_logits``: list of (T_i,);
@@ -250,7 +252,7 @@ class RobometerModel(nn.Module):
         if not queries:
             return []
         results: list[RewardResult] = []
-        with torch.inference_mode():
+        with _eval_mode(self), torch.inference_mode():
             for start in range(0, len(queries), max_batch):
                 chunk = list(queries[start : start + max_batch])
                 logits = self.forward_heads(chunk)
@@ -262,7 +264,7 @@ class RobometerModel(nn.Module):
 
     def preferences(self, pairs: list[tuple[RewardQuery, RewardQuery]]) -> np.ndarray:
         """P(A makes more progress than B) for each (query_a, query_b) pair, (P,) float32."""
-        with torch.inference_mode():
+        with _eval_mode(self), torch.inference_mode():
             logits = self.forward_heads(pairs=list(pairs))["pref_logits"]
         return decode_success(logits).cpu().numpy().astype(np.float32)
 
@@ -308,6 +310,17 @@ class RobometerModel(nn.Module):
             cls, str(dir_or_hub_id), device=device, dtype=dtype, attn_implementation=attn_implementation,
             **overrides,
         )
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Dropout off while scoring, restoring train() mode after (scoring mid-training stays deterministic)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def _check_queries(queries: list[Any]) -> None:
