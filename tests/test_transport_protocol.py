@@ -150,3 +150,22 @@ def test_client_side_encoding_refuses_bad_arguments():
         encode_request(1, "score", [q], enc="png")
     with pytest.raises(TypeError, match="RewardQuery"):
         encode_request(1, "score", [q.frames])
+
+
+def test_a_jpeg_declaring_a_huge_image_is_rejected_before_decoding():
+    import cv2
+
+    from rlrm.transport.protocol import jpeg_size
+
+    frame = gradient_frames(t=1, h=32, w=32)[0]
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+        ok, buf = cv2.imencode(".jpg", frame, params)
+        assert jpeg_size(buf.tobytes()) == (32, 32)
+    data = bytearray(buf.tobytes())
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")  # a decompression bomb
+    spec = {"shape": [1, 32, 32, 3], "dtype": "uint8", "enc": "jpeg", "bufs": [0]}
+    parts = [msgpack.packb(header(items=[{"task": "push", "frames": spec}])), bytes(data)]
+    with pytest.raises(ProtocolError, match="decodes to 60000x60000, header says 32x32"):
+        decode_request(parts)
+    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None and jpeg_size(b"GIF89a") is None

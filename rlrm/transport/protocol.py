@@ -8,6 +8,7 @@
 * :func:`encode_request` / :func:`decode_request` - client side / worker side of a request.
 * :func:`encode_reply` / :func:`encode_error` / :func:`decode_reply` - the reply in both directions.
 * :func:`results_from_reply` - the :class:`~rlrm.types.RewardResult` list of an ``ok`` score reply.
+* :func:`jpeg_size` - (H, W) a JPEG declares, read before decoding it.
 
 Message layout (frame 0 is the header, the rest are buffers the header refers to by index,
 0 being the first buffer after the header)::
@@ -49,6 +50,7 @@ __all__ = [
     "decode_reply",
     "encode_results",
     "results_from_reply",
+    "jpeg_size",
 ]
 
 PROTOCOL_VERSION = 1
@@ -120,9 +122,48 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame: carries H and W
+
+
+def jpeg_size(buf: bytes | memoryview) -> tuple[int, int] | None:
+    """(H, W) from a JPEG's frame header without decoding the image; None if there is no valid header."""
+    data = bytes(buf[:65536]) if len(buf) > 65536 else bytes(buf)
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > len(data):
+                return None
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        if marker == 0xDA or length < 2:  # image data before any frame header: malformed
+            return None
+        i += 2 + length
+    return None
+
+
 def _decode_jpeg(buf: memoryview, expected_hw: tuple[int, int], where: str) -> np.ndarray:
     import cv2
 
+    # read the declared size first, so a tiny JPEG claiming 60000x60000 is never decoded
+    size = jpeg_size(buf)
+    if size is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: JPEG buffer of {len(buf)} bytes does not decode")
+    if size != expected_hw:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"{where}: JPEG decodes to {size[0]}x{size[1]}, header says {expected_hw[0]}x{expected_hw[1]}",
+        )
     img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: JPEG buffer of {len(buf)} bytes does not decode")
