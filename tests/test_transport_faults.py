@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from rlrm.transport import RewardClient, WorkerError, spawn_worker
 from rlrm.transport.protocol import ErrorCode
@@ -84,6 +85,18 @@ def test_a_full_queue_replies_busy_at_once(slow_worker):
         assert outcomes.count("busy") >= 2, outcomes
         assert outcomes.count(2) >= 1, outcomes
         assert client.stats()["errors"]["busy"] >= 2
+
+
+def test_spawning_on_a_taken_port_fails_fast_with_the_worker_log():
+    ctx = zmq.Context()
+    squatter = ctx.socket(zmq.ROUTER)
+    port = squatter.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with pytest.raises(RuntimeError, match=rf"(?s)exited with code 1.*cannot bind tcp://127.0.0.1:{port}"):
+            spawn_worker("tiny", bind=port, startup_timeout_s=120)
+    finally:
+        squatter.close(0)
+        ctx.term()
 
 
 @pytest.mark.slow

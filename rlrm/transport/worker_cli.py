@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import time
 from typing import Any
 
+import zmq
+
 from rlrm.transport.protocol import Limits
-from rlrm.transport.server import RewardWorker
+from rlrm.transport.server import RewardWorker, is_loopback
 
 __all__ = ["READY_MARKER", "SlowModel", "add_arguments", "run"]
 
@@ -74,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_model(args: argparse.Namespace) -> Any:
-    from rlrm.models import make_reward_model  # lazily: this is where torch gets imported
+    from rlrm.models.base import make_reward_model  # lazily: this is where torch gets imported
 
     kwargs: dict[str, Any] = {}
     if args.device != "auto":
@@ -90,14 +93,30 @@ def _build_model(args: argparse.Namespace) -> Any:
     return model
 
 
+def _bind_is_free(bind: str) -> bool:
+    """Try the address before the (slow) model load, so a taken port fails in a second, not a minute."""
+    if re.search(r":(0|\*)$", bind) or not bind.startswith("tcp://"):
+        return True
+    ctx = zmq.Context.instance()
+    probe = ctx.socket(zmq.ROUTER)
+    probe.setsockopt(zmq.LINGER, 0)
+    try:
+        probe.bind(bind)
+        probe.unbind(probe.getsockopt_string(zmq.LAST_ENDPOINT))
+    except zmq.ZMQError as e:
+        log.error("cannot bind %s: %s (is another worker running there?)", bind, e)
+        return False
+    finally:
+        probe.close(0)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the model, bind, print the ready line, serve until SIGINT/SIGTERM."""
     limits = Limits(
         max_frames=args.max_frames, max_pixels=args.max_pixels, max_bytes=int(args.max_request_mb * 2**20)
     )
     # check the bind address before spending time loading a model
-    from rlrm.transport.server import is_loopback
-
     if args.curve_keys is None and not is_loopback(args.bind):
         log.error(
             "refusing to bind %s without CurveZMQ keys: only loopback is served unauthenticated. "
@@ -105,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             args.bind,
         )
         return 2
+    if not _bind_is_free(args.bind):
+        return 1
     model = _build_model(args)
     worker = RewardWorker(
         model,
