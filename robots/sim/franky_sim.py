@@ -2,6 +2,7 @@
 
 * :class:`FrankySimServer` - context manager starting franky-sim's MuJoCo simulator and
   ``SimulationServer`` (1 kHz loop in a daemon thread); ``hostname`` is the address to give franky.
+* :class:`SimFrankaBackend` - the Franka backend with its own franky-sim started on connect.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 
-__all__ = ["FrankySimServer"]
+from robots.franka import FrankaBackend
+
+__all__ = ["FrankySimServer", "SimFrankaBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +63,31 @@ class FrankySimServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+
+class SimFrankaBackend(FrankaBackend):
+    """A :class:`~robots.franka.FrankaBackend` that starts its own franky-sim FR3 on connect."""
+
+    name = "franka-sim"
+
+    def connect(self) -> None:
+        """Start franky-sim, point the config at it, connect franky with realtime checks off."""
+        self.server = FrankySimServer().start()
+        self.config.host = self.server.hostname
+        self.config.realtime = "ignore"
+        try:
+            super().connect()
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def disconnect(self) -> None:
+        """Disconnect franky, then stop the simulator."""
+        try:
+            super().disconnect()
+        finally:
+            server = getattr(self, "server", None)
+            if server is not None:
+                server.stop()
+                self.server = None

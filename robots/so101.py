@@ -1,0 +1,241 @@
+"""SO-101 follower arm (six STS3215 servos) with end-effector control through its kinematics.
+
+* :data:`SO101_MOTORS` - LeRobot's motor names and ids.
+* :class:`SO101Kinematics` - forward/inverse kinematics of the arm with the gripper pointing down.
+* :class:`SO101Config` - serial port, LeRobot calibration file, kinematic zero offsets, joint step limit.
+* :class:`SO101Backend` - reads/writes positions by sync read/write; EE targets -> IK -> goals.
+
+Joint units are LeRobot's: degrees (0 at the middle of the calibrated range) for the body, 0..100 for
+the gripper, so existing LeRobot calibrations and datasets line up. Link lengths come from the SO-101
+URDF joint origins (upper arm 0.116 m, forearm 0.135 m), planarised: pan about z, then three pitch joints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robots.backend import ControllerError, RobotBackend, RobotState
+from robots.feetech import FeetechBus, MotorCalibration, load_calibration, normalize, unnormalize
+from robots.geometry import EEPose, matrix_to_rpy, rpy_to_matrix
+
+__all__ = ["SO101_MOTORS", "SO101Kinematics", "SO101Config", "SO101Backend"]
+
+logger = logging.getLogger(__name__)
+
+SO101_MOTORS = {
+    "shoulder_pan": 1,
+    "shoulder_lift": 2,
+    "elbow_flex": 3,
+    "wrist_flex": 4,
+    "wrist_roll": 5,
+    "gripper": 6,
+}
+BODY = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"]
+
+
+@dataclass
+class SO101Kinematics:
+    """Planar-chain kinematics of the SO-101 with a fixed tool pitch (gripper pointing down by default).
+
+    Kinematic angles (rad): pan about z; lift = upper arm's angle from vertical; elbow and wrist
+    relative pitch. The tool's angle from vertical is ``lift + elbow + wrist`` (pi = pointing down).
+
+    >>> k = SO101Kinematics()
+    >>> q = k.inverse([0.2, 0.05, 0.1], yaw=0.3)
+    >>> np.allclose(k.forward(q).position, [0.2, 0.05, 0.1], atol=1e-6)
+    True
+    """
+
+    base_height: float = 0.119
+    upper_arm: float = 0.116
+    forearm: float = 0.135
+    tool: float = 0.10
+    tool_angle: float = math.pi
+
+    def forward(self, q) -> EEPose:
+        """Pose of the gripper tip from kinematic angles ``[pan, lift, elbow, wrist, roll]`` (rad)."""
+        pan, lift, elbow, wrist, roll = (float(v) for v in q)
+        a1, a2, a3 = lift, lift + elbow, lift + elbow + wrist
+        r = self.upper_arm * math.sin(a1) + self.forearm * math.sin(a2) + self.tool * math.sin(a3)
+        z = self.base_height + self.upper_arm * math.cos(a1) + self.forearm * math.cos(a2) + self.tool * math.cos(a3)
+        position = np.array([r * math.cos(pan), r * math.sin(pan), z])
+        # tool frame: x forward along the arm's plane, z along the tool; pointing down at a3 = pi
+        rotation = rpy_to_matrix([math.pi, math.pi - a3, pan - roll])
+        return EEPose(position, rotation)
+
+    def inverse(self, position, yaw: float) -> np.ndarray:
+        """Kinematic angles reaching ``position`` (m) with the tool at ``tool_angle`` and gripper ``yaw`` (rad).
+
+        Raises ValueError when the point is out of reach (the env's workspace must lie within reach).
+        """
+        x, y, z = (float(v) for v in position)
+        pan = math.atan2(y, x)
+        r = math.hypot(x, y)
+        a3 = self.tool_angle
+        rw = r - self.tool * math.sin(a3)
+        zw = z - self.base_height - self.tool * math.cos(a3)
+        d2 = rw * rw + zw * zw
+        c2 = (d2 - self.upper_arm**2 - self.forearm**2) / (2 * self.upper_arm * self.forearm)
+        if not -1.0 <= c2 <= 1.0:
+            raise ValueError(
+                f"SO-101 cannot reach {[round(v, 4) for v in (x, y, z)]} m with the tool at "
+                f"{self.tool_angle:.2f} rad (wrist distance {math.sqrt(d2):.3f} m, reach "
+                f"{self.upper_arm + self.forearm:.3f} m)"
+            )
+        elbow = math.acos(c2)  # elbow up
+        lift = math.atan2(rw, zw) - math.atan2(self.forearm * math.sin(elbow), self.upper_arm + self.forearm * math.cos(elbow))
+        wrist = a3 - lift - elbow
+        roll = pan - yaw
+        return np.array([pan, lift, elbow, wrist, roll])
+
+
+@dataclass
+class SO101Config:
+    """How to reach and drive one SO-101 follower.
+
+    Args:
+        port: serial device of the bus adapter.
+        calibration_path: LeRobot calibration JSON (``.../calibration/robots/so101_follower/<id>.json``).
+        joint_sign, joint_offset_deg: kinematic angle = sign * (LeRobot degrees) + offset, per body joint;
+            check them once with ``python -m robots.check so101`` (the printed pose must match the arm).
+        max_joint_step_deg: largest change of any joint goal per command (second fence after the env's limits).
+        home_step_s: period of the joint-space interpolation used for homing.
+        kinematics: link lengths and tool pitch.
+    """
+
+    port: str = "/dev/ttyACM0"
+    calibration_path: str = "~/.cache/huggingface/lerobot/calibration/robots/so101_follower/my_so101.json"
+    joint_sign: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0])
+    joint_offset_deg: list[float] = field(default_factory=lambda: [0.0, 0.0, 90.0, 0.0, 0.0])
+    max_joint_step_deg: float = 10.0
+    home_step_s: float = 0.02
+    kinematics: SO101Kinematics = field(default_factory=SO101Kinematics)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kinematics, dict):
+            self.kinematics = SO101Kinematics(**self.kinematics)
+
+
+class SO101Backend(RobotBackend):
+    """SO-101 follower over a Feetech bus; ``port`` may be an emulated port object for tests.
+
+    >>> from robots.sim.feetech_bus import EmulatedServoPort
+    >>> from robots.sim.so101_sim import sim_calibration, sim_port
+    >>> arm = SO101Backend(SO101Config(), port=sim_port(), calibration=sim_calibration())
+    >>> arm.connect(); arm.read_state().joints.shape
+    (6,)
+    """
+
+    name = "so101"
+    num_joints = 6
+
+    def __init__(
+        self,
+        config: SO101Config | None = None,
+        port=None,
+        calibration: dict[str, MotorCalibration] | None = None,
+        sleep=time.sleep,
+    ) -> None:
+        self.config = config or SO101Config()
+        self.bus = FeetechBus(port if port is not None else self.config.port, SO101_MOTORS)
+        self.calibration = calibration
+        self.sleep = sleep
+        self.kin = self.config.kinematics
+
+    # -- units
+    def _to_degrees(self, raw: dict[str, int]) -> np.ndarray:
+        body = [normalize(raw[m], self.calibration[m], "degrees") for m in BODY]
+        return np.array([*body, normalize(raw["gripper"], self.calibration["gripper"], "range_0_100")])
+
+    def _to_kinematic(self, degrees: np.ndarray) -> np.ndarray:
+        sign, off = np.asarray(self.config.joint_sign), np.asarray(self.config.joint_offset_deg)
+        return np.radians(sign * degrees[:5] + off)
+
+    def _from_kinematic(self, q: np.ndarray) -> np.ndarray:
+        sign, off = np.asarray(self.config.joint_sign), np.asarray(self.config.joint_offset_deg)
+        deg = (np.degrees(q) - off) / sign
+        deg[4] = (deg[4] + 180.0) % 360.0 - 180.0  # wrist roll: nearest equivalent angle
+        return deg
+
+    # -- lifecycle
+    def connect(self) -> None:
+        """Open the bus, write the LeRobot calibration to the servos, enable torque."""
+        if self.calibration is None:
+            self.calibration = load_calibration(self.config.calibration_path)
+        missing = set(SO101_MOTORS) - set(self.calibration)
+        if missing:
+            raise ValueError(f"calibration lacks motors {sorted(missing)}; expected {list(SO101_MOTORS)}")
+        self.bus.connect()
+        self.bus.set_torque(False)
+        self.bus.write_calibration(self.calibration)
+        present = self.bus.sync_read("Present_Position")
+        self.bus.sync_write("Goal_Position", present)  # hold where it is before torque comes on
+        self.bus.set_torque(True)
+
+    def disconnect(self) -> None:
+        """Hold position and close the port (torque stays on so the arm does not fall)."""
+        self.stop()
+        self.bus.disconnect()
+
+    def read_state(self) -> RobotState:
+        """Joints in LeRobot units ``[5 body joints in deg, gripper 0..100]``, FK pose, gripper in [0, 1]."""
+        degrees = self._to_degrees(self.bus.sync_read("Present_Position"))
+        pose = self.kin.forward(self._to_kinematic(degrees))
+        return RobotState(pose, float(degrees[5] / 100.0), degrees)
+
+    def joint_goals(self, pose: EEPose, gripper: float, present_deg: np.ndarray) -> dict[str, int]:
+        """IK -> LeRobot degrees -> per-command joint step limit -> raw ticks clamped to calibrated ranges."""
+        yaw = float(matrix_to_rpy(pose.rotation)[2])
+        try:
+            q = self.kin.inverse(pose.position, yaw)
+        except ValueError as exc:
+            raise ControllerError(f"so101 IK failed: {exc}") from exc
+        deg = self._from_kinematic(q)
+        lim = self.config.max_joint_step_deg
+        deg = np.clip(deg, present_deg[:5] - lim, present_deg[:5] + lim)
+        goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, deg, strict=True)}
+        goals["gripper"] = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
+        return goals
+
+    def command_ee(self, pose: EEPose, gripper: float) -> None:
+        """One sync write of all six goal positions."""
+        with self.bus.lock:
+            present = self._to_degrees(self.bus.sync_read("Present_Position"))
+            self.bus.sync_write("Goal_Position", self.joint_goals(pose, gripper, present))
+
+    def stop(self) -> None:
+        """Goals := present positions (the arm holds; torque stays on)."""
+        with self.bus.lock:
+            self.bus.sync_write("Goal_Position", self.bus.sync_read("Present_Position"))
+
+    def recover(self) -> None:
+        """Torque off/on clears an overload; re-hold the present position."""
+        with self.bus.lock:
+            self.bus.set_torque(False)
+            self.bus.sync_write("Goal_Position", self.bus.sync_read("Present_Position"))
+            self.bus.set_torque(True)
+
+    def home(self, pose: EEPose, gripper: float, speed: float, max_steps: int = 2000) -> None:
+        """Interpolate joint goals toward IK(pose) at ``speed`` x ``max_joint_step_deg`` per step; block."""
+        yaw = float(matrix_to_rpy(pose.rotation)[2])
+        try:
+            target = self._from_kinematic(self.kin.inverse(pose.position, yaw))
+        except ValueError as exc:
+            raise ControllerError(f"so101 home pose unreachable: {exc}") from exc
+        step = max(0.5, speed * self.config.max_joint_step_deg)
+        for _ in range(max_steps):
+            present = self.read_state().joints
+            err = target - present[:5]
+            if np.max(np.abs(err)) < 1.0 and abs(present[5] - gripper * 100) < 2.0:
+                return
+            goal_deg = present[:5] + np.clip(err, -step, step)
+            goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, goal_deg, strict=True)}
+            goals["gripper"] = unnormalize(gripper * 100.0, self.calibration["gripper"], "range_0_100")
+            self.bus.sync_write("Goal_Position", goals)
+            self.sleep(self.config.home_step_s)
+        raise ControllerError(f"so101 did not reach home {np.round(target, 1).tolist()} deg within {max_steps} steps")
