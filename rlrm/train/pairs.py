@@ -120,6 +120,9 @@ def rewind_view(traj: Trajectory, rng: np.random.Generator, max_frames: int = 8)
     back_to = int(rng.integers(0, turn - 1))
     played = np.concatenate([np.arange(0, turn + 1), np.arange(turn - 1, back_to - 1, -1)])
     pos = sample_indices(len(played), max_frames, "prefix")
+    if turn not in pos and len(pos) > 2:  # keep the turning point so the view really goes forward, then back
+        inner = np.arange(1, len(pos) - 1)
+        pos[inner[np.argmin(np.abs(pos[inner] - turn))]] = turn
     view = _view(traj, played[pos], "rewind")
     view.progress_is_target = True
     return view
