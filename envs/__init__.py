@@ -38,6 +38,9 @@ def register_envs() -> None:
             )
     if "rlrm/MetaWorld-v0" not in gym.registry:
         gym.register(id="rlrm/MetaWorld-v0", entry_point="envs.metaworld:MetaWorldEnv", max_episode_steps=500)
+    if "rlrm/LIBERO-v0" not in gym.registry:
+        # No TimeLimit here: the limit depends on the suite, so LiberoEnv truncates itself.
+        gym.register(id="rlrm/LIBERO-v0", entry_point="envs.libero:LiberoEnv")
 
 
 register_envs()

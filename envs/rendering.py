@@ -88,8 +88,10 @@ class FrameRenderer:
         image_size: output side in pixels; frames are (image_size, image_size, 3) uint8.
         camera: a :class:`CameraView`, a fixed camera name, or a fixed camera id.
         fast: no shadows, reflections, skybox or multisampling (see module docstring).
-        flip: rotate the raw frame by 180 degrees (cameras that render upside down, e.g.
-            robosuite's agentview or MetaWorld's corner cameras).
+        flip: rotate the raw frame by 180 degrees (cameras mounted upside down, e.g.
+            MetaWorld's corner cameras).
+        geom_groups: geom groups to draw; None keeps MuJoCo's default (0, 1, 2). robosuite
+            scenes put collision meshes in group 0 and visual meshes in group 1, so use (1,).
 
     >>> import mujoco
     >>> m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1 1 .1' type='plane'/></worldbody></mujoco>")
@@ -107,6 +109,7 @@ class FrameRenderer:
         camera: CameraView | str | int = -1,
         fast: bool = True,
         flip: bool = False,
+        geom_groups: tuple[int, ...] | None = None,
     ) -> None:
         if not isinstance(image_size, (int, np.integer)) or image_size < 16:
             raise ValueError(f"image_size must be an int >= 16 (pixels), got {image_size!r}")
@@ -126,6 +129,12 @@ class FrameRenderer:
             atexit.register(_close_open_renderers)
             _EXIT_HOOK_REGISTERED = True
         self._option = mujoco.MjvOption()
+        if geom_groups is not None:
+            if not all(0 <= g < len(self._option.geomgroup) for g in geom_groups):
+                raise ValueError(f"geom_groups must be in [0, {len(self._option.geomgroup)}), got {geom_groups}")
+            self._option.geomgroup[:] = 0
+            for group in geom_groups:
+                self._option.geomgroup[group] = 1
         if fast:
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
