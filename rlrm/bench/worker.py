@@ -5,9 +5,9 @@
 * :func:`transport_overhead` - round trip through a worker minus the model's in-process time,
   for raw and JPEG frames.
 
-Two real worker subprocesses serve the same model, one after the other: dynamic batching
-(``--max-batch``, ``--max-wait-ms``) and ``max_batch=1`` (one request at a time, as a server
-without batching). Each client is its own :class:`~rlrm.transport.RewardClient` on its own
+Two real worker subprocesses serve the same model: dynamic batching (``--max-batch``,
+``--max-wait-ms``) and ``max_batch=1`` (one request at a time, as a server without batching);
+they are measured alternately for each client count. Each client is its own :class:`~rlrm.transport.RewardClient` on its own
 thread. Figures are reported as ratios against the baseline measured in the same run.
 """
 
@@ -224,22 +224,28 @@ def run(args: argparse.Namespace) -> int:
     measured: dict[str, list[dict[str, Any]]] = {}
     overhead: dict[str, Any] = {}
     bar = tqdm(total=2 * len(client_counts) + 1, desc="bench worker", unit="run")
-    for mode, worker_args in modes.items():
-        with spawn_worker(args.model, **common, **worker_args) as worker:
+    # both workers stay up and the modes alternate per client count, so load from other
+    # processes on the machine drifts over both alike
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for mode, worker_args in modes.items():
+            bar.set_postfix_str(f"starting {mode} worker")
+            urls[mode] = stack.enter_context(spawn_worker(args.model, **common, **worker_args)).url
             measured[mode] = []
-            for c in client_counts:
+        for c in client_counts:
+            for mode, url in urls.items():
                 bar.set_postfix_str(f"{mode}, {c} clients")
-                measured[mode].append(throughput(worker.url, c, args.requests, args.frames, args.size, args.timeout_ms))
+                measured[mode].append(throughput(url, c, args.requests, args.frames, args.size, args.timeout_ms))
                 bar.update()
-            if mode == "unbatched":  # one request at a time, no batching wait: the pure transport cost
-                from rlrm.models.base import make_reward_model
+        from rlrm.models.base import make_reward_model
 
-                bar.set_postfix_str("transport overhead")
-                model = make_reward_model(args.model, **common)
-                overhead = transport_overhead(
-                    worker.url, model, args.overhead_repeats, args.frames, args.overhead_size, args.timeout_ms
-                )
-                bar.update()
+        # through the max_batch=1 worker: one request at a time, no batching wait, the pure transport cost
+        bar.set_postfix_str("transport overhead")
+        model = make_reward_model(args.model, **common)
+        overhead = transport_overhead(
+            urls["unbatched"], model, args.overhead_repeats, args.frames, args.overhead_size, args.timeout_ms
+        )
+        bar.update()
     bar.close()
     b, u = measured["batched"], measured["unbatched"]
     res = {
