@@ -99,7 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the key pair and say where each half goes."""
-    public, secret = generate_keys(args.dir, overwrite=args.force)
+    try:
+        public, secret = generate_keys(args.dir, overwrite=args.force)
+    except FileExistsError as e:
+        log.error("%s", e)
+        return 1
     log.info("wrote %s (give to clients) and %s (keep on the worker)", public, secret)
     print(f"public key (clients): {public}\nsecret key (worker):  {secret}")
     print(f"serve with:  rlrm worker --curve-keys {args.dir} --bind tcp://0.0.0.0:5555 ...")

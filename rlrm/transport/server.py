@@ -186,6 +186,7 @@ class RewardWorker:
             sock_thread.join()
             self._ctx.term()
             raise OSError(f"reward worker cannot bind {self.bind!r}: {self._start_error}") from self._start_error
+        self._started_at = time.monotonic()
         batch_thread = threading.Thread(target=self._batch_loop, name="rlrm-worker-batcher", daemon=True)
         batch_thread.start()
         self._threads = [sock_thread, batch_thread]

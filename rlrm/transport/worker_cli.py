@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="longest the oldest waiting query waits for a batch to fill")
     parser.add_argument("--max-queue", type=int, default=256, help="queries allowed to wait before 'busy'")
-    parser.add_argument("--device", default="auto", help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:1'")
+    parser.add_argument("--device", default="auto", help="'auto' (the model's default: the checkpoint loader picks a GPU when available), 'cpu', 'cuda:1'")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the model's own)")
     parser.add_argument("--seed", type=int, default=None, help="seed of a randomly initialised model ('tiny')")
     parser.add_argument("--curve-keys", default=None, metavar="DIR",
