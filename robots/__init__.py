@@ -108,9 +108,10 @@ def _make_backend(name: str, sim: bool, backend_cfg: dict, env_cfg: RobotEnvConf
     config = SO101Config(**backend_cfg)
     _check_so101_reach(config, env_cfg)
     if sim:
-        from robots.sim.so101_sim import sim_calibration, sim_port
+        from robots.sim.so101_sim import sim_calibration, sim_port_at
 
-        return SO101Backend(config, port=sim_port(), calibration=sim_calibration(), sleep=lambda s: None)
+        port = sim_port_at(config, env_cfg.home_pose[:3])  # resting where a person would leave it
+        return SO101Backend(config, port=port, calibration=sim_calibration(), sleep=lambda s: None)
     return SO101Backend(config)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robots.geometry import EEPose, matrix_to_rotvec, rotation_angle, rotvec_to_matrix
+from robots.geometry import EEPose, matrix_to_rotvec, rotvec_to_matrix
 
 __all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget"]
 
@@ -129,18 +129,28 @@ class SafetyFilter:
     def apply(self, desired: EEPose, previous: EEPose) -> SafeTarget:
         """Return the safe target closest to ``desired`` reachable from ``previous`` in one step."""
         cfg = self.config
-        # orientation range around home
+        # orientation: clip into the range around home, then walk from the previous target toward
+        # it along the geodesic as far as both the step limit and the range allow (bisection, since
+        # the range is a box in axis-angle coordinates and not convex along every geodesic)
         rel = matrix_to_rotvec(self.home_rotation.T @ desired.rotation)
         rel_clipped = np.clip(rel, -np.asarray(cfg.rotation_range_rad), np.asarray(cfg.rotation_range_rad))
         clipped_rot = not np.allclose(rel, rel_clipped)
-        rotation = self.home_rotation @ rotvec_to_matrix(rel_clipped)
-        # rotation step
-        step_rot = matrix_to_rotvec(previous.rotation.T @ rotation)
+        goal = self.home_rotation @ rotvec_to_matrix(rel_clipped)
+        step_rot = matrix_to_rotvec(previous.rotation.T @ goal)
         angle = float(np.linalg.norm(step_rot))
-        clipped_step = False
-        if angle > cfg.max_step_rad:
-            rotation = previous.rotation @ rotvec_to_matrix(step_rot * (cfg.max_step_rad / angle))
-            clipped_step = True
+        t_max = 1.0 if angle <= cfg.max_step_rad else cfg.max_step_rad / angle
+        clipped_step = t_max < 1.0
+        t = t_max
+        if not self.in_rotation_range(previous.rotation @ rotvec_to_matrix(step_rot * t)):
+            lo, hi = 0.0, t_max
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                if self.in_rotation_range(previous.rotation @ rotvec_to_matrix(step_rot * mid)):
+                    lo = mid
+                else:
+                    hi = mid
+            t, clipped_rot = lo, True
+        rotation = previous.rotation @ rotvec_to_matrix(step_rot * t)
         # translation step
         delta = desired.position - previous.position
         dist = float(np.linalg.norm(delta))
@@ -153,17 +163,10 @@ class SafetyFilter:
         clipped_ws = not np.allclose(boxed, position)
         return SafeTarget(EEPose(boxed, rotation), clipped_ws, clipped_step, clipped_rot)
 
-    def check(self, target: EEPose, previous: EEPose, tol: float = 1e-6) -> None:
-        """Raise AssertionError-free ValueError if ``target`` breaks a limit (used by backends/tests)."""
-        cfg = self.config
-        if not cfg.contains(target.position, tol):
-            raise ValueError(f"target {target.position.tolist()} outside workspace {cfg.low}..{cfg.high}")
-        step = float(np.linalg.norm(target.position - previous.position))
-        if step > cfg.max_step_m + tol:
-            raise ValueError(f"translation step {step:.4f} m exceeds max_step_m={cfg.max_step_m}")
-        ang = rotation_angle(previous.rotation, target.rotation)
-        if ang > cfg.max_step_rad + tol:
-            raise ValueError(f"rotation step {ang:.4f} rad exceeds max_step_rad={cfg.max_step_rad}")
+    def in_rotation_range(self, rotation: np.ndarray, tol: float = 1e-9) -> bool:
+        """Whether a rotation lies within ``rotation_range_rad`` of the home orientation."""
+        rel = matrix_to_rotvec(self.home_rotation.T @ rotation)
+        return bool(np.all(np.abs(rel) <= np.asarray(self.config.rotation_range_rad) + tol))
 
 
 class RateLimiter:

@@ -221,21 +221,36 @@ class SO101Backend(RobotBackend):
             self.bus.set_torque(True)
 
     def home(self, pose: EEPose, gripper: float, speed: float, max_steps: int = 2000) -> None:
-        """Interpolate joint goals toward IK(pose) at ``speed`` x ``max_joint_step_deg`` per step; block."""
+        """Move to ``pose`` along a straight Cartesian line (IK per waypoint) at ``speed`` and block.
+
+        Waypoints advance ``speed * 5 mm`` per bus cycle, so the path stays between start and home
+        (joint-space interpolation would bow out of the workspace). Falls back to joint-space
+        interpolation only where a waypoint is out of reach (e.g. starting from the folded rest pose).
+        """
         yaw = float(matrix_to_rpy(pose.rotation)[2])
         try:
-            target = self._from_kinematic(self.kin.inverse(pose.position, yaw))
+            target_deg = self._from_kinematic(self.kin.inverse(pose.position, yaw))
         except ValueError as exc:
             raise ControllerError(f"so101 home pose unreachable: {exc}") from exc
-        step = max(0.5, speed * self.config.max_joint_step_deg)
+        step_m = max(0.0005, speed * 0.005)
+        step_deg = max(0.5, speed * self.config.max_joint_step_deg)
         for _ in range(max_steps):
-            present = self.read_state().joints
-            err = target - present[:5]
-            if np.max(np.abs(err)) < 1.0 and abs(present[5] - gripper * 100) < 2.0:
+            state = self.read_state()
+            present = state.joints
+            if np.max(np.abs(target_deg - present[:5])) < 1.0 and abs(present[5] - gripper * 100) < 2.0:
                 return
-            goal_deg = present[:5] + np.clip(err, -step, step)
+            delta = pose.position - state.pose.position
+            dist = float(np.linalg.norm(delta))
+            waypoint = pose.position if dist <= step_m else state.pose.position + delta * (step_m / dist)
+            try:
+                goal_deg = self._from_kinematic(self.kin.inverse(waypoint, yaw))
+            except ValueError:
+                goal_deg = target_deg
+            goal_deg = present[:5] + np.clip(goal_deg - present[:5], -step_deg, step_deg)
             goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, goal_deg, strict=True)}
             goals["gripper"] = unnormalize(gripper * 100.0, self.calibration["gripper"], "range_0_100")
             self.bus.sync_write("Goal_Position", goals)
             self.sleep(self.config.home_step_s)
-        raise ControllerError(f"so101 did not reach home {np.round(target, 1).tolist()} deg within {max_steps} steps")
+        raise ControllerError(
+            f"so101 did not reach home {np.round(target_deg, 1).tolist()} deg within {max_steps} steps"
+        )

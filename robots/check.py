@@ -1,0 +1,98 @@
+"""First contact with a robot: ``python -m robots.check ROBOT [--sim]``.
+
+* :func:`check_robot` - connect, read state and cameras, move a few millimetres inside the
+  workspace and back, and return what was found.
+* :func:`main` - the command line; prints a report.
+
+Nothing here homes the arm or moves it more than ``--mm`` millimetres (default 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["check_robot", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_robot(name: str, sim: bool = False, mm: float = 5.0, settle_s: float = 1.0, **overrides) -> dict:
+    """Connect, read, nudge +``mm`` along x (then back) through the env's safety path; return a report dict.
+
+    >>> report = check_robot("xarm", sim=True, settle_s=0.0)
+    >>> report["returned_within_mm"] < 2.0
+    True
+    """
+    from robots import make_robot_env
+    from robots.geometry import EEPose
+
+    env = make_robot_env(name, sim=sim, **overrides)
+    report: dict = {"robot": name, "sim": sim, "backend": type(env.backend).__name__}
+    try:
+        state = env.backend.read_state()
+        start = state.pose.copy()
+        report.update(
+            ee_pose=np.round(start.as_vector(), 4).tolist(),
+            gripper=round(float(state.gripper), 3),
+            joints=np.round(state.joints, 4).tolist(),
+            inside_workspace=env.config.safety.contains(start.position),
+        )
+        cams = {}
+        for cam_name, cam in env.cameras.items():
+            frame = cam.read()
+            cams[cam_name] = {"shape": list(frame.shape), "mean": round(float(frame.mean()), 1)}
+        report["cameras"] = cams
+        if not report["inside_workspace"]:
+            report["moved"] = False
+            report["note"] = "end effector outside the workspace box: not moving (fix workspace or jog the arm)"
+            return report
+        step = np.array([mm / 1000.0, 0.0, 0.0])
+        if not env.config.safety.contains(start.position + step):
+            step = -step
+        target = EEPose(start.position + step, start.rotation)
+        safe = env.safety.apply(target, start)
+        for pose in (safe.pose, start):
+            deadline = time.monotonic() + max(settle_s, 0.0) + 5.0
+            while True:
+                env.backend.command_ee(pose, state.gripper)
+                reached = np.linalg.norm(env.backend.read_state().pose.position - pose.position) < 1e-3
+                if reached or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0 / env.config.fps)
+            if pose is safe.pose:
+                moved = env.backend.read_state().pose.position - start.position
+                report["moved_mm"] = np.round(moved * 1000, 2).tolist()
+        end = env.backend.read_state().pose.position
+        report["returned_within_mm"] = round(float(np.linalg.norm(end - start.position) * 1000), 2)
+        report["moved"] = True
+        return report
+    finally:
+        env.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robots.check franka|xarm|so101 [--sim] [--mm 5]``."""
+    parser = argparse.ArgumentParser(prog="python -m robots.check", description=__doc__.splitlines()[0])
+    parser.add_argument("robot", choices=["franka", "xarm", "so101"])
+    parser.add_argument("--sim", action="store_true", help="use the simulated backend")
+    parser.add_argument("--mm", type=float, default=5.0, help="how far to nudge the end effector (mm)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = check_robot(args.robot, sim=args.sim, mm=args.mm)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>20}: {value}")
+    return 0 if report.get("moved") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
