@@ -79,6 +79,10 @@ class RewardLoggingCallback(BaseCallback):
 class CheckpointCallback(BaseCallback):
     """Heartbeat every ``heartbeat_every`` steps; checkpoint every ``every`` steps and at the end.
 
+    Checkpoints are written at the end of a rollout (SAC: after every env step; PPO: after
+    ``n_steps``), when SB3 has stored the step's transition, so a checkpoint's buffer holds
+    exactly as many transitions as its step counter says.
+
     Args:
         run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``).
         every: env steps between checkpoints (0: only at the end).
@@ -92,19 +96,21 @@ class CheckpointCallback(BaseCallback):
         self.every = int(every)
         self.keep = int(keep)
         self.heartbeat_every = max(1, int(heartbeat_every))
-        self._last_saved: int | None = None
+        self._last_saved = 0
 
     def _on_training_start(self) -> None:
         self._last_saved = self.num_timesteps
 
     def _on_step(self) -> bool:
-        n = self.num_timesteps
-        if n % self.heartbeat_every == 0:
-            write_heartbeat(self.run_dir, n)
-        if self.every > 0 and n - (self._last_saved or 0) >= self.every:
-            save_checkpoint(self.model, self.run_dir, keep=self.keep)
-            self._last_saved = n
+        if self.num_timesteps % self.heartbeat_every == 0:
+            write_heartbeat(self.run_dir, self.num_timesteps)
         return True
+
+    def _on_rollout_end(self) -> None:
+        # on_step runs before SB3 stores the step's transition; at rollout end it is stored
+        if self.every > 0 and self.num_timesteps - self._last_saved >= self.every:
+            save_checkpoint(self.model, self.run_dir, keep=self.keep)
+            self._last_saved = self.num_timesteps
 
     def _on_training_end(self) -> None:
         write_heartbeat(self.run_dir, self.num_timesteps)
