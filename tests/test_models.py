@@ -177,6 +177,11 @@ def test_forward_heads_gives_trainable_logits(tiny_model):
     first, second = model.score(q[:1]), model.score(q[:1])  # dropout is off while scoring ...
     np.testing.assert_array_equal(first[0].progress, second[0].progress)
     assert model.training  # ... and train mode comes back afterwards
+    model.eval()
+    with torch.no_grad():  # inputs may be pre-built, e.g. in a DataLoader worker
+        direct = model.forward_heads(q)["progress_logits"][1]
+        prebuilt = model.forward_heads(model.processor.progress_inputs(q))["progress_logits"][1]
+    torch.testing.assert_close(direct, prebuilt)
 
 
 def test_seeded_models_are_reproducible_and_distinct(tiny_model):
