@@ -101,6 +101,26 @@ def test_libero_reports_success_when_the_goal_holds(spatial_env):
     assert terminated and info["is_success"] and reward == 1.0
 
 
+def test_libero_with_robometer_reward_and_config(spatial_env, tiny_model):
+    import pathlib
+
+    import yaml
+
+    from rlrm.wrappers import RobometerReward
+
+    config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "env" / "libero_spatial.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["task"] == spatial_env.unwrapped.task
+    assert cfg["max_episode_steps"] == spatial_env.unwrapped.max_episode_steps
+    wrapped = RobometerReward(spatial_env, task=None, source=tiny_model, success=None, timing_in_info=False)
+    wrapped.reset(options={"init_state_id": 1})
+    for _ in range(2):
+        obs, reward, terminated, truncated, info = wrapped.step(np.zeros(7, dtype=np.float32))
+        assert np.isfinite(reward) and 0.0 <= info["rlrm"]["progress"] <= 1.0
+        assert info["is_success"] is False
+    assert info["rlrm"]["frames_sent"] == 3
+
+
 def test_libero_bad_input(spatial_env):
     with pytest.raises(ValueError, match=r"unknown LIBERO suite 'libero_spacial'.*'libero_spatial'"):
         gym.make("rlrm/LIBERO-v0", suite="libero_spacial")
@@ -110,3 +130,28 @@ def test_libero_bad_input(spatial_env):
         spatial_env.reset(options={"init_state_id": 50})
     with pytest.raises(ValueError, match=r"action must have shape \(7,\)"):
         spatial_env.step(np.zeros(4))
+
+
+def test_libero_config_is_written_so_import_never_prompts(tmp_path, monkeypatch):
+    """The official `libero` package asks on stdin unless its config exists: we write one first."""
+    from envs.libero import _ensure_libero_config, _libero_root
+
+    monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _libero_root()
+    _ensure_libero_config(root)
+    import os
+
+    import yaml
+
+    written = tmp_path / "cache" / "rlrm" / "libero" / "config.yaml"
+    assert os.environ["LIBERO_CONFIG_PATH"] == str(written.parent)
+    paths = yaml.safe_load(written.read_text())
+    assert set(paths) == {"benchmark_root", "bddl_files", "init_states", "datasets", "assets"}
+    assert paths["bddl_files"] == str(root / "bddl_files")
+    # An existing config is used as it is.
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", str(written.parent))
+    written.write_text("assets: /somewhere\n")
+    _ensure_libero_config(root)
+    assert written.read_text() == "assets: /somewhere\n"

@@ -1,0 +1,50 @@
+"""rlrm envs under RobometerReward with the tiny Qwen3-VL model: frames flow, rewards come back."""
+
+from __future__ import annotations
+
+import pathlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+import envs  # noqa: F401  (registers the ids)
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs" / "env"
+
+
+def _run_wrapped(env, tiny_model, steps: int = 4):
+    from rlrm.wrappers import RobometerReward
+
+    wrapped = RobometerReward(env, task=None, source=tiny_model, success=None, timing_in_info=False)
+    assert wrapped.task == env.unwrapped.task
+    obs, info = wrapped.reset(seed=0)
+    sent = []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = wrapped.step(wrapped.action_space.sample())
+        assert np.isfinite(reward)
+        assert 0.0 <= info["rlrm"]["progress"] <= 1.0
+        assert isinstance(info["is_success"], bool) and info["task"] == env.unwrapped.task
+        sent.append(info["rlrm"]["frames_sent"])
+    assert sent == sorted(sent) and sent[-1] > sent[0], "each query sends the growing episode prefix"
+    wrapped.close()
+
+
+def test_fetch_reach_with_robometer_reward(tiny_model):
+    _run_wrapped(gym.make("rlrm/FetchReach-v0", image_size=64), tiny_model)
+
+
+def test_metaworld_with_robometer_reward(tiny_model):
+    pytest.importorskip("metaworld", reason="needs pip install 'rlrm[metaworld]'")
+    _run_wrapped(gym.make("rlrm/MetaWorld-v0", task_name="reach-v3", image_size=64), tiny_model)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_env_configs_follow_the_schema(path):
+    cfg = yaml.safe_load(path.read_text())
+    assert set(cfg) == {"id", "kwargs", "task", "camera", "max_episode_steps"}
+    assert cfg["id"] in gym.registry, f"{path.name}: {cfg['id']} is not registered by `import envs`"
+    assert isinstance(cfg["task"], str) and cfg["task"].strip()
+    assert isinstance(cfg["max_episode_steps"], int) and cfg["max_episode_steps"] > 0
+    assert cfg["kwargs"].get("fast_render", True) is True
