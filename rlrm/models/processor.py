@@ -22,6 +22,7 @@ per frame at robot-camera resolutions.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -221,6 +222,7 @@ class RobometerProcessor:
         self.pref_id = self.token_ids["<|pref_token|>"]
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+        self._tokenizer_lock = threading.Lock()
         self._tokenize = lru_cache(maxsize=4096)(self._tokenize_uncached)
 
     # ---------------------------------------------------------------- text
@@ -251,7 +253,9 @@ class RobometerProcessor:
         return f"<|im_start|>user\n{body}<|im_end|>\n"
 
     def _tokenize_uncached(self, text: str) -> np.ndarray:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # HF fast tokenizers may raise "Already borrowed" when called from several threads at once.
+        with self._tokenizer_lock:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return np.asarray(ids, dtype=np.int64)
 
     # -------------------------------------------------------------- images
