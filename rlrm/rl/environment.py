@@ -3,6 +3,7 @@
 * :func:`make_env` - the bare env: ``gym.make(env.id, **env.kwargs)`` with the episode limit,
   or ``robots.make_robot_env(robot.name, ...)`` when ``robot`` is set.
 * :func:`task_text` - the instruction of the run (``task=`` override, else the env config's).
+* :func:`reward_camera` - which image the reward model sees.
 * :func:`wrap_with_reward` - the Robometer reward (synchronous or asynchronous) or the env's
   own reward, then :class:`~rlrm.rl.residual.ResidualAction` for ``algo=residual_sac``.
 """
@@ -17,7 +18,7 @@ import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
 
-__all__ = ["make_env", "task_text", "wrap_with_reward", "find_wrapper"]
+__all__ = ["make_env", "task_text", "reward_camera", "wrap_with_reward", "find_wrapper"]
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,10 @@ def make_env(cfg: Mapping[str, Any]) -> gym.Env:
     if robot:
         import robots
 
-        robot = dict(robot)
-        name = robot.pop("name")
-        sim = bool(robot.pop("sim", False))
-        robot.pop("task", None)
-        return robots.make_robot_env(name, sim=sim, **{**robot, **reward_env_kwargs})
+        overrides = dict(reward_env_kwargs)
+        if cfg.get("task"):
+            overrides["task"] = cfg["task"]
+        return robots.make_robot_env(robot["name"], sim=bool(cfg.get("robot_sim")), config=robot, **overrides)
     import envs  # noqa: F401  (registers rlrm/* ids)
 
     env_cfg = cfg["env"]
@@ -42,13 +42,23 @@ def make_env(cfg: Mapping[str, Any]) -> gym.Env:
 
 
 def task_text(cfg: Mapping[str, Any]) -> str | None:
-    """The run's instruction: ``task`` if set, else the env's (or robot's) config ``task``; None if neither."""
-    return cfg.get("task") or (cfg.get("env") or {}).get("task") or (cfg.get("robot") or {}).get("task") or None
-
-
-def _camera(cfg: Mapping[str, Any]) -> str | None:
+    """The run's instruction: ``task`` if set, else the robot's (with ``robot=``) or env's config ``task``."""
     if cfg.get("robot"):
-        return (cfg["robot"] or {}).get("camera")
+        return cfg.get("task") or (cfg["robot"].get("env") or {}).get("task") or None
+    return cfg.get("task") or (cfg.get("env") or {}).get("task") or None
+
+
+def reward_camera(cfg: Mapping[str, Any]) -> str | None:
+    """Image key the reward reads: ``reward_camera`` if set, else the env config's ``camera``
+    (None = ``env.render()``), for robots the first camera of the robot config."""
+    if cfg.get("reward_camera"):
+        return cfg["reward_camera"]
+    robot = cfg.get("robot")
+    if robot:
+        cameras = ((robot.get("sim") or {}).get("cameras") if cfg.get("robot_sim") else None) or robot.get("cameras")
+        if not cameras:
+            raise ValueError(f"robot {robot.get('name')!r} has no cameras configured; the reward model needs frames")
+        return next(iter(cameras))
     return (cfg.get("env") or {}).get("camera")
 
 
@@ -66,7 +76,7 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, async
     if reward["kind"] == "robometer":
         mode_async = (reward["mode"] == "async") if asynchronous is None else asynchronous
         common = dict(
-            task=task_text(cfg), camera=_camera(cfg), max_frames=int(reward["max_frames"]),
+            task=task_text(cfg), camera=reward_camera(cfg), max_frames=int(reward["max_frames"]),
             sampling=reward["sampling"], shaping=Shaping(**dict(reward["shaping"])),
             success=SuccessDetector(**dict(reward["success"])),
             terminate_on_success=bool(reward["terminate_on_success"]),

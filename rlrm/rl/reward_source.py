@@ -19,12 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model_spec(spec: str) -> str:
-    """``spec``, except ``"demo"`` becomes ``"tiny"`` (with a warning) if no demo model is registered."""
+    """``spec``, except ``"demo"`` becomes ``"tiny"`` (with a warning) if this build has no demo weights."""
     if spec == "demo":
         from rlrm.models import registered_models
 
-        if "demo" not in registered_models():
-            log.warning("reward model 'demo' is not part of this build; using the untrained 'tiny' model instead")
+        available = "demo" in registered_models()
+        if available:
+            from rlrm.models.demo import DEMO_DIR
+
+            available = (DEMO_DIR / "config.json").exists()
+        if not available:
+            log.warning("reward model 'demo' is not part of this build (no trained weights); "
+                        "using the untrained 'tiny' model instead")
             return "tiny"
     return spec
 

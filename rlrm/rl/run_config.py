@@ -94,10 +94,11 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
 def _check_robometer_reward(errors: list[str], cfg: Mapping[str, Any], reward: Mapping[str, Any],
                             algo: Mapping[str, Any]) -> None:
     from rlrm.rl.algorithms import ALGORITHMS
+    from rlrm.rl.environment import task_text
     from rlrm.sampling import SAMPLING_MODES
     from rlrm.shaping import Shaping, SuccessDetector
 
-    task = cfg.get("task") or (cfg.get("env") or {}).get("task") or (cfg.get("robot") or {}).get("task")
+    task = task_text(cfg)
     if not isinstance(task, str) or not task.strip():
         errors.append(
             f"the Robometer reward needs the task text, got task={cfg.get('task')!r} and env.task="
