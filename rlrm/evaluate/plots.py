@@ -43,10 +43,15 @@ def plot_progress_curves(
     for s in scores:
         by_quality.setdefault(s.quality, []).append(s)
     per = max(1, max_panels // len(by_quality))
-    chosen = [s for group in by_quality.values() for s in group[:per]]
+    chosen = [  # evenly spread over each group, so one kind of episode does not fill the grid
+        group[int(i)]
+        for group in by_quality.values()
+        for i in np.unique(np.linspace(0, len(group) - 1, min(per, len(group))).round())
+    ]
     cols = min(6, len(chosen))
     rows = math.ceil(len(chosen) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax in axes.flat[len(chosen):]:
         ax.axis("off")
     for ax, s in zip(axes.flat, chosen, strict=False):
@@ -61,7 +66,6 @@ def plot_progress_curves(
     fig.supxlabel("frame", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -77,7 +81,7 @@ def plot_confusion_matrix(
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (len(rows), len(cols)):
         raise ValueError(f"matrix shape {matrix.shape} does not match {len(rows)} rows x {len(cols)} columns")
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.2 + 0.6 * len(rows)))
+    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(cols), 2.2 + 0.6 * len(rows)), layout="constrained")
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(cols)), [c if len(c) < 40 else c[:37] + "..." for c in cols], rotation=35,
                   ha="right", fontsize=7)
@@ -91,7 +95,6 @@ def plot_confusion_matrix(
     ax.set_ylabel("episodes of task", fontsize=8)
     ax.set_title(title or "mean final progress", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
