@@ -14,7 +14,14 @@ Every env: ``render()`` returns an upright (image_size, image_size, 3) uint8 fra
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
+
+# Frames are rendered offscreen; without a display MuJoCo needs EGL (or OSMesa). Set MUJOCO_GL
+# yourself (glfw, osmesa) before importing envs to choose another backend.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 __all__ = ["FETCH_IDS", "register_envs"]
 
