@@ -20,7 +20,11 @@ from rlrm.wrappers.frames import check_frame
 
 
 def _run(env, actions, seed=0):
-    """Reset with ``seed``, take ``actions`` until the episode ends; returns per-step tuples."""
+    """Reset with ``seed``, take ``actions`` until the episode ends, close; returns per-step tuples.
+
+    Envs are closed as soon as they are done with: rlrm's fast Fetch renderer returns wrong frames
+    once more than two Fetch envs are alive in one process (reported to the envs owner).
+    """
     env.reset(seed=seed)
     steps = []
     for a in actions:
@@ -28,6 +32,7 @@ def _run(env, actions, seed=0):
         steps.append((reward, terminated, truncated, info))
         if terminated or truncated:
             break
+    env.close()
     return steps
 
 
@@ -37,9 +42,11 @@ def test_check_env_passes_on_wrapped_envs(tiny_model):
         # measured latencies differ between two identical runs; check_env wants identical infos
         env = RobometerReward(fetch_env(), TASK, tiny_model, timing_in_info=False)
         check_env(env, skip_render_check=True)
+        env.close()
         env = SuccessTermination(RobometerReward(cartpole_env(), "balance the pole", tiny_model, success=None,
                                                  timing_in_info=False))
         check_env(env, skip_render_check=True)
+        env.close()
 
 
 @pytest.mark.parametrize("sampling, max_frames, every", [("prefix", 4, 1), ("prefix", 4, 3), ("window", 3, 2),
@@ -161,6 +168,7 @@ def test_camera_key_of_dict_observation_gives_the_same_rewards(tiny_model):
     env = RobometerReward(AddRenderObservation(fetch_env(), render_only=False), TASK, tiny_model, camera="wrist")
     with pytest.raises(KeyError, match="'wrist' is not in the observation; keys there are: \\['pixels', 'observation', 'achieved_goal'"):
         env.reset(seed=0)
+    env.close()
 
 
 def test_render_none_says_to_pass_rgb_array(tiny_model):
@@ -177,6 +185,7 @@ def test_float_camera_image_is_refused_with_a_fix(tiny_model):
     env = RobometerReward(as_float, TASK, tiny_model, camera="pixels")
     with pytest.raises(ValueError, match=r"uint8 \(H,W,3\) image, got float64 \(48, 48, 3\).*np.clip"):
         env.reset(seed=0)
+    env.close()
 
 
 @pytest.mark.parametrize(
@@ -222,12 +231,11 @@ def test_worker_url_gives_in_process_rewards(tiny_model, slow_worker):
     actions = [np.full(4, -0.3, np.float32)] * 3
     local = _run(RobometerReward(fetch_env(), TASK, tiny_model, success=None), actions)
     env = RobometerReward(fetch_env(), TASK, slow_worker.url, success=None)
-    remote = _run(env, actions)
+    remote = _run(env, actions)  # closes env
     np.testing.assert_allclose([s[0] for s in remote], [s[0] for s in local], atol=1e-5)
     np.testing.assert_allclose([s[3]["rlrm"]["progress"] for s in remote],
                                [s[3]["rlrm"]["progress"] for s in local], atol=1e-5)
     assert all(s[3]["rlrm"]["latency_ms"] > 0 and not s[3]["rlrm"]["stale"] for s in remote)
-    env.close()
     assert env.scorer._closed.is_set()  # the wrapper made the client from the URL, so it closes it
 
 
@@ -239,6 +247,7 @@ def test_worker_timeout_raises_or_holds(slow_worker):
     env.reset(seed=0)
     with pytest.raises(TimeoutError, match="on_timeout='hold'"):
         env.step(np.zeros(4, np.float32))
+    env.close()
 
     env = RobometerReward(fetch_env(), TASK, client, success=None, on_timeout="hold")
     env.reset(seed=0)

@@ -138,9 +138,10 @@ def write_reward_video(
             canvas = np.zeros((out_h, out_w, 3), np.uint8)
             image = cv2.resize(frames[t], (w * scale, img_h), interpolation=cv2.INTER_NEAREST)
             canvas[:img_h, : w * scale] = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            if task:
-                cv2.putText(canvas, task[:60], (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
-                            cv2.LINE_AA)
+            if task:  # dark outline keeps the text readable on bright frames
+                for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+                    cv2.putText(canvas, task[:60], (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, thickness,
+                                cv2.LINE_AA)
             canvas[img_h : img_h + panel_h] = _panel(out_w, panel_h, t, progress, success, threshold)
             writer.write(canvas)
     finally:
