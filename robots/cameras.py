@@ -180,7 +180,7 @@ class RealSenseCamera(_ThreadedCamera):
             import pyrealsense2 as rs
         except ImportError as exc:
             raise ImportError(
-                "RealSenseCamera needs pyrealsense2: pip install pyrealsense2 (or rlrm[robots])"
+                "RealSenseCamera needs pyrealsense2 (not in any rlrm extra: wheels lag new Pythons): pip install pyrealsense2"
             ) from exc
         cfg = self.config
         self._pipeline = rs.pipeline()
