@@ -210,3 +210,11 @@ def test_bad_input_raises_value_error_naming_the_problem(tiny_model):
     with pytest.raises(ValueError, match="neither"):
         tiny_model.forward_heads()
     assert tiny_model.score([]) == []
+
+
+def test_eager_and_sdpa_attention_agree_on_a_padded_batch(tiny_model):
+    queries = [RewardQuery(_frames(40, 1), "reach"), RewardQuery(_frames(41, 4, 64, 96), "push the block")]
+    eager = make_reward_model("tiny", seed=0, attn_implementation="eager")
+    for a, b in zip(tiny_model.score(queries), eager.score(queries), strict=True):
+        np.testing.assert_allclose(a.progress, b.progress, atol=1e-5)
+        np.testing.assert_allclose(a.success, b.success, atol=1e-5)

@@ -16,6 +16,7 @@ query) so a small model trained at low resolution keeps it.
 * :func:`save_checkpoint` / :func:`load_checkpoint` - what ``RobometerModel.save_pretrained`` /
   ``from_pretrained`` do.
 * :func:`resolve_dtype` - a dtype name or torch.dtype, defaulting per device (float32 CPU, bf16 GPU).
+* :func:`default_attn_implementation` - flash-attention 2 on CUDA when installed, else SDPA.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ import yaml
 
 from rlrm.models.processor import RobometerProcessor, add_robometer_tokens
 
-__all__ = ["LAYOUTS", "resolve_checkpoint_dir", "detect_layout", "save_checkpoint", "load_checkpoint", "resolve_dtype"]
+__all__ = [
+    "LAYOUTS",
+    "resolve_checkpoint_dir",
+    "detect_layout",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_dtype",
+    "default_attn_implementation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,15 @@ def resolve_dtype(dtype: Any, device: Any) -> torch.dtype:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}, expected e.g. 'float32', 'bfloat16', 'float16'")
     return value
+
+
+def default_attn_implementation(device: Any) -> str:
+    """``"flash_attention_2"`` on CUDA when the flash-attn package is installed, else ``"sdpa"``."""
+    import importlib.util
+
+    if str(device).startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def _hub_offline() -> bool:
@@ -288,7 +306,7 @@ def load_checkpoint(
             "(Qwen3-VL-4B: 151669 + 5 = 151674)"
         )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backbone._attn_implementation = attn_implementation or "sdpa"
+    backbone._attn_implementation = attn_implementation or default_attn_implementation(device)
     target_dtype = resolve_dtype(dtype, device)
     # Allocate straight on the target device in the target dtype, without random init: for the 4B
     # model this keeps peak host memory at about one copy of the weights.

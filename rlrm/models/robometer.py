@@ -300,7 +300,8 @@ class RobometerModel(nn.Module):
                 (downloaded with huggingface_hub unless ``HF_HUB_OFFLINE=1``).
             device: default ``"cuda"`` when available, else ``"cpu"``.
             dtype: default bfloat16 on GPU, float32 on CPU.
-            attn_implementation: ``"sdpa"`` (default), ``"flash_attention_2"`` or ``"eager"``.
+            attn_implementation: ``"sdpa"``, ``"flash_attention_2"`` or ``"eager"``; default flash-attention 2
+                on CUDA when the flash-attn package is installed, else SDPA.
             seed: accepted so every registry spec takes the same kwargs; loaded weights do not use it.
             **overrides: RobometerConfig fields to change (e.g. ``max_frames``).
         """

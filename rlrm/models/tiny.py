@@ -157,6 +157,7 @@ def tiny_robometer(
     max_pixels: int = 128 * 128,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
+    attn_implementation: str = "sdpa",
     **config_overrides: Any,
 ) -> RobometerModel:
     """A randomly initialised tiny Robometer (same classes as the 4B), identical for equal ``seed``.
@@ -166,11 +167,12 @@ def tiny_robometer(
         max_frames: frames per query reported by ``info()``.
         min_pixels / max_pixels: frame pixel bounds (frames are resized into them, multiples of 32).
         device / dtype: where the model runs (CPU float32 by default).
+        attn_implementation: ``"sdpa"`` or ``"eager"`` (or ``"flash_attention_2"`` on CUDA).
         **config_overrides: ``text_*`` / ``vision_*`` backbone config fields (see :func:`tiny_backbone_config`).
     """
     tokenizer = tiny_tokenizer()
     backbone = tiny_backbone_config(tokenizer, **config_overrides)
-    backbone._attn_implementation = "sdpa"  # propagates to the text and vision sub-configs
+    backbone._attn_implementation = attn_implementation  # propagates to the text and vision sub-configs
     image = ImageSettings(min_pixels=min_pixels, max_pixels=max_pixels)
     config = RobometerConfig(max_frames=max_frames, base_model_id="tiny", image=image)
     with torch.random.fork_rng(devices=[]):
