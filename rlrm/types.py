@@ -134,7 +134,7 @@ class ModelInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         if d.get("image_size") is not None:
