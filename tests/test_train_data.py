@@ -84,6 +84,11 @@ def test_forward_view_is_a_prefix_sampled_like_the_dense_reward():
         assert v.progress_is_target and not v.unsuccessful and v.strategy == "forward"
     failed = forward_view(make_traj("failure"), rng)
     assert not failed.progress_is_target and failed.unsuccessful
+    # with stored true progress, "labelled" makes failed episodes progress targets too
+    labelled = forward_view(make_traj("failure"), rng, progress_on="labelled")
+    assert labelled.progress_is_target and labelled.unsuccessful
+    with pytest.raises(ValueError, match="progress_on must be one of"):
+        forward_view(traj, rng, progress_on="all")
 
 
 def test_rewind_view_goes_forward_then_back():

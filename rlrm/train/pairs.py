@@ -34,6 +34,7 @@ __all__ = [
     "rewind_pair",
     "different_task_pair",
     "SampleMixer",
+    "PROGRESS_TARGETS",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,20 @@ class PreferenceSample:
         return self.rejected, self.chosen, 0.0
 
 
-def _view(traj: Trajectory, idx: np.ndarray, strategy: str, task: str | None = None) -> ProgressSample:
+#: Which episodes are progress targets: ``"success"`` (published recipe: successful and rewound
+#: views only) or ``"labelled"`` (also failed/suboptimal episodes that store true progress, e.g. sim data).
+PROGRESS_TARGETS = ("success", "labelled")
+
+
+def _is_progress_target(traj: Trajectory, progress_on: str) -> bool:
+    if progress_on not in PROGRESS_TARGETS:
+        raise ValueError(f"progress_on must be one of {PROGRESS_TARGETS}, got {progress_on!r}")
+    return traj.quality == "success" or (progress_on == "labelled" and traj.progress is not None)
+
+
+def _view(
+    traj: Trajectory, idx: np.ndarray, strategy: str, task: str | None = None, progress_on: str = "success"
+) -> ProgressSample:
     idx = np.asarray(idx, dtype=np.int64)
     progress = traj.progress_targets()[idx]
     success = traj.success_labels()[idx]
@@ -89,7 +103,7 @@ def _view(traj: Trajectory, idx: np.ndarray, strategy: str, task: str | None = N
         task=task or traj.task,
         target_progress=progress.astype(np.float32),
         success=success.astype(np.float32),
-        progress_is_target=traj.quality == "success",
+        progress_is_target=_is_progress_target(traj, progress_on),
         unsuccessful=traj.quality != "success",
         strategy=strategy,
         frame_index=idx,
@@ -97,15 +111,20 @@ def _view(traj: Trajectory, idx: np.ndarray, strategy: str, task: str | None = N
 
 
 def forward_view(
-    traj: Trajectory, rng: np.random.Generator, max_frames: int = 8, full_prob: float = 0.3
+    traj: Trajectory,
+    rng: np.random.Generator,
+    max_frames: int = 8,
+    full_prob: float = 0.3,
+    progress_on: str = "success",
 ) -> ProgressSample:
     """A prefix ``o_0..o_t`` subsampled to ``max_frames`` with the ``"prefix"`` rule of the dense reward.
 
     ``t`` is the last frame with probability ``full_prob``, else uniform over the episode, so the
-    model sees the same kinds of queries the RL wrapper sends at every step.
+    model sees the same kinds of queries the RL wrapper sends at every step. ``progress_on``
+    (see :data:`PROGRESS_TARGETS`) decides whether a failed/suboptimal episode is a progress target.
     """
     t = traj.num_frames - 1 if rng.random() < full_prob else int(rng.integers(0, traj.num_frames))
-    return _view(traj, sample_indices(t + 1, max_frames, "prefix"), "forward")
+    return _view(traj, sample_indices(t + 1, max_frames, "prefix"), "forward", progress_on=progress_on)
 
 
 def rewind_view(traj: Trajectory, rng: np.random.Generator, max_frames: int = 8) -> ProgressSample:
@@ -199,6 +218,8 @@ class SampleMixer:
             views, besides the instructions of other task ids found in the dataset.
         paraphrase_prob: chance a forward view swaps its instruction for another phrasing of
             the same task id found in the dataset.
+        progress_on: ``"success"`` (published recipe) or ``"labelled"``: failed/suboptimal
+            episodes with stored true progress are progress targets too.
         seed: seeds the generator.
 
     >>> mixer = SampleMixer(trajectories, max_frames=8, seed=0)  # doctest: +SKIP
@@ -213,8 +234,12 @@ class SampleMixer:
         pair_ratios: dict[str, float] | None = None,
         distractor_instructions: Sequence[str] = (),
         paraphrase_prob: float = 0.0,
+        progress_on: str = "success",
         seed: int = 0,
     ) -> None:
+        if progress_on not in PROGRESS_TARGETS:
+            raise ValueError(f"progress_on must be one of {PROGRESS_TARGETS}, got {progress_on!r}")
+        self.progress_on = progress_on
         self.dataset = dataset
         self.max_frames = max_frames
         self.paraphrase_prob = paraphrase_prob
@@ -279,7 +304,7 @@ class SampleMixer:
         traj = self.dataset[int(self.rng.integers(len(self.dataset)))]
         if strategy == "different_instruction":
             return different_instruction_view(traj, self._other_instruction(traj.task_id), self.rng, self.max_frames)
-        view = forward_view(traj, self.rng, self.max_frames)
+        view = forward_view(traj, self.rng, self.max_frames, progress_on=self.progress_on)
         phrasings = self.phrasings[traj.task_id]
         if len(phrasings) > 1 and self.rng.random() < self.paraphrase_prob:
             view.task = phrasings[int(self.rng.integers(len(phrasings)))]

@@ -60,8 +60,9 @@ class TrainConfig:
         lr / weight_decay / warmup_steps / min_lr_ratio / grad_clip: AdamW with linear warm-up,
             cosine decay to ``lr * min_lr_ratio``, gradient-norm clipping.
         max_frames: frames per view (the model's ``max_frames``).
-        progress_ratios / pair_ratios / distractor_instructions / paraphrase_prob: see
-            :class:`~rlrm.train.pairs.SampleMixer`.
+        progress_ratios / pair_ratios / distractor_instructions / paraphrase_prob / progress_on:
+            see :class:`~rlrm.train.pairs.SampleMixer` (``progress_on="success"`` is the published
+            recipe; ``"labelled"`` also fits the stored true progress of failed/suboptimal episodes).
         min_success: frames with target progress below this train the success head as negatives.
         checkpoint_every: steps between checkpoints (and exports of the model so far).
         log_every: steps between lines of ``train_log.jsonl``.
@@ -94,6 +95,7 @@ class TrainConfig:
     )
     distractor_instructions: list[str] = field(default_factory=list)
     paraphrase_prob: float = 0.0
+    progress_on: str = "success"
     min_success: float = 0.5
     checkpoint_every: int = 100
     log_every: int = 10
@@ -209,6 +211,7 @@ class Trainer:
             pair_ratios=cfg.pair_ratios,
             distractor_instructions=cfg.distractor_instructions,
             paraphrase_prob=cfg.paraphrase_prob,
+            progress_on=cfg.progress_on,
             seed=cfg.seed,
         )
         self.model = model if model is not None else build_model(cfg)
