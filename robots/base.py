@@ -12,6 +12,7 @@ box) -> backend (with bounded controller-error recovery) -> rate limiter -> obse
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -176,6 +177,24 @@ class RobotEnv(gym.Env):
         self.backend.resume()
         self._stopped.clear()
 
+    def install_sigint_stop(self) -> None:
+        """Make the first Ctrl-C stop the robot (``env.stop()``); a second Ctrl-C raises KeyboardInterrupt.
+
+        Call from the main thread (Python delivers signals there). The previous handler is restored by
+        the second Ctrl-C and by :meth:`close`.
+        """
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.stopped:
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            logger.warning("Ctrl-C: stopping the robot (press again to interrupt the program)")
+            self.stop()
+
+        signal.signal(signal.SIGINT, handler)
+        self._previous_sigint = previous
+
     @property
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called and not yet resumed."""
@@ -266,6 +285,7 @@ class RobotEnv(gym.Env):
             clipped_rotation=safe.clipped_rotation,
             stopped=self.stopped,
         )
+        info["is_success"] = False  # no ground truth on a real robot: only a person's success key sets it
         if command is not None and (command.success or command.failure):
             terminated = True
             info["human_label"] = "success" if command.success else "failure"
@@ -282,6 +302,10 @@ class RobotEnv(gym.Env):
 
     def close(self) -> None:
         """Stop cameras and teleop, then disconnect the robot (which stops it)."""
+        previous = getattr(self, "_previous_sigint", None)
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+            self._previous_sigint = None
         for cam in self.cameras.values():
             cam.disconnect()
         if self.teleop is not None and hasattr(self.teleop, "close"):

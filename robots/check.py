@@ -32,6 +32,7 @@ def check_robot(name: str, sim: bool = False, mm: float = 5.0, settle_s: float =
     from robots import make_robot_env
     from robots.geometry import EEPose
 
+    overrides.setdefault("teleop", None)  # no keyboard listener for a first contact
     env = make_robot_env(name, sim=sim, **overrides)
     report: dict = {"robot": name, "sim": sim, "backend": type(env.backend).__name__}
     try:

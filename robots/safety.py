@@ -134,7 +134,7 @@ class SafetyFilter:
         # the range is a box in axis-angle coordinates and not convex along every geodesic)
         rel = matrix_to_rotvec(self.home_rotation.T @ desired.rotation)
         rel_clipped = np.clip(rel, -np.asarray(cfg.rotation_range_rad), np.asarray(cfg.rotation_range_rad))
-        clipped_rot = not np.allclose(rel, rel_clipped)
+        clipped_rot = bool(np.any(rel != rel_clipped))
         goal = self.home_rotation @ rotvec_to_matrix(rel_clipped)
         step_rot = matrix_to_rotvec(previous.rotation.T @ goal)
         angle = float(np.linalg.norm(step_rot))
@@ -160,7 +160,7 @@ class SafetyFilter:
         # the box last: clipping a point into a convex box never lengthens the step from a point inside it
         position = previous.position + delta
         boxed = np.clip(position, cfg.low, cfg.high)
-        clipped_ws = not np.allclose(boxed, position)
+        clipped_ws = bool(np.any(boxed != position))
         return SafeTarget(EEPose(boxed, rotation), clipped_ws, clipped_step, clipped_rot)
 
     def in_rotation_range(self, rotation: np.ndarray, tol: float = 1e-9) -> bool:
@@ -176,8 +176,9 @@ class RateLimiter:
 
     >>> t = [0.0]
     >>> rl = RateLimiter(10, clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
-    >>> rl.reset(); t[0] += 0.03; rl.wait(); round(t[0], 3)
-    0.1
+    >>> rl.reset(); t[0] += 0.03  # 30 ms of work in a 100 ms period
+    >>> rl.wait(), round(t[0], 3)  # no overrun; slept until the tick
+    (0.0, 0.1)
     """
 
     def __init__(

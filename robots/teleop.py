@@ -183,6 +183,7 @@ class GamepadTeleop:
         action[2] = -self._axis(self.AXIS_RY)
         if self.n_axes >= 4:
             action[self.n_axes - 1] = -self._axis(self.AXIS_RX)
+        action += 0.0  # turn -0.0 from negated zeros into 0.0
         if self._axis(self.AXIS_RT) > 0.5:
             self._gripper = -1.0
         elif self._axis(self.AXIS_LT) > 0.5:

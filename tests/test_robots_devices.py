@@ -208,3 +208,16 @@ def test_check_command_line():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert '"moved": true' in out.stdout
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["robots.geometry", "robots.safety", "robots.backend", "robots.cameras", "robots.teleop", "robots.xarm",
+     "robots.sim.kinematic", "robots.sim.fake_xarm", "robots.sim.render", "robots.base"],
+)
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -352,3 +352,18 @@ def test_step_before_reset_is_an_error():
     env, _, _ = kinematic_env()
     with pytest.raises(RuntimeError, match="before calling env.reset"):
         env.step(np.zeros(7))
+
+
+def test_sigint_stops_the_robot_then_interrupts():
+    import signal
+
+    env, rec, _ = kinematic_env()
+    env.reset(seed=0)
+    before = signal.getsignal(signal.SIGINT)
+    env.install_sigint_stop()
+    signal.raise_signal(signal.SIGINT)
+    assert env.stopped and rec.stops == 1
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    env.close()

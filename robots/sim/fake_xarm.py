@@ -28,8 +28,9 @@ class FakeXArmAPI:
         servo_dt: seconds one ``set_servo_cartesian`` call integrates (the control period).
         max_tcp_speed: mm/s the TCP may move toward its servo target.
 
-    >>> api = FakeXArmAPI("127.0.0.1"); api.motion_enable(True); api.set_mode(1); api.set_state(0)
-    0
+    >>> api = FakeXArmAPI("127.0.0.1")
+    >>> api.motion_enable(True), api.set_mode(1), api.set_state(0)
+    (0, 0, 0)
     >>> api.set_servo_cartesian([310, 0, 300, np.pi, 0, 0], is_radian=True), api.get_position(is_radian=True)[1][0]
     (0, 310.0)
     """
