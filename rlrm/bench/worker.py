@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from rlrm.transport import RewardClient, spawn_worker
+from rlrm.transport import LocalScorer, RewardClient, spawn_worker
 from rlrm.types import RewardQuery
 
 __all__ = ["add_arguments", "run", "throughput", "transport_overhead"]
@@ -110,7 +110,7 @@ def throughput(url: str, clients: int, requests: int, frames: int, size: int, ti
 
 
 def transport_overhead(url: str, model: Any, repeats: int, frames: int, size: int, timeout_ms: float) -> dict[str, Any]:
-    """Round trip through the worker at ``url`` (raw and JPEG) against ``model.score`` in this process.
+    """Round trip through the worker at ``url`` (raw and JPEG) against a :class:`LocalScorer` in this process.
 
     The three are interleaved call by call so that load from other processes on the machine
     hits them alike. ``overhead_ms_p50`` is the round-trip p50 minus the in-process p50;
@@ -118,15 +118,18 @@ def transport_overhead(url: str, model: Any, repeats: int, frames: int, size: in
     """
     query = RewardQuery(_frames(frames, size, seed=123), "open the top drawer")
     clients = {enc: RewardClient(url, timeout_ms=timeout_ms, retries=0, enc=enc) for enc in ("raw", "jpeg")}
+    # the in-process baseline runs on a background thread like the worker's batcher: torch's
+    # intra-op threading differs between the main thread and others, and that is not transport
+    local = LocalScorer(model)
     times: dict[str, list[float]] = {"inprocess": [], "raw": [], "jpeg": []}
     infer: dict[str, float] = {}
     try:
-        model.score([query])  # warm-up
+        local.score_async([query]).result()  # warm-up
         for client in clients.values():
             client.score([query])
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model.score([query])
+            local.score_async([query]).result()
             times["inprocess"].append((time.perf_counter() - t0) * 1000)
             for enc, client in clients.items():
                 before = client.stats()
@@ -135,6 +138,7 @@ def transport_overhead(url: str, model: Any, repeats: int, frames: int, size: in
                 times[enc].append((time.perf_counter() - t0) * 1000)
                 infer[enc] = infer.get(enc, 0.0) + client.stats()["infer_ms_total"] - before["infer_ms_total"]
     finally:
+        local.close()
         for client in clients.values():
             client.close()
     base = float(np.percentile(times["inprocess"], 50))
