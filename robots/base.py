@@ -54,7 +54,7 @@ class RobotEnvConfig:
         reset_randomize_m: (3,) half-widths (m) of a box around home to start episodes from.
         wait_for_person: ask on stdin (Enter) before each episode so a person can reset the scene.
         max_recover_attempts: controller-error recoveries tried per call before raising RobotError.
-        proprio_noise: reserved for sim backends; 0 on real robots.
+        max_episode_steps: steps after which ``step`` returns ``truncated=True`` (None: never).
         seed: seed of the reset randomisation.
     """
 
@@ -69,6 +69,7 @@ class RobotEnvConfig:
     reset_randomize_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     wait_for_person: bool = False
     max_recover_attempts: int = 3
+    max_episode_steps: int | None = 200
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -231,6 +232,7 @@ class RobotEnv(gym.Env):
                               state.pose.rotation)
         self._gripper_target = 1.0
         self._intervening = False
+        self._elapsed_steps = 0
         self.rate.reset()
         obs = self._observe(state)
         return obs, {"task": self.task, "intervention": False, "home_pose": self._home.as_vector()}
@@ -285,6 +287,9 @@ class RobotEnv(gym.Env):
             clipped_rotation=safe.clipped_rotation,
             stopped=self.stopped,
         )
+        self._elapsed_steps += 1
+        limit = self.config.max_episode_steps
+        truncated = limit is not None and self._elapsed_steps >= limit
         info["is_success"] = False  # no ground truth on a real robot: only a person's success key sets it
         if command is not None and (command.success or command.failure):
             terminated = True

@@ -221,3 +221,19 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_configs_are_hydra_structured():
+    from omegaconf import OmegaConf
+
+    from robots.base import RobotEnvConfig
+    from robots.franka import FrankaConfig
+    from robots.so101 import SO101Config
+    from robots.xarm import XArmConfig
+
+    for name, cls in [("franka", FrankaConfig), ("xarm", XArmConfig), ("so101", SO101Config)]:
+        cfg = load_robot_config(name)
+        env = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RobotEnvConfig), cfg["env"]))
+        assert isinstance(env, RobotEnvConfig) and env.task
+        backend = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), cfg["backend"]))
+        assert isinstance(backend, cls)

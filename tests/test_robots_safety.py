@@ -367,3 +367,12 @@ def test_sigint_stops_the_robot_then_interrupts():
         signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
     env.close()
+
+
+def test_episode_truncates_at_max_episode_steps():
+    env, _, _ = kinematic_env(max_episode_steps=3)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(7))[3] for _ in range(3)]
+    assert flags == [False, False, True]
+    env.reset()
+    assert env.step(np.zeros(7))[3] is False
