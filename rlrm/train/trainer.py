@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,7 +38,7 @@ from rlrm.train.pairs import PreferenceSample, ProgressSample, SampleMixer
 from rlrm.train.patch_embed import use_linear_patch_embedding
 from rlrm.types import RewardQuery
 
-__all__ = ["TrainConfig", "build_model", "collate_losses", "Trainer", "evaluate_losses"]
+__all__ = ["TrainConfig", "build_model", "collate_losses", "Trainer"]
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +313,7 @@ class Trainer:
             self.model.eval()
             return self.model.save_pretrained(target, layout="upstream")
         save_lora(self.model, self.out / "lora")
-        merged_copy = _merged_copy(self.model, self.cfg)
+        merged_copy = _merged_copy(self.model)
         return merged_copy.save_pretrained(target, layout="upstream")
 
     # ------------------------------------------------------------------ loop
@@ -359,7 +358,7 @@ class Trainer:
         return self.model
 
 
-def _merged_copy(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+def _merged_copy(model: nn.Module) -> nn.Module:
     """A merged (adapter-free) copy of a LoRA model, leaving ``model`` trainable."""
     import copy
 
@@ -370,21 +369,3 @@ def _to_yaml(d: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False)
-
-
-def evaluate_losses(trainer: Trainer, batches: int = 4, seed: int = 1234) -> dict[str, float]:
-    """Mean losses (no gradients) over ``batches`` fresh batches from a separate sample stream."""
-    rng_state = trainer.mixer.rng.bit_generator.state
-    trainer.mixer.rng = np.random.default_rng(seed)
-    trainer.model.eval()
-    totals: dict[str, float] = {}
-    try:
-        with torch.no_grad():
-            for _ in range(batches):
-                parts = trainer.compute_loss(*trainer.sample_batch()).as_floats()
-                totals = {k: totals.get(k, 0.0) + v / batches for k, v in parts.items()}
-    finally:
-        trainer.mixer.rng = np.random.default_rng()
-        trainer.mixer.rng.bit_generator.state = rng_state
-    return totals
-
