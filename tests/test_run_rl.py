@@ -96,14 +96,18 @@ def test_cli_default_recipe_starts_and_stops_its_own_worker(tmp_path):
                      id="ppo"),
         pytest.param(["algo=residual_sac", *TINY_OFF_POLICY, "total_steps=40"], id="residual_sac"),
         pytest.param(["algo=sac", "reward.mode=async", *TINY_OFF_POLICY, "total_steps=40"], id="sac_async"),
+        pytest.param(["reward=env_dense", *TINY_OFF_POLICY, "total_steps=40"], id="sac_env_dense"),
     ],
 )
 def test_each_algorithm_trains_and_evaluates_through_a_worker(worker, run_rl, tmp_path, overrides):
-    cfg = compose_run(*TINY, f"reward.source={worker.url}", "checkpoint_every=0", *overrides)
+    env_reward = "reward=env_dense" in overrides
+    source = [] if env_reward else [f"reward.source={worker.url}"]
+    cfg = compose_run(*TINY, *source, "checkpoint_every=0", *overrides)
     summary = run_rl.train(cfg, tmp_path)
     assert summary["env_steps"] == cfg["total_steps"]
     assert summary["eval_episodes"][0]["length"] >= 1
-    assert summary["eval_episodes"][0]["final_progress"] is not None  # eval rewards came from the worker
+    if not env_reward:
+        assert summary["eval_episodes"][0]["final_progress"] is not None  # eval rewards came from the worker
     state = json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
     if cfg["algo"]["name"] != "ppo":
         assert state["buffer_size"] == cfg["total_steps"]  # async: every transition got labelled and kept

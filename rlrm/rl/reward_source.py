@@ -39,6 +39,7 @@ def resolve_model_spec(spec: str) -> str:
 def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) -> Iterator[Any]:
     """Yield a scorer for a run, built from its ``reward`` and ``transport`` config groups.
 
+    * ``reward.kind == "env"``: None (the env's own reward needs no model).
     * ``reward.source`` set (``tcp://gpu:5555``): connect a :class:`~rlrm.transport.RewardClient`.
     * ``transport.name == "worker"``: start ``rlrm worker`` for ``reward.model`` as a subprocess
       on loopback (:func:`~rlrm.transport.spawn_worker`), connect to it, stop it on exit.
@@ -46,6 +47,9 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
     """
     from rlrm.transport import make_scorer, spawn_worker
 
+    if reward.get("kind") == "env":  # the env's own reward: no model, nothing to start
+        yield None
+        return
     timeout_ms = int(transport.get("timeout_ms", 30000))
     if reward.get("source"):
         scorer = make_scorer(str(reward["source"]), timeout_ms=timeout_ms)

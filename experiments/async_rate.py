@@ -1,0 +1,118 @@
+"""Env-loop rate with a slow reward model: synchronous rewards vs asynchronous relabelling.
+
+A real ``rlrm worker`` (tiny model) is made artificially slow (``--slow-ms``, default 200 ms
+per batch, like a large model on a busy GPU). The same FetchReach loop (128 px frames, random
+actions, transitions stored in a replay buffer) runs three ways:
+
+* ``no reward``  - env + rendering only: the ceiling.
+* ``sync``       - :class:`rlrm.wrappers.RobometerReward`: every step waits for its reward.
+* ``async``      - :class:`rlrm.rl.async_reward.AsyncRobometerReward` + the relabelling replay
+  buffer: the loop keeps its rate; rewards are written into the buffer as they arrive.
+
+Prints a table, writes ``experiments/results/async_rate.json`` and reports async/sync as a ratio.
+
+    python experiments/async_rate.py --steps 150 --slow-ms 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402,F401
+from rlrm.rl.async_reward import AsyncRobometerReward  # noqa: E402
+from rlrm.rl.relabel_buffer import RelabelingDictReplayBuffer  # noqa: E402
+from rlrm.transport import make_scorer, spawn_worker  # noqa: E402
+from rlrm.wrappers import RobometerReward  # noqa: E402
+
+log = logging.getLogger("async_rate")
+
+
+def run_loop(env: gym.Env, steps: int, seed: int) -> tuple[float, RelabelingDictReplayBuffer]:
+    """Step ``env`` with random actions into a relabelling buffer; returns (seconds, buffer)."""
+    labeler = env.labeler if isinstance(env, AsyncRobometerReward) else None
+    buf = RelabelingDictReplayBuffer(steps + 1, env.observation_space, env.action_space, device="cpu",
+                                     labeler=labeler)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, size=env.action_space.shape).astype(np.float32)
+        nxt, reward, terminated, truncated, info = env.step(action)
+        buf.add({k: v[None] for k, v in obs.items()}, {k: v[None] for k, v in nxt.items()}, action[None],
+                np.array([reward]), np.array([terminated]), [info])
+        obs = nxt
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return time.perf_counter() - t0, buf
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150, help="env steps per mode")
+    parser.add_argument("--slow-ms", type=float, default=200.0, help="artificial delay per model batch (ms)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "async_rate.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def fetch():
+        return gym.make("rlrm/FetchReach-v0", image_size=args.image_size, max_episode_steps=50)
+
+    rows = []
+    with spawn_worker(args.model, seed=0, slow_ms=args.slow_ms, env={"OMP_NUM_THREADS": "1"}) as worker:
+        scorer = make_scorer(worker.url, timeout_ms=60000)
+        env = fetch()
+        seconds, _ = run_loop(env, args.steps, seed=0)
+        rows.append({"mode": "no reward", "steps": args.steps, "loop_s": seconds})
+        env.close()
+
+        env = RobometerReward(fetch(), None, scorer, terminate_on_success=False)
+        seconds, buf = run_loop(env, args.steps, seed=0)
+        rows.append({"mode": "sync", "steps": args.steps, "loop_s": seconds, "labelled": buf.num_labelled})
+        env.close()
+
+        env = AsyncRobometerReward(fetch(), None, scorer, terminate_on_success=False)
+        seconds, buf = run_loop(env, args.steps, seed=0)
+        pending_at_end = buf.num_pending
+        t0 = time.perf_counter()
+        buf.flush(timeout_s=600)
+        drain = time.perf_counter() - t0
+        rows.append({"mode": "async", "steps": args.steps, "loop_s": seconds, "labelled": buf.num_labelled,
+                     "pending_at_loop_end": pending_at_end, "drain_s": drain,
+                     "mean_label_latency_ms": float(np.mean([lab.latency_ms for lab in env.labeler.finished]))})
+        env.close()
+        scorer.close()
+
+    for row in rows:
+        row["steps_per_s"] = row["steps"] / row["loop_s"]
+    sync_rate = next(r["steps_per_s"] for r in rows if r["mode"] == "sync")
+    async_rate = next(r["steps_per_s"] for r in rows if r["mode"] == "async")
+    print(f"\nenv-loop rate, FetchReach {args.image_size}px, reward model delayed {args.slow_ms:.0f} ms per batch")
+    print(f"{'mode':<10} {'steps/s':>8} {'loop s':>8} {'pending at end':>15} {'drain s':>8} {'label lat ms':>13}")
+    for r in rows:
+        print(f"{r['mode']:<10} {r['steps_per_s']:>8.2f} {r['loop_s']:>8.1f} {r.get('pending_at_loop_end', 0):>15} "
+              f"{r.get('drain_s', 0.0):>8.2f} {r.get('mean_label_latency_ms', float('nan')):>13.0f}")
+    ratio = async_rate / sync_rate
+    print(f"async / sync env-loop rate: {ratio:.1f}x")
+    result = {"slow_ms": args.slow_ms, "image_size": args.image_size, "model": args.model, "rows": rows,
+              "async_over_sync": ratio, "cpu_count": os.cpu_count()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

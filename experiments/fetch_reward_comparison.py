@@ -1,0 +1,144 @@
+"""FetchReach success rate after the default budget: Robometer reward vs the env's sparse and dense rewards.
+
+Runs ``run_rl.py``'s recipe (SAC, the default budget and evaluation) with the same seeds for:
+
+* ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
+  one real ``rlrm worker`` on loopback, scoring 128 px rendered frames;
+* ``env_sparse`` - Fetch's own sparse reward (-1 until the gripper is within 5 cm);
+* ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
+
+Success is the env's ``info["is_success"]`` at the end of each evaluation episode. Writes
+``experiments/results/fetch_reward_comparison.json`` and ``.png`` and prints a table.
+
+    python experiments/fetch_reward_comparison.py --seeds 0 1 --total-steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from rlrm.rl.reward_source import resolve_model_spec  # noqa: E402
+from rlrm.transport import spawn_worker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDITIONS = {
+    "robometer": ["reward=robometer"],
+    "env_sparse": ["reward=env_sparse"],
+    "env_dense": ["reward=env_dense"],
+}
+log = logging.getLogger("fetch_reward_comparison")
+
+
+def _load_run_rl():
+    spec = importlib.util.spec_from_file_location("run_rl", ROOT / "run_rl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compose_run(*overrides: str) -> dict:
+    """The resolved run_rl.py config for ``overrides``."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bar chart of mean success rate per condition, one dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"robometer": "tab:purple", "env_sparse": "tab:gray", "env_dense": "tab:green"}
+    names = [n for n in CONDITIONS if n in result["conditions"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, name in enumerate(names):
+        rates = [r["eval_success_rate"] for r in result["conditions"][name]["runs"]]
+        ax.bar(i, np.mean(rates), color=colors[name], alpha=0.8)
+        ax.scatter([i] * len(rates), rates, color="black", zorder=3, s=14)
+    ax.set_xticks(range(len(names)), [n.replace("robometer", f"Robometer ({result['model']})") for n in names])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("eval success rate (env is_success)")
+    ax.set_title(f"FetchReach, SAC, {result['total_steps']} env steps, seeds {result['seeds']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--total-steps", type=int, default=None, help="default: configs/config.yaml")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="default: configs/config.yaml")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "fetch_reward_comparison"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other conditions already in the output JSON (run conditions separately)")
+    parser.add_argument("--runs-dir", default=str(ROOT / "outputs" / "fetch_reward_comparison"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_rl = _load_run_rl()
+    model = resolve_model_spec(args.model)
+    budget = [f"total_steps={args.total_steps}"] if args.total_steps else []
+    budget += [f"eval_episodes={args.eval_episodes}"] if args.eval_episodes else []
+
+    out = Path(args.out)
+    result: dict = {"model": model, "seeds": args.seeds, "conditions": {}}
+    if args.merge and out.with_suffix(".json").exists():
+        previous = json.loads(out.with_suffix(".json").read_text())
+        if previous["seeds"] != args.seeds:
+            raise SystemExit(f"--merge needs the same seeds as {out.with_suffix('.json')}: {previous['seeds']}")
+        result["conditions"] = {k: v for k, v in previous["conditions"].items() if k not in args.conditions}
+        result["model"] = previous["model"] if "robometer" not in args.conditions else model
+    needs_model = "robometer" in args.conditions
+    with spawn_worker(model, env={"OMP_NUM_THREADS": "1"}) if needs_model else contextlib.nullcontext() as worker:
+        for name in args.conditions:
+            runs = []
+            for seed in args.seeds:
+                source = [f"reward.source={worker.url}"] if name == "robometer" else []
+                cfg = compose_run(*CONDITIONS[name], f"seed={seed}", *source, "progress_bar=false", *budget)
+                t0 = time.perf_counter()
+                summary = run_rl.train(cfg, Path(args.runs_dir) / f"{name}_seed{seed}")
+                log.info("%s seed %d: success %.2f in %.0f s", name, seed, summary["eval_success_rate"],
+                         time.perf_counter() - t0)
+                runs.append({k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")})
+                result["total_steps"] = cfg["total_steps"]
+                result["eval_episodes"] = cfg["eval_episodes"]
+            rates = [r["eval_success_rate"] for r in runs]
+            result["conditions"][name] = {"runs": runs, "mean_success_rate": float(np.mean(rates)),
+                                          "mean_wall_s": float(np.mean([r["wall_s"] for r in runs]))}
+
+    print(f"\nFetchReach, SAC, {result['total_steps']} env steps, {result['eval_episodes']} eval episodes, "
+          f"seeds {args.seeds}, reward model {model!r}")
+    print(f"{'reward':<12} {'success':>8} {'per seed':<22} {'wall s':>7}")
+    for name, cond in result["conditions"].items():
+        per_seed = " ".join(f"{r['eval_success_rate']:.2f}" for r in cond["runs"])
+        print(f"{name:<12} {cond['mean_success_rate']:>8.2f} {per_seed:<22} {cond['mean_wall_s']:>7.0f}")
+    if "robometer" in result["conditions"] and "env_dense" in result["conditions"]:
+        dense = result["conditions"]["env_dense"]["mean_success_rate"]
+        rob = result["conditions"]["robometer"]["mean_success_rate"]
+        result["robometer_over_dense"] = rob / dense if dense > 0 else None
+        print(f"Robometer / dense success: {rob:.2f} / {dense:.2f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
