@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.wrappers import AddRenderObservation
 from stable_baselines3.common.vec_env import DummyVecEnv
 from wrappers_support import TASK, RecordingScorer, fetch_env
 
@@ -78,27 +79,43 @@ def test_gymnasium_vector_equals_single_envs_with_one_request_per_step(tiny_mode
                 assert got[3:] == want[3:]
 
 
-def test_sb3_vecenv_equals_single_envs(tiny_model):
-    scorer = RecordingScorer(tiny_model)
-    base = DummyVecEnv([lambda n=n: FrameInInfo(fetch_env(max_episode_steps=n)) for n in EPISODE_STEPS])
+def _run_sb3(model, camera):
+    """SB3 DummyVecEnv of the two Fetch envs; frames via FrameInInfo (camera=None) or obs["pixels"]."""
+    if camera is None:
+        fns = [lambda n=n: FrameInInfo(fetch_env(max_episode_steps=n)) for n in EPISODE_STEPS]
+    else:
+        fns = [lambda n=n: AddRenderObservation(fetch_env(max_episode_steps=n), render_only=False)
+               for n in EPISODE_STEPS]
+    base = DummyVecEnv(fns)
     base.seed(SEEDS[0])  # SB3 seeds sub-env i with seed + i
-    venv = RobometerVecReward(base, TASK, scorer, **KW)
+    scorer = RecordingScorer(model)
+    venv = RobometerVecReward(base, TASK, scorer, camera=camera, **KW)
     assert isinstance(venv, SB3VecReward)
     venv.reset()
-    actions = _actions()
     vec = {0: [], 1: []}
     resets = {0: set(), 1: set()}
-    for k, a in enumerate(actions):
+    for k, a in enumerate(_actions()):
         _, rewards, dones, infos = venv.step(a)
         for i in range(2):
             rl = infos[i]["rlrm"]
             vec[i].append((rewards[i], rl["progress"], rl["success_prob"], rl["success"], bool(dones[i])))
             if dones[i]:
                 resets[i].add(k)
+    venv.close()  # before anything else renders: rlrm's fast Fetch renderer misrenders with > 2 live Fetch envs
+    return vec, resets, scorer
+
+
+def test_sb3_vecenv_equals_single_envs(tiny_model):
+    vec, resets, scorer = _run_sb3(tiny_model, camera=None)
+    assert resets == {0: {2, 5}, 1: {3}}
     # episode steps by vector step, env0: 0 1 2f 0 1 2f ; env1: 0 1 2 3f 0 1 (queried: even steps, finals)
     # -> due per vector step [0,1] [] [0,1] [0,1] [1] [0]
     assert [len(b) for b in scorer.batches] == [2, 2, 2, 1, 1]
-    venv.close()  # before the replays (see above)
+    # the terminal frame from infos[i]["terminal_observation"]["pixels"] gives the same rewards
+    by_camera, _, _ = _run_sb3(tiny_model, camera="pixels")
+    for i in range(2):
+        np.testing.assert_allclose([v[:3] for v in by_camera[i]], [v[:3] for v in vec[i]], atol=1e-6)
+    actions = _actions()
     # SB3 resets inside the step: replay with a reset right after each done
     for i in range(2):
         env = RobometerReward(fetch_env(max_episode_steps=EPISODE_STEPS[i]), TASK, tiny_model,
@@ -112,7 +129,6 @@ def test_sb3_vecenv_equals_single_envs(tiny_model):
             if terminated or truncated:
                 env.reset()
         env.close()
-    assert resets == {0: {2, 5}, 1: {3}}
 
 
 def test_vector_misuse_is_explained(tiny_model):
