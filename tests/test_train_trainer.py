@@ -131,3 +131,16 @@ def test_lora_trains_only_adapters_and_heads_and_round_trips(tmp_path):
     np.testing.assert_allclose(merged.score([q])[0].progress, tuned_out, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_lora(tiny_robometer(seed=0), tmp_path)
+
+
+def test_lora_training_run_exports_adapters_and_a_merged_upstream_model(dataset_dir, tmp_path):
+    cfg = small_config(dataset_dir, tmp_path, steps=1, lora=LoraSettings(rank=4, alpha=8, dropout=0.0))
+    trainer = Trainer(cfg)
+    model = trainer.train()
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    q = RewardQuery(square_episode("success", 5).frames[::3], "move the square to the red dot")
+    merged = RobometerModel.from_pretrained(tmp_path / "model")
+    assert not any("lora_" in k for k in merged.state_dict())
+    np.testing.assert_allclose(merged.score([q])[0].progress, model.score([q])[0].progress, atol=1e-5)
+    adapters = load_lora(tiny_robometer(seed=0, max_frames=4, min_pixels=4096, max_pixels=4096), tmp_path / "lora")
+    np.testing.assert_allclose(adapters.score([q])[0].progress, model.score([q])[0].progress, atol=1e-5)

@@ -6,7 +6,8 @@
   in place; only adapters and the three heads stay trainable.
 * :func:`save_lora` / :func:`load_lora` - adapters + heads to / from a folder
   (``adapter_model.safetensors``, ``adapter_config.json``, ``heads.safetensors``).
-* :func:`merge_lora` - fold adapters into the base weights (for ``save_pretrained``).
+* :func:`merge_lora` - fold adapters into the base weights and drop them (for ``save_pretrained``).
+* :func:`merged_state_dict` - the folded weights without touching the model (exports mid-training).
 
 ``peft`` is imported inside these functions; without it they raise an ImportError naming the
 ``rlrm[train]`` extra.
@@ -23,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LoraSettings", "apply_lora", "save_lora", "load_lora", "merge_lora", "trainable_parameters", "HEAD_PREFIXES"]
+__all__ = ["LoraSettings", "apply_lora", "save_lora", "load_lora", "merge_lora", "merged_state_dict", "trainable_parameters",
+           "HEAD_PREFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,27 @@ def merge_lora(model: nn.Module) -> nn.Module:
     object.__setattr__(merged, "_rlrm_lora", None)
     for p in merged.parameters():
         p.requires_grad_(True)
+    return merged
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict ``model`` would have with its adapters folded in, keys as without LoRA.
+
+    The model keeps its adapters (merged, copied, then unmerged), so training can go on.
+    """
+    state: Any = getattr(model, "_rlrm_lora", None)
+    if state is None:
+        raise ValueError("model has no LoRA adapters to merge")
+    wrapper, _ = state
+    wrapper.merge_adapter()
+    try:
+        merged = {
+            k.replace(".base_layer.", "."): v.detach().clone()
+            for k, v in model.state_dict().items()
+            if ".lora_" not in k
+        }
+    finally:
+        wrapper.unmerge_adapter()
     return merged
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from rlrm.train.data import load_dataset
-from rlrm.train.lora import LoraSettings, apply_lora, merge_lora, save_lora, trainable_parameters
+from rlrm.train.lora import LoraSettings, apply_lora, merged_state_dict, save_lora, trainable_parameters
 from rlrm.train.losses import RobometerLoss, robometer_loss
 from rlrm.train.pairs import PreferenceSample, ProgressSample, SampleMixer
 from rlrm.train.patch_embed import use_linear_patch_embedding
@@ -359,10 +359,10 @@ class Trainer:
 
 
 def _merged_copy(model: nn.Module) -> nn.Module:
-    """A merged (adapter-free) copy of a LoRA model, leaving ``model`` trainable."""
-    import copy
-
-    return merge_lora(copy.deepcopy(model)).eval()
+    """A fresh model holding ``model``'s weights with LoRA folded in (``model`` keeps training)."""
+    copy = type(model)(model.model.config, model.processor, model.config, name=model.name)
+    copy.load_state_dict(merged_state_dict(model))
+    return copy.eval()
 
 
 def _to_yaml(d: dict[str, Any]) -> str:
