@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from robots import make_robot_env
-from robots.backend import RecordingBackend, RobotError
+from robots.backend import ControllerError, RecordingBackend, RobotError
 from robots.base import RobotEnv, RobotEnvConfig, RobotStoppedError
 from robots.geometry import (
     EEPose,
@@ -376,3 +376,24 @@ def test_episode_truncates_at_max_episode_steps():
     assert flags == [False, False, True]
     env.reset()
     assert env.step(np.zeros(7))[3] is False
+
+
+def test_xarm_controller_fence_matches_workspace_and_trips_on_bypass():
+    env = make_robot_env("xarm", sim=True, sleep=lambda s: None)
+    try:
+        env.reset(seed=0)
+        api, cfg = env.backend.api, env.config.safety
+        margin = env.backend.config.fence_margin_m * 1000
+        x_max, x_min, y_max, y_min, z_max, z_min = api.boundary
+        np.testing.assert_allclose([x_min, y_min, z_min], cfg.low * 1000 - margin)
+        np.testing.assert_allclose([x_max, y_max, z_max], cfg.high * 1000 + margin)
+        assert api.fence_on and api.reduced_mode
+        # a target that skips the env's filter (a bug) is refused by the controller: error C35
+        outside = EEPose(cfg.high + 0.1, env.backend.read_state().pose.rotation)
+        with pytest.raises(ControllerError, match="error_code=35"):
+            env.backend.command_ee(outside, 1.0)
+        env.backend.recover()
+        assert api.error_code == 0
+        env.step(np.zeros(5))
+    finally:
+        env.close()

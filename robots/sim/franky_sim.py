@@ -25,8 +25,10 @@ class FrankySimServer:
     127.0.0.1
     """
 
-    def __init__(self, realtime: bool | float = True) -> None:
+    def __init__(self, realtime: bool | float = True, verbose: bool = False) -> None:
         self.realtime = realtime
+        if not verbose:  # franky-sim logs every protocol message at INFO
+            logging.getLogger("franky_sim").setLevel(logging.WARNING)
         self.hostname: str | None = None
         self._stack: contextlib.ExitStack | None = None
         self.sim = None
