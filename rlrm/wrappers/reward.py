@@ -89,8 +89,8 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Notes:
         ``info["rlrm"]`` each step: ``progress`` (p_t), ``success_prob``, ``success`` (latched),
         ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``latency_ms`` (None
-        when not queried), ``queried``, ``frames_sent``, ``frame_index`` (episode steps sent, the
-        reset frame is 0), ``reset_progress`` (p_{-1}), ``stale``, ``step``.
+        when not queried), ``queried``, ``frames_sent`` and ``frame_index`` (episode steps sent this step,
+        the reset frame is 0; also set when the query timed out), ``reset_progress`` (p_{-1}), ``stale``, ``step``.
         ``delta`` rewards sum over an episode to ``progress`` at the end minus ``reset_progress``.
     """
 
