@@ -306,7 +306,10 @@ class RobotEnv(gym.Env):
         return next(iter(self.cameras.values())).read()
 
     def close(self) -> None:
-        """Stop cameras and teleop, then disconnect the robot (which stops it)."""
+        """Stop cameras and teleop, then disconnect the robot (which stops it); safe to call twice."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         previous = getattr(self, "_previous_sigint", None)
         if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)

@@ -367,6 +367,7 @@ def test_sigint_stops_the_robot_then_interrupts():
         signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
     env.close()
+    env.close()  # idempotent
 
 
 def test_episode_truncates_at_max_episode_steps():
