@@ -252,12 +252,15 @@ class RobotEnv(gym.Env):
         info["intervention"] = self._intervening
         info["intervention_started"] = self._intervening and not was_intervening
         info["intervention_ended"] = was_intervening and not self._intervening
-        info["policy_action"] = np.asarray(policy_action, dtype=np.float32) if not isinstance(policy_action, str) else policy_action
+        try:
+            info["policy_action"] = np.array(policy_action, dtype=np.float32)
+        except (TypeError, ValueError):  # a malformed action is reported by check_action below
+            info["policy_action"] = policy_action
         if command is not None and command.stop:
             self.stop()
         if self.stopped:
             state = self._read_state()
-            info.update(stopped=True, action=np.zeros(self.action_space.shape, np.float32))
+            info.update(stopped=True, is_success=False, action=np.zeros(self.action_space.shape, np.float32))
             return self._observe(state), 0.0, False, True, info
 
         try:
