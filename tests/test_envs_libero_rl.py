@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -18,6 +19,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "libero_r
 def _load_script():
     spec = importlib.util.spec_from_file_location("libero_rl", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
