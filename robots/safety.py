@@ -81,7 +81,10 @@ class SafetyConfig:
 
 def check_action(action, size: int) -> np.ndarray:
     """Return ``action`` as a float64 (size,) array, or raise :class:`UnsafeActionError` naming it."""
-    arr = np.asarray(action, dtype=np.float64) if not isinstance(action, str) else None
+    try:
+        arr = None if isinstance(action, str) else np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged lists, None, objects
+        arr = None
     if arr is None or arr.shape != (size,):
         shape = None if arr is None else arr.shape
         raise UnsafeActionError(f"action must have shape ({size},) in [-1, 1], got {shape}: {action!r}")

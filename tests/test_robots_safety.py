@@ -132,6 +132,10 @@ def test_check_action_rejects_nan_inf_and_shape():
         check_action([0.0, 1.0], 3)
     with pytest.raises(UnsafeActionError):
         check_action("left", 3)
+    with pytest.raises(UnsafeActionError, match="shape"):
+        check_action([[1.0, 2.0], [3.0]], 3)
+    with pytest.raises(UnsafeActionError):
+        check_action(None, 3)
 
 
 def test_safety_config_rejects_bad_boxes():
