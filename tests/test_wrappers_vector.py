@@ -79,6 +79,17 @@ def test_gymnasium_vector_equals_single_envs_with_one_request_per_step(tiny_mode
                 assert got[3:] == want[3:]
 
 
+def test_gymnasium_partial_reset_restarts_only_masked_episodes(tiny_model):
+    venv = RobometerVecReward(gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array"), "balance the pole",
+                              tiny_model, success=None)
+    venv.reset(seed=0)
+    venv.step(np.zeros(2, int))
+    venv.reset(options={"reset_mask": np.array([True, False])})
+    _, _, _, _, infos = venv.step(np.zeros(2, int))
+    assert infos["rlrm"]["frame_index"] == [[0, 1], [0, 1, 2]]
+    venv.close()
+
+
 def _run_sb3(model, camera):
     """SB3 DummyVecEnv of the two Fetch envs; frames via FrameInInfo (camera=None) or obs["pixels"]."""
     if camera is None:

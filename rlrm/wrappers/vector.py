@@ -267,11 +267,15 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         return [self.frame_source.check(images[i]) for i in range(self.num_envs)]
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        """Reset all sub-envs and start every episode with its reset frame."""
+        """Reset the sub-envs (all, or those in ``options["reset_mask"]``) and start their episodes."""
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)  # read first: the vector env pops it
         obs, infos = self.env.reset(seed=seed, options=options)
-        for ep, frame in zip(self.episodes, self._frames(obs), strict=True):
-            ep.start(frame)
-        self._restarting[:] = False
+        for i, frame in enumerate(self._frames(obs)):
+            if mask[i]:
+                self.episodes[i].start(frame)
+        self._restarting[mask] = False
         return obs, infos
 
     def step(self, actions):
