@@ -90,6 +90,21 @@ def test_gymnasium_partial_reset_restarts_only_masked_episodes(tiny_model):
     venv.close()
 
 
+def test_gymnasium_disabled_autoreset_with_reset_mask(tiny_model):
+    base = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync", render_mode="rgb_array",
+                        max_episode_steps=2,
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED})
+    venv = RobometerVecReward(base, "balance the pole", tiny_model, success=None)
+    venv.reset(seed=0)
+    venv.step(np.zeros(2, int))
+    _, _, _, truncated, infos = venv.step(np.zeros(2, int))
+    assert truncated.all() and infos["rlrm"]["frame_index"] == [[0, 1, 2], [0, 1, 2]]
+    venv.reset(options={"reset_mask": truncated.copy()})
+    _, rewards, _, _, infos = venv.step(np.zeros(2, int))
+    assert infos["_rlrm"].all() and infos["rlrm"]["frame_index"] == [[0, 1], [0, 1]]
+    venv.close()
+
+
 def _run_sb3(model, camera):
     """SB3 DummyVecEnv of the two Fetch envs; frames via FrameInInfo (camera=None) or obs["pixels"]."""
     if camera is None:
@@ -148,7 +163,7 @@ def test_vector_misuse_is_explained(tiny_model):
         RobometerVecReward(sb3, TASK, tiny_model)
     sb3.close()
     same_step = gym.vector.SyncVectorEnv([fetch_env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    with pytest.raises(ValueError, match="supports autoreset_mode NEXT_STEP"):
+    with pytest.raises(ValueError, match="supports autoreset_mode NEXT_STEP .* or DISABLED, got .*SAME_STEP"):
         RobometerVecReward(same_step, TASK, tiny_model)
     same_step.close()
     single = fetch_env()

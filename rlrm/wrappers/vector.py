@@ -13,7 +13,8 @@ Auto-reset:
 * gymnasium 1.x ``AutoresetMode.NEXT_STEP`` (the default): a finished episode is scored with its
   last frame on the step that ends it; on the next step the sub-env resets, that step's frame
   starts the new episode and its reward is 0 (``infos["_rlrm"]`` is False there).
-  ``SAME_STEP`` and ``DISABLED`` are refused with an error saying to use ``NEXT_STEP``.
+  ``DISABLED``: the caller resets finished sub-envs with ``reset(options={"reset_mask": mask})``,
+  which restarts only those episodes. ``SAME_STEP`` is refused (the terminal frame is gone by then).
 * SB3 ``VecEnv`` (auto-reset inside ``step``): the terminal frame comes from
   ``infos[i]["terminal_observation"][camera]``, or with ``camera=None`` from
   ``infos[i]["rlrm_frame"]`` (sub-envs wrapped in :class:`FrameInInfo`); the new episode starts
@@ -218,7 +219,7 @@ def _stack_infos(per_env: list[dict | None]) -> tuple[dict[str, Any], np.ndarray
 
 
 class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
-    """:class:`RobometerVecReward` for gymnasium ``VectorEnv`` in ``AutoresetMode.NEXT_STEP``.
+    """:class:`RobometerVecReward` for gymnasium ``VectorEnv`` in ``AutoresetMode.NEXT_STEP`` or ``DISABLED``.
 
     ``infos["rlrm"]`` is a dict of per-env arrays (``progress``, ``success_prob``, ``success``,
     ``reward_terms``, ``votes``, ...) and ``infos["_rlrm"]`` marks the sub-envs that took a real
@@ -248,11 +249,13 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
     ) -> None:
         gym.vector.VectorWrapper.__init__(self, env)
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-        if mode != gym.vector.AutoresetMode.NEXT_STEP:
+        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.DISABLED):
             raise ValueError(
-                f"RobometerVecReward supports autoreset_mode NEXT_STEP (gymnasium's default), got {mode}; "
-                "create the vector env with vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP}"
+                f"RobometerVecReward supports autoreset_mode NEXT_STEP (gymnasium's default) or DISABLED, got "
+                f"{mode}; SAME_STEP replaces the last frame by the reset one before the wrapper sees it. Create "
+                "the vector env with vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP}"
             )
+        self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
         self._setup_rewards(env, env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
                             success, on_timeout)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
@@ -287,7 +290,8 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
             self.episodes[i].start(frames[i])
         dones = np.logical_or(terminated, truncated)
         rewards, per_env = self._finish(frames, env_rewards, dones, restarting)
-        self._restarting = dones & ~restarting
+        # NEXT_STEP: finished sub-envs reset on the next step; DISABLED: the caller resets them with reset_mask
+        self._restarting = dones & ~restarting if self._next_step_reset else np.zeros_like(dones)
         infos = dict(infos)
         infos["rlrm"], infos["_rlrm"] = _stack_infos(per_env)
         return obs, rewards.astype(np.float64), terminated, truncated, infos
