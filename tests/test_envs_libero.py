@@ -126,6 +126,8 @@ def test_libero_bad_input(spatial_env):
         gym.make("rlrm/LIBERO-v0", suite="libero_spacial")
     with pytest.raises(ValueError, match=r"task_id must be in \[0, 10\) for libero_goal, got 12\. 0: "):
         gym.make("rlrm/LIBERO-v0", suite="libero_goal", task_id=12)
+    with pytest.raises(ValueError, match=r"camera 'wrist_cam' is not in this LIBERO scene; available cameras: .*'agentview'"):
+        gym.make("rlrm/LIBERO-v0", suite="libero_spatial", task_id=1, camera="wrist_cam")
     with pytest.raises(ValueError, match=r"init_state_id must be in \[0, 50\)"):
         spatial_env.reset(options={"init_state_id": 50})
     with pytest.raises(ValueError, match=r"action must have shape \(7,\)"):
