@@ -174,3 +174,37 @@ def test_vector_misuse_is_explained(tiny_model):
     with pytest.raises(ValueError, match="one instruction or 1 \\(one per sub-env\\), got 2"):
         RobometerVecReward(venv, ["a", "b"], tiny_model)
     venv.close()
+
+
+def test_sb3_vecenv_success_ends_the_episode_like_a_single_env(tiny_model):
+    kw = dict(max_frames=4, every=1, success=SuccessDetector(threshold=0.0, window=2, min_votes=2))
+    base = DummyVecEnv([lambda n=n: FrameInInfo(fetch_env(max_episode_steps=n)) for n in EPISODE_STEPS])
+    base.seed(SEEDS[0])
+    venv = RobometerVecReward(base, TASK, tiny_model, terminate_on_success=True, **kw)
+    first_obs = venv.reset()
+    actions = _actions()[:4]
+    got = []
+    for a in actions:
+        obs, rewards, dones, infos = venv.step(a)
+        got.append((rewards.copy(), dones.copy()))
+        if dones.any():
+            done_infos = [infos[i] for i in np.flatnonzero(dones)]
+    venv.close()
+    # every fresh probability votes, so success (and the reset) comes on each episode's second step
+    assert [d.tolist() for _, d in got] == [[False, False], [True, True], [False, False], [True, True]]
+    assert all("terminal_observation" in info and info["rlrm"]["success"] for info in done_infos)
+    assert first_obs["observation"].shape == obs["observation"].shape
+    for i in range(2):
+        env = RobometerReward(fetch_env(max_episode_steps=EPISODE_STEPS[i]), TASK, tiny_model,
+                              terminate_on_success=True, **kw)
+        env.reset(seed=SEEDS[i])
+        for k, a in enumerate(actions):
+            _, reward, terminated, truncated, _ = env.step(a[i])
+            assert got[k][0][i] == pytest.approx(reward, abs=1e-5)
+            assert got[k][1][i] == (terminated or truncated)
+            if terminated or truncated:
+                env.reset()
+        env.close()
+    with pytest.raises(ValueError, match="not possible on a gymnasium VectorEnv.*RobometerReward"):
+        RobometerVecReward(gym.make_vec("CartPole-v1", num_envs=1, render_mode="rgb_array"), TASK, tiny_model,
+                           terminate_on_success=True)

@@ -20,9 +20,12 @@ Auto-reset:
   ``infos[i]["rlrm_frame"]`` (sub-envs wrapped in :class:`FrameInInfo`); the new episode starts
   from ``venv.reset_infos[i]["rlrm_frame"]`` / the returned observation.
 
-The vector wrappers publish success and pay the bonus but never terminate a sub-env: neither API
-lets a wrapper make a sub-env reset. For success termination wrap each sub-env in
-:class:`RobometerReward` (or :class:`SuccessTermination`) instead.
+Success is detected per sub-env and its bonus paid once. Ending the episode on success
+(``terminate_on_success=True``, default False here) works on SB3 ``VecEnv`` only: the wrapper
+sets ``dones[i]``, puts the observation in ``infos[i]["terminal_observation"]`` and resets the
+sub-env itself (``env_method("reset")``), exactly as SB3's auto-reset would. A gymnasium
+``VectorEnv`` gives a wrapper no way to reset one sub-env in NEXT_STEP mode, so there wrap each
+sub-env in :class:`RobometerReward` (or :class:`SuccessTermination`) instead.
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ class RobometerVecReward:
     ``RobometerVecReward(venv, ...)`` returns a :class:`GymVecReward` for a gymnasium
     ``VectorEnv`` and an :class:`SB3VecReward` for a Stable-Baselines3 ``VecEnv``; arguments
     mean what they mean for :class:`RobometerReward` (``task`` may also be one instruction per
-    sub-env). Success is detected and its bonus paid, but sub-envs are not terminated (see the
-    module notes).
+    sub-env). Success is detected and its bonus paid; ``terminate_on_success=True`` also ends the
+    sub-env's episode, on SB3 ``VecEnv`` only (see the module notes).
 
     >>> import gymnasium as gym
     >>> from rlrm.models import make_reward_model
@@ -169,8 +172,8 @@ class RobometerVecReward:
         return {i: results[a:b] for i, a, b in spans}, latency_ms, False
 
     def _finish(self, frames_after: list[np.ndarray | None], env_rewards: np.ndarray, dones: np.ndarray,
-                restarting: np.ndarray) -> tuple[np.ndarray, list[dict | None]]:
-        """Add frames, score due episodes in one batch, and return shaped rewards and per-env info."""
+                restarting: np.ndarray) -> tuple[np.ndarray, list[dict | None], np.ndarray]:
+        """Add frames, score due episodes in one batch; returns shaped rewards, per-env info, newly detected."""
         n = len(self.episodes)
         due = []
         for i in range(n):
@@ -181,17 +184,16 @@ class RobometerVecReward:
                 due.append(i)
         results, latency_ms, stale = self._score_due(due)
         rewards = np.zeros(n, dtype=np.float32)
+        newly = np.zeros(n, dtype=bool)
         infos: list[dict | None] = [None] * n
         for i in range(n):
             if restarting[i]:
                 continue
             queried = i in results
-            reward, info, _ = self.episodes[i].finish_step(
+            rewards[i], infos[i], newly[i] = self.episodes[i].finish_step(
                 float(env_rewards[i]), results.get(i), latency_ms if queried else None, stale and queried
             )
-            rewards[i] = reward
-            infos[i] = info
-        return rewards, infos
+        return rewards, infos, newly
 
     def _close_scorer(self) -> None:
         if self._owns_scorer:
@@ -246,8 +248,15 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         shaping: Shaping | None = None,
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
         on_timeout: str = "raise",
+        terminate_on_success: bool = False,
     ) -> None:
         gym.vector.VectorWrapper.__init__(self, env)
+        if terminate_on_success:
+            raise ValueError(
+                "terminate_on_success=True is not possible on a gymnasium VectorEnv: its sub-envs decide their own "
+                "resets. Wrap each sub-env in RobometerReward (terminate_on_success=True) instead, or use an SB3 "
+                "VecEnv, where RobometerVecReward can reset a succeeded sub-env itself"
+            )
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.DISABLED):
             raise ValueError(
@@ -289,7 +298,7 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         for i in np.flatnonzero(restarting):
             self.episodes[i].start(frames[i])
         dones = np.logical_or(terminated, truncated)
-        rewards, per_env = self._finish(frames, env_rewards, dones, restarting)
+        rewards, per_env, _ = self._finish(frames, env_rewards, dones, restarting)
         # NEXT_STEP: finished sub-envs reset on the next step; DISABLED: the caller resets them with reset_mask
         self._restarting = dones & ~restarting if self._next_step_reset else np.zeros_like(dones)
         infos = dict(infos)
@@ -332,8 +341,10 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
         shaping: Shaping | None = None,
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
         on_timeout: str = "raise",
+        terminate_on_success: bool = False,
     ) -> None:
         VecEnvWrapper.__init__(self, venv)
+        self.terminate_on_success = bool(terminate_on_success) and success is not None
         if camera is None and not all(venv.env_is_wrapped(FrameInInfo)):
             raise ValueError(
                 "an SB3 VecEnv resets finished sub-envs before returning, so env.render() cannot show their "
@@ -373,13 +384,30 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
                 frames.append(self._frame(infos[i]["terminal_observation"], infos[i]))
             else:
                 frames.append(self._frame(self._obs_at(obs, i), infos[i]))
-        rewards, per_env = self._finish(frames, env_rewards, np.asarray(dones), np.zeros(n, dtype=bool))
+        dones = np.array(dones, dtype=bool)
+        rewards, per_env, newly = self._finish(frames, env_rewards, dones, np.zeros(n, dtype=bool))
         infos = [dict(info) for info in infos]
+        reset_infos = list(self.venv.reset_infos)
         for i in range(n):
             infos[i]["rlrm"] = per_env[i]
+            if newly[i] and self.terminate_on_success and not dones[i]:
+                reset_infos[i] = self._end_on_success(obs, infos[i], i)
+                dones[i] = True
             if dones[i]:
-                self.episodes[i].start(self._frame(self._obs_at(obs, i), self.venv.reset_infos[i]))
+                self.episodes[i].start(self._frame(self._obs_at(obs, i), reset_infos[i]))
         return obs, rewards, dones, infos
+
+    def _end_on_success(self, obs: Any, info: dict, i: int) -> dict:
+        """End sub-env ``i``'s episode the way SB3 auto-reset does: terminal obs in info, reset obs in ``obs``."""
+        info["terminal_observation"] = self._obs_at(obs, i)
+        info["TimeLimit.truncated"] = False
+        reset_obs, reset_info = self.venv.env_method("reset", indices=[i])[0]
+        if isinstance(obs, dict):
+            for key, value in obs.items():
+                value[i] = reset_obs[key]
+        else:
+            obs[i] = reset_obs
+        return reset_info
 
     def close(self) -> None:
         """Close the vector env, and the scorer if this wrapper created it."""
