@@ -118,8 +118,8 @@ class LiberoEnv(gym.Env):
     sparse reward (1.0 on success), ``terminated`` on success when ``terminate_on_success``,
     ``truncated`` at the suite's episode limit, and ``info["is_success"]`` / ``info["task"]``.
 
-    Observations (``obs_type``): ``"state"`` - robot proprioception (39) + object poses, float32;
-    ``"state+pixels"`` - a dict with that ``state`` and ``pixels``, the rendered camera frame.
+    Observation: robot proprioception (39) + object poses (position, quaternion, relative to the
+    gripper), float32; frames for a reward model come from ``render()``.
 
     Args:
         suite: one of :data:`LIBERO_SUITES`.
@@ -132,7 +132,6 @@ class LiberoEnv(gym.Env):
         settle_steps: no-op steps after restoring an initial state (not counted in the episode).
         terminate_on_success: end the episode when LIBERO reports success.
         max_episode_steps: episode limit; None for the suite's (see :data:`LIBERO_SUITES`).
-        obs_type: ``"state"`` or ``"state+pixels"``.
         task_text: override the instruction sentence.
         render_mode: only ``"rgb_array"``.
 
@@ -158,14 +157,11 @@ class LiberoEnv(gym.Env):
         settle_steps: int = 10,
         terminate_on_success: bool = True,
         max_episode_steps: int | None = None,
-        obs_type: str = "state",
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
     ) -> None:
         if suite not in LIBERO_SUITES:
             raise ValueError(f"unknown LIBERO suite {suite!r}; expected one of {list(LIBERO_SUITES)}")
-        if obs_type not in ("state", "state+pixels"):
-            raise ValueError(f"obs_type must be 'state' or 'state+pixels', got {obs_type!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
         if task_text is not None and (not isinstance(task_text, str) or not task_text.strip()):
@@ -185,7 +181,6 @@ class LiberoEnv(gym.Env):
         self.settle_steps = int(settle_steps)
         self.terminate_on_success = bool(terminate_on_success)
         self.max_episode_steps = int(max_episode_steps or LIBERO_SUITES[suite])
-        self.obs_type = obs_type
         self.render_mode = render_mode
         self.image_size = int(image_size)
         self.fast_render = bool(fast_render)
@@ -211,12 +206,7 @@ class LiberoEnv(gym.Env):
         self._elapsed = 0
         state = self._state(self._libero.reset())
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
-        state_space = gym.spaces.Box(-np.inf, np.inf, shape=state.shape, dtype=np.float32)
-        if obs_type == "state":
-            self.observation_space = state_space
-        else:
-            pixels = gym.spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
-            self.observation_space = gym.spaces.Dict({"state": state_space, "pixels": pixels})
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=state.shape, dtype=np.float32)
 
     def _make_renderer(self) -> FrameRenderer:
         return FrameRenderer(
@@ -232,12 +222,6 @@ class LiberoEnv(gym.Env):
     def _state(robosuite_obs: dict) -> np.ndarray:
         parts = [robosuite_obs["robot0_proprio-state"], robosuite_obs.get("object-state", np.zeros(0))]
         return np.concatenate(parts).astype(np.float32)
-
-    def _obs(self, robosuite_obs: dict):
-        state = self._state(robosuite_obs)
-        if self.obs_type == "state":
-            return state
-        return {"state": state, "pixels": self._renderer.render()}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Restore a fixed initial state and let it settle; ``info`` has ``task``, ``is_success``, ``init_state_id``."""
@@ -265,7 +249,7 @@ class LiberoEnv(gym.Env):
             robosuite_obs, _, _, _ = self._libero.step(_SETTLE_ACTION)
         self._elapsed = 0
         success = bool(self._libero.check_success())
-        return self._obs(robosuite_obs), {"task": self.task, "is_success": success, "init_state_id": int(init_id)}
+        return self._state(robosuite_obs), {"task": self.task, "is_success": success, "init_state_id": int(init_id)}
 
     def step(self, action):
         """One control step (20 Hz): LIBERO's sparse reward, success termination, suite time limit."""
@@ -278,7 +262,7 @@ class LiberoEnv(gym.Env):
         terminated = success and self.terminate_on_success
         truncated = self._elapsed >= self.max_episode_steps and not terminated
         info = {"task": self.task, "is_success": success}
-        return self._obs(robosuite_obs), float(reward), terminated, truncated, info
+        return self._state(robosuite_obs), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """The current frame from ``camera``: (image_size, image_size, 3) uint8, upright."""
