@@ -49,9 +49,9 @@ FETCH_TASKS: dict[str, tuple[str, str]] = {
 # 0.15 m around the start gripper position stay in frame at 64-224 px.
 FETCH_VIEWS: dict[str, CameraView] = {
     "FetchReach": CameraView(lookat=(1.28, 0.75, 0.52), distance=1.15, azimuth=140.0, elevation=-38.0),
-    "FetchPush": CameraView(lookat=(1.34, 0.75, 0.42), distance=1.00, azimuth=170.0, elevation=-65.0),
+    "FetchPush": CameraView(lookat=(1.34, 0.75, 0.42), distance=1.00, azimuth=200.0, elevation=-65.0),
     "FetchSlide": CameraView(lookat=(1.40, 0.75, 0.42), distance=1.70, azimuth=155.0, elevation=-52.0),
-    "FetchPickAndPlace": CameraView(lookat=(1.34, 0.75, 0.48), distance=1.10, azimuth=165.0, elevation=-55.0),
+    "FetchPickAndPlace": CameraView(lookat=(1.34, 0.75, 0.45), distance=1.05, azimuth=200.0, elevation=-60.0),
 }
 
 
