@@ -8,6 +8,7 @@ Used by tests, benchmarks and single-machine setups that want the model out of t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -68,6 +69,8 @@ class WorkerProcess:
     def wait_ready(self, timeout_s: float) -> str:
         """Block until the worker printed its endpoint; raises ``RuntimeError`` with its stderr tail if it died."""
         if not self._ready.wait(timeout_s) or self.url is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # stdout closed: it is exiting
+                self.process.wait(5.0 if self._ready.is_set() else 0.0)
             code = self.process.poll()
             state = f"exited with code {code}" if code is not None else f"did not bind within {timeout_s:.0f} s"
             self.kill()
