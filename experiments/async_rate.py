@@ -9,7 +9,8 @@ actions, transitions stored in a replay buffer) runs three ways:
 * ``async``      - :class:`rlrm.rl.async_reward.AsyncRobometerReward` + the relabelling replay
   buffer: the loop keeps its rate; rewards are written into the buffer as they arrive.
 
-Prints a table, writes ``experiments/results/async_rate.json`` and reports async/sync as a ratio.
+Prints a table, writes ``experiments/results/async_rate.json`` (+ ``.png``) and reports
+async/sync as a ratio.
 
     python experiments/async_rate.py --steps 150 --slow-ms 200
 """
@@ -56,6 +57,26 @@ def run_loop(env: gym.Env, steps: int, seed: int) -> tuple[float, RelabelingDict
     return time.perf_counter() - t0, buf
 
 
+def plot(result: dict, path: Path) -> None:
+    """Bar chart of env-loop steps/s per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([r["mode"] for r in rows], [r["steps_per_s"] for r in rows],
+           color=["tab:gray", "tab:red", "tab:green"][: len(rows)])
+    ax.set_yscale("log")
+    ax.set_ylabel("env-loop steps/s (log)")
+    ax.set_title(f"FetchReach {result['image_size']}px, reward model +{result['slow_ms']:.0f} ms/batch: "
+                 f"async {result['async_over_sync']:.1f}x sync", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="env steps per mode")
@@ -96,21 +117,29 @@ def main() -> int:
 
     for row in rows:
         row["steps_per_s"] = row["steps"] / row["loop_s"]
+        # all rewards known: the loop plus, for async, waiting for the last labels
+        row["labelled_steps_per_s"] = row["steps"] / (row["loop_s"] + row.get("drain_s", 0.0))
     sync_rate = next(r["steps_per_s"] for r in rows if r["mode"] == "sync")
     async_rate = next(r["steps_per_s"] for r in rows if r["mode"] == "async")
     print(f"\nenv-loop rate, FetchReach {args.image_size}px, reward model delayed {args.slow_ms:.0f} ms per batch")
-    print(f"{'mode':<10} {'steps/s':>8} {'loop s':>8} {'pending at end':>15} {'drain s':>8} {'label lat ms':>13}")
+    print(f"{'mode':<10} {'steps/s':>8} {'labelled/s':>10} {'loop s':>8} {'pending at end':>15} {'drain s':>8} "
+          f"{'label lat ms':>13}")
     for r in rows:
-        print(f"{r['mode']:<10} {r['steps_per_s']:>8.2f} {r['loop_s']:>8.1f} {r.get('pending_at_loop_end', 0):>15} "
-              f"{r.get('drain_s', 0.0):>8.2f} {r.get('mean_label_latency_ms', float('nan')):>13.0f}")
+        print(f"{r['mode']:<10} {r['steps_per_s']:>8.2f} {r['labelled_steps_per_s']:>10.2f} {r['loop_s']:>8.1f} "
+              f"{r.get('pending_at_loop_end', 0):>15} {r.get('drain_s', 0.0):>8.2f} "
+              f"{r.get('mean_label_latency_ms', float('nan')):>13.0f}")
     ratio = async_rate / sync_rate
-    print(f"async / sync env-loop rate: {ratio:.1f}x")
+    labelled_ratio = (next(r["labelled_steps_per_s"] for r in rows if r["mode"] == "async")
+                      / next(r["labelled_steps_per_s"] for r in rows if r["mode"] == "sync"))
+    print(f"async / sync env-loop rate: {ratio:.1f}x; steps with known reward per second: {labelled_ratio:.1f}x")
     result = {"slow_ms": args.slow_ms, "image_size": args.image_size, "model": args.model, "rows": rows,
-              "async_over_sync": ratio, "cpu_count": os.cpu_count()}
+              "async_over_sync": ratio,
+              "async_over_sync_labelled": labelled_ratio, "cpu_count": os.cpu_count()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 
