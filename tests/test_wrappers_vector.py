@@ -11,7 +11,8 @@ from wrappers_support import TASK, RecordingScorer, fetch_env
 
 from rlrm.shaping import SuccessDetector
 from rlrm.wrappers import FrameInInfo, RobometerReward, RobometerVecReward
-from rlrm.wrappers.vector import GymVecReward, SB3VecReward
+from rlrm.wrappers.vector_gym import GymVecReward
+from rlrm.wrappers.vector_sb3 import SB3VecReward
 
 EPISODE_STEPS = (3, 4)  # the sub-envs end at different steps, so auto-resets interleave
 SEEDS = (10, 11)

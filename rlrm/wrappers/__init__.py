@@ -2,14 +2,15 @@
 
 * :class:`RobometerReward` - a single env's reward from the reward model (``reward.py``).
 * :class:`SuccessTermination` - end the episode on detected success (``termination.py``).
-* :class:`RobometerVecReward` - batched rewards for gymnasium / SB3 vector envs (``vector.py``);
+* :class:`RobometerVecReward` - batched rewards for gymnasium / SB3 vector envs (``vector.py``,
+  ``vector_gym.py``, ``vector_sb3.py``);
   :class:`FrameInInfo` hands SB3 vector envs' terminal frames over.
 * :class:`RewardVideoRecorder`, :func:`write_reward_video`, :func:`write_reward_curves` - episode
   videos with progress/success curves (``video.py``).
 * :class:`FrameSource`, :class:`FrameBuffer` - where frames come from and where an episode keeps them
   (``frames.py``); :class:`EpisodeReward` - per-episode bookkeeping shared by the wrappers (``episode.py``).
 
-``vector`` imports Stable-Baselines3 (and so torch); it is loaded on first use.
+The vector modules import Stable-Baselines3 (and so torch); they are loaded on first use.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ __all__ = [
     "EpisodeReward",
 ]
 
-_LAZY = {"RobometerVecReward": "rlrm.wrappers.vector", "FrameInInfo": "rlrm.wrappers.vector"}
+_LAZY = {"RobometerVecReward": "rlrm.wrappers.vector", "FrameInInfo": "rlrm.wrappers.vector_sb3"}
 
 
 def __getattr__(name: str) -> Any:

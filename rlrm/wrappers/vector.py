@@ -1,12 +1,12 @@
 """Robometer rewards for vectorised envs, with one batched reward request per vector step.
 
 * :class:`RobometerVecReward` - wraps a gymnasium ``VectorEnv`` or a Stable-Baselines3
-  ``VecEnv`` (picks :class:`GymVecReward` or :class:`SB3VecReward`); every sub-env keeps its own
+  ``VecEnv`` (returns a :class:`rlrm.wrappers.vector_gym.GymVecReward` or a
+  :class:`rlrm.wrappers.vector_sb3.SB3VecReward`, both built on it); every sub-env keeps its own
   episode (:class:`rlrm.wrappers.episode.EpisodeReward`) and all sub-envs due for a query are
   scored in one ``scorer.score`` call. Rewards equal those of :class:`RobometerReward` on each
   sub-env alone.
-* :class:`FrameInInfo` - a sub-env wrapper putting ``env.render()`` into ``info["rlrm_frame"]``,
-  so an SB3 ``VecEnv`` that resets sub-envs inside ``step`` still hands over the terminal frame.
+  The shared part lives here: task per sub-env, episode state, one batched scorer call.
 
 Auto-reset:
 
@@ -17,7 +17,7 @@ Auto-reset:
   which restarts only those episodes. ``SAME_STEP`` is refused (the terminal frame is gone by then).
 * SB3 ``VecEnv`` (auto-reset inside ``step``): the terminal frame comes from
   ``infos[i]["terminal_observation"][camera]``, or with ``camera=None`` from
-  ``infos[i]["rlrm_frame"]`` (sub-envs wrapped in :class:`FrameInInfo`); the new episode starts
+  ``infos[i]["rlrm_frame"]`` (sub-envs wrapped in :class:`rlrm.wrappers.FrameInInfo`); the new episode starts
   from ``venv.reset_infos[i]["rlrm_frame"]`` / the returned observation.
 
 Success is detected per sub-env and its bonus paid once. Ending the episode on success
@@ -31,52 +31,20 @@ sub-env in :class:`RobometerReward` (or :class:`SuccessTermination`) instead.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, score_timed
-from rlrm.wrappers.frames import FrameSource, frame_from_observation
+from rlrm.wrappers.frames import FrameSource
 from rlrm.wrappers.reward import open_scorer
 
-__all__ = ["RobometerVecReward", "GymVecReward", "SB3VecReward", "FrameInInfo"]
+__all__ = ["RobometerVecReward"]
 
 log = logging.getLogger(__name__)
-
-FRAME_KEY = "rlrm_frame"
-
-
-class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Adds the rendered frame to ``info["rlrm_frame"]`` after every ``reset`` and ``step``.
-
-    For SB3 vector envs, which reset a finished sub-env before returning, so that
-    :class:`RobometerVecReward` still sees each episode's last frame with ``camera=None``.
-
-    >>> from stable_baselines3.common.env_util import make_vec_env
-    >>> venv = make_vec_env("CartPole-v1", n_envs=2, wrapper_class=FrameInInfo,
-    ...                     env_kwargs={"render_mode": "rgb_array"})
-    >>> _ = venv.reset(); venv.reset_infos[0]["rlrm_frame"].shape
-    (400, 600, 3)
-    """
-
-    def __init__(self, env: gym.Env) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
-        gym.Wrapper.__init__(self, env)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Reset and add the reset frame to the info."""
-        obs, info = self.env.reset(seed=seed, options=options)
-        return obs, {**info, FRAME_KEY: self.env.render()}
-
-    def step(self, action):
-        """Step and add the new frame to the info."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, {**info, FRAME_KEY: self.env.render()}
 
 
 class RobometerVecReward:
@@ -101,10 +69,12 @@ class RobometerVecReward:
 
     def __new__(cls, venv: Any, *args: Any, **kwargs: Any):
         if cls is RobometerVecReward:
+            from stable_baselines3.common.vec_env import VecEnv
+
             if isinstance(venv, gym.vector.VectorEnv):
-                cls = GymVecReward
+                from rlrm.wrappers.vector_gym import GymVecReward as cls
             elif isinstance(venv, VecEnv):
-                cls = SB3VecReward
+                from rlrm.wrappers.vector_sb3 import SB3VecReward as cls
             else:
                 raise TypeError(
                     f"RobometerVecReward wraps a gymnasium VectorEnv or an SB3 VecEnv, got {type(venv).__name__}; "
@@ -198,220 +168,3 @@ class RobometerVecReward:
     def _close_scorer(self) -> None:
         if self._owns_scorer:
             self.scorer.close()
-
-
-_ARRAY_KEYS = ("progress", "success_prob", "success", "env_reward", "latency_ms", "queried", "frames_sent",
-               "reset_progress", "stale", "step")
-
-
-def _stack_infos(per_env: list[dict | None]) -> tuple[dict[str, Any], np.ndarray]:
-    """Per-env info dicts -> gymnasium's vector layout: a dict of arrays plus the mask of envs that stepped."""
-    mask = np.array([d is not None for d in per_env])
-    out: dict[str, Any] = {}
-    for key in _ARRAY_KEYS:
-        vals = [d[key] if d is not None and d[key] is not None else math.nan for d in per_env]
-        out[key] = np.asarray(vals, dtype=bool if key in ("success", "queried", "stale") else None)
-    term_names = next((list(d["reward_terms"]) for d in per_env if d is not None), [])
-    out["reward_terms"] = {
-        t: np.array([d["reward_terms"][t] if d is not None else 0.0 for d in per_env]) for t in term_names
-    }
-    out["votes"] = np.array([d["detector"]["votes"] if d is not None and d["detector"] else 0 for d in per_env])
-    out["frame_index"] = [d["frame_index"] if d is not None else None for d in per_env]
-    return out, mask
-
-
-class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
-    """:class:`RobometerVecReward` for gymnasium ``VectorEnv`` in ``AutoresetMode.NEXT_STEP`` or ``DISABLED``.
-
-    ``infos["rlrm"]`` is a dict of per-env arrays (``progress``, ``success_prob``, ``success``,
-    ``reward_terms``, ``votes``, ...) and ``infos["_rlrm"]`` marks the sub-envs that took a real
-    step (False on a sub-env's auto-reset step, whose reward is 0).
-
-    >>> import gymnasium as gym
-    >>> from rlrm.models import make_reward_model
-    >>> venv = GymVecReward(gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array"),
-    ...                     "balance the pole", make_reward_model("tiny"))
-    >>> len(venv.reset(seed=0)[0])
-    2
-    >>> venv.close()
-    """
-
-    def __init__(
-        self,
-        env: gym.vector.VectorEnv,
-        task: str | Sequence[str] | None,
-        source: Any,
-        camera: str | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
-        every: int = 1,
-        shaping: Shaping | None = None,
-        success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
-        on_timeout: str = "raise",
-        terminate_on_success: bool = False,
-    ) -> None:
-        gym.vector.VectorWrapper.__init__(self, env)
-        if terminate_on_success:
-            raise ValueError(
-                "terminate_on_success=True is not possible on a gymnasium VectorEnv: its sub-envs decide their own "
-                "resets. Wrap each sub-env in RobometerReward (terminate_on_success=True) instead, or use an SB3 "
-                "VecEnv, where RobometerVecReward can reset a succeeded sub-env itself"
-            )
-        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.DISABLED):
-            raise ValueError(
-                f"RobometerVecReward supports autoreset_mode NEXT_STEP (gymnasium's default) or DISABLED, got "
-                f"{mode}; SAME_STEP replaces the last frame by the reset one before the wrapper sees it. Create "
-                "the vector env with vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP}"
-            )
-        self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
-        self._setup_rewards(env, env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                            success, on_timeout)
-        self._restarting = np.zeros(env.num_envs, dtype=bool)
-
-    def _frames(self, obs: Any) -> list[np.ndarray]:
-        if self.camera is None:
-            images = self.env.render()
-            if images is None:
-                images = [None] * self.num_envs
-        else:
-            images = frame_from_observation(obs, self.camera)
-        return [self.frame_source.check(images[i]) for i in range(self.num_envs)]
-
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        """Reset the sub-envs (all, or those in ``options["reset_mask"]``) and start their episodes."""
-        mask = np.ones(self.num_envs, dtype=bool)
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"], dtype=bool)  # read first: the vector env pops it
-        obs, infos = self.env.reset(seed=seed, options=options)
-        for i, frame in enumerate(self._frames(obs)):
-            if mask[i]:
-                self.episodes[i].start(frame)
-        self._restarting[mask] = False
-        return obs, infos
-
-    def step(self, actions):
-        """Step all sub-envs, score all due episodes in one request, return shaped rewards."""
-        obs, env_rewards, terminated, truncated, infos = self.env.step(actions)
-        frames = self._frames(obs)
-        restarting = self._restarting.copy()
-        for i in np.flatnonzero(restarting):
-            self.episodes[i].start(frames[i])
-        dones = np.logical_or(terminated, truncated)
-        rewards, per_env, _ = self._finish(frames, env_rewards, dones, restarting)
-        # NEXT_STEP: finished sub-envs reset on the next step; DISABLED: the caller resets them with reset_mask
-        self._restarting = dones & ~restarting if self._next_step_reset else np.zeros_like(dones)
-        infos = dict(infos)
-        infos["rlrm"], infos["_rlrm"] = _stack_infos(per_env)
-        return obs, rewards.astype(np.float64), terminated, truncated, infos
-
-    def close(self, **kwargs: Any) -> None:
-        """Close the vector env, and the scorer if this wrapper created it."""
-        try:
-            self.env.close(**kwargs)
-        finally:
-            self._close_scorer()
-
-
-class SB3VecReward(RobometerVecReward, VecEnvWrapper):
-    """:class:`RobometerVecReward` for Stable-Baselines3 ``VecEnv`` (auto-reset inside ``step``).
-
-    ``infos[i]["rlrm"]`` is the same dict :class:`RobometerReward` publishes. With ``camera=None``
-    the sub-envs must be wrapped in :class:`FrameInInfo` (``make_vec_env(..., wrapper_class=FrameInInfo)``).
-
-    >>> from stable_baselines3.common.env_util import make_vec_env
-    >>> from rlrm.models import make_reward_model
-    >>> venv = make_vec_env("CartPole-v1", n_envs=2, wrapper_class=FrameInInfo,
-    ...                     env_kwargs={"render_mode": "rgb_array"})
-    >>> venv = SB3VecReward(venv, "balance the pole", make_reward_model("tiny"))
-    >>> venv.reset().shape
-    (2, 4)
-    >>> venv.close()
-    """
-
-    def __init__(
-        self,
-        venv: Any,
-        task: str | Sequence[str] | None,
-        source: Any,
-        camera: str | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
-        every: int = 1,
-        shaping: Shaping | None = None,
-        success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
-        on_timeout: str = "raise",
-        terminate_on_success: bool = False,
-    ) -> None:
-        VecEnvWrapper.__init__(self, venv)
-        self.terminate_on_success = bool(terminate_on_success) and success is not None
-        if camera is None and not all(venv.env_is_wrapped(FrameInInfo)):
-            raise ValueError(
-                "an SB3 VecEnv resets finished sub-envs before returning, so env.render() cannot show their "
-                "last frame: wrap the sub-envs with make_vec_env(..., wrapper_class=rlrm.wrappers.FrameInInfo) "
-                "or pass camera=<image key of the observation>"
-            )
-        self._setup_rewards(venv, venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                            success, on_timeout)
-
-    def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
-        if self.camera is None:
-            frame = info_i.get(FRAME_KEY)
-            if frame is None:
-                raise KeyError(f"info has no {FRAME_KEY!r}: wrap the sub-envs in rlrm.wrappers.FrameInInfo")
-            return self.frame_source.check(frame)
-        return self.frame_source.check(frame_from_observation(obs_i, self.camera))
-
-    def _obs_at(self, obs: Any, i: int) -> Any:
-        if isinstance(obs, dict):
-            return {k: self._obs_at(v, i) for k, v in obs.items()}
-        return obs[i]
-
-    def reset(self):
-        """Reset all sub-envs and start every episode with its reset frame."""
-        obs = self.venv.reset()
-        for i, ep in enumerate(self.episodes):
-            ep.start(self._frame(self._obs_at(obs, i), self.venv.reset_infos[i]))
-        return obs
-
-    def step_wait(self):
-        """Collect the step, score all due episodes in one request, start new episodes where sub-envs reset."""
-        obs, env_rewards, dones, infos = self.venv.step_wait()
-        n = self.num_envs
-        frames = []
-        for i in range(n):
-            if dones[i] and self.camera is not None:
-                frames.append(self._frame(infos[i]["terminal_observation"], infos[i]))
-            else:
-                frames.append(self._frame(self._obs_at(obs, i), infos[i]))
-        dones = np.array(dones, dtype=bool)
-        rewards, per_env, newly = self._finish(frames, env_rewards, dones, np.zeros(n, dtype=bool))
-        infos = [dict(info) for info in infos]
-        reset_infos = list(self.venv.reset_infos)
-        for i in range(n):
-            infos[i]["rlrm"] = per_env[i]
-            if newly[i] and self.terminate_on_success and not dones[i]:
-                reset_infos[i] = self._end_on_success(obs, infos[i], i)
-                dones[i] = True
-            if dones[i]:
-                self.episodes[i].start(self._frame(self._obs_at(obs, i), reset_infos[i]))
-        return obs, rewards, dones, infos
-
-    def _end_on_success(self, obs: Any, info: dict, i: int) -> dict:
-        """End sub-env ``i``'s episode the way SB3 auto-reset does: terminal obs in info, reset obs in ``obs``."""
-        info["terminal_observation"] = self._obs_at(obs, i)
-        info["TimeLimit.truncated"] = False
-        reset_obs, reset_info = self.venv.env_method("reset", indices=[i])[0]
-        if isinstance(obs, dict):
-            for key, value in obs.items():
-                value[i] = reset_obs[key]
-        else:
-            obs[i] = reset_obs
-        return reset_info
-
-    def close(self) -> None:
-        """Close the vector env, and the scorer if this wrapper created it."""
-        try:
-            self.venv.close()
-        finally:
-            self._close_scorer()
