@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("rlrm.bench.model", "ms per query of a reward model at several batch sizes"),
     "worker": ("rlrm.bench.worker", "worker throughput/latency, batched vs unbatched, transport overhead"),
     "envs": ("envs.bench", "simulated env steps/s with rendering, default vs fast rendering"),
+    "robots": ("robots.bench", "control-loop ms/step of each simulated robot env vs a kinematic baseline"),
 }
 
 
