@@ -42,9 +42,11 @@ class _RewardActor:
         self.model = make_reward_model(model_spec, **model_kwargs)
 
     def info(self) -> dict[str, Any]:
+        """The model's ModelInfo as a plain dict."""
         return self.model.info().to_dict()
 
     def score(self, queries: list[RewardQuery]) -> list[RewardResult]:
+        """Score one chunk of queries; checks one result per query."""
         results = list(self.model.score(queries))
         if len(results) != len(queries):
             raise RuntimeError(f"model returned {len(results)} results for {len(queries)} queries")
