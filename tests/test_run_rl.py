@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # tiny budgets: 10-step episodes, 64 px frames, small networks
 TINY = [
-    "reward.model=tiny", "env.max_episode_steps=10", "env.kwargs.image_size=64", "eval_episodes=2",
+    "env.max_episode_steps=10", "env.kwargs.image_size=64", "eval_episodes=2",
     "eval_video_episodes=1", "progress_bar=false", "algo.net_arch=[32,32]",
 ]
 TINY_OFF_POLICY = ["algo.learning_starts=20", "algo.batch_size=16", "algo.buffer_size=1000"]
@@ -62,7 +62,8 @@ def _cli(*overrides: str, **popen) -> list[str]:
 def test_cli_default_recipe_starts_and_stops_its_own_worker(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        _cli(*TINY, *TINY_OFF_POLICY, "total_steps=50", "checkpoint_every=25", f"hydra.run.dir={run_dir}"),
+        _cli(*TINY, *TINY_OFF_POLICY, "reward.model=tiny", "total_steps=50", "checkpoint_every=25",
+             f"hydra.run.dir={run_dir}"),
         capture_output=True, text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -101,7 +102,7 @@ def test_cli_default_recipe_starts_and_stops_its_own_worker(tmp_path):
 )
 def test_each_algorithm_trains_and_evaluates_through_a_worker(worker, run_rl, tmp_path, overrides):
     env_reward = "reward=env_dense" in overrides
-    source = [] if env_reward else [f"reward.source={worker.url}"]
+    source = [] if env_reward else ["reward.model=tiny", f"reward.source={worker.url}"]
     cfg = compose_run(*TINY, *source, "checkpoint_every=0", *overrides)
     summary = run_rl.train(cfg, tmp_path)
     assert summary["env_steps"] == cfg["total_steps"]
@@ -117,8 +118,8 @@ def test_each_algorithm_trains_and_evaluates_through_a_worker(worker, run_rl, tm
 def test_sigkilled_run_resumes_with_buffer_and_step_counter(worker, run_rl, tmp_path, caplog):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        _cli(*TINY, *TINY_OFF_POLICY, f"reward.source={worker.url}", "total_steps=2000", "checkpoint_every=30",
-             "heartbeat_every=2", f"hydra.run.dir={run_dir}"),
+        _cli(*TINY, *TINY_OFF_POLICY, "reward.model=tiny", f"reward.source={worker.url}", "total_steps=2000",
+             "checkpoint_every=30", "heartbeat_every=2", f"hydra.run.dir={run_dir}"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
