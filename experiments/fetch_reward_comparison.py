@@ -1,6 +1,6 @@
 """FetchReach success rate after the default budget: Robometer reward vs the env's sparse and dense rewards.
 
-Runs ``run_rl.py``'s recipe (SAC, the default budget and evaluation) with the same seeds for:
+Runs ``python run_rl.py`` (SAC, the default budget and evaluation) with the same seeds for:
 
 * ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
   one real ``rlrm worker`` on loopback, scoring 128 px rendered frames;
@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from rlrm.rl.reward_source import resolve_model_spec  # noqa: E402
 from rlrm.transport import spawn_worker  # noqa: E402
@@ -40,19 +39,6 @@ CONDITIONS = {
     "env_dense": ["reward=env_dense"],
 }
 log = logging.getLogger("fetch_reward_comparison")
-
-
-def _load_run_rl():
-    spec = importlib.util.spec_from_file_location("run_rl", ROOT / "run_rl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def compose_run(*overrides: str) -> dict:
-    """The resolved run_rl.py config for ``overrides``."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -78,6 +64,38 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], runs_dir: Path,
+            parallel: int) -> dict[tuple[str, int], dict]:
+    """Run ``python run_rl.py`` for every (condition, seed), ``parallel`` at a time; returns their summaries."""
+    waiting, running, done = list(jobs), {}, {}
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            name, seed = waiting.pop(0)
+            run_dir = runs_dir / f"{name}_seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            overrides = [*CONDITIONS[name], f"seed={seed}", "progress_bar=false", *budget,
+                         f"hydra.run.dir={run_dir}", *(source if name == "robometer" else [])]
+            log_file = open(run_dir / "stdout.log", "w")  # noqa: SIM115 (closed when the run ends)
+            proc = subprocess.Popen([sys.executable, str(ROOT / "run_rl.py"), *overrides], stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+            running[(name, seed)] = (proc, log_file, run_dir, time.perf_counter())
+            log.info("started %s seed %d (pid %d) -> %s", name, seed, proc.pid, run_dir)
+        time.sleep(2)
+        for key, (proc, log_file, run_dir, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log_file.close()
+            del running[key]
+            if proc.returncode != 0:
+                raise RuntimeError(f"run {key} failed (exit {proc.returncode}); see {run_dir / 'stdout.log'}")
+            summary = json.loads((run_dir / "summary.json").read_text())
+            done[key] = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
+            done[key]["eval_episodes"] = len(summary["eval_episodes"])
+            log.info("%s seed %d: success %.2f in %.0f s", *key, summary["eval_success_rate"],
+                     time.perf_counter() - t0)
+    return done
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -86,12 +104,12 @@ def main() -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "fetch_reward_comparison"))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (they share one reward worker)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other conditions already in the output JSON (run conditions separately)")
     parser.add_argument("--runs-dir", default=str(ROOT / "outputs" / "fetch_reward_comparison"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_rl = _load_run_rl()
     model = resolve_model_spec(args.model)
     budget = [f"total_steps={args.total_steps}"] if args.total_steps else []
     budget += [f"eval_episodes={args.eval_episodes}"] if args.eval_episodes else []
@@ -106,21 +124,16 @@ def main() -> int:
         result["model"] = previous["model"] if "robometer" not in args.conditions else model
     needs_model = "robometer" in args.conditions
     with spawn_worker(model, env={"OMP_NUM_THREADS": "1"}) if needs_model else contextlib.nullcontext() as worker:
-        for name in args.conditions:
-            runs = []
-            for seed in args.seeds:
-                source = [f"reward.source={worker.url}"] if name == "robometer" else []
-                cfg = compose_run(*CONDITIONS[name], f"seed={seed}", *source, "progress_bar=false", *budget)
-                t0 = time.perf_counter()
-                summary = run_rl.train(cfg, Path(args.runs_dir) / f"{name}_seed{seed}")
-                log.info("%s seed %d: success %.2f in %.0f s", name, seed, summary["eval_success_rate"],
-                         time.perf_counter() - t0)
-                runs.append({k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")})
-                result["total_steps"] = cfg["total_steps"]
-                result["eval_episodes"] = cfg["eval_episodes"]
-            rates = [r["eval_success_rate"] for r in runs]
-            result["conditions"][name] = {"runs": runs, "mean_success_rate": float(np.mean(rates)),
-                                          "mean_wall_s": float(np.mean([r["wall_s"] for r in runs]))}
+        jobs = [(name, seed) for name in args.conditions for seed in args.seeds]
+        source = [f"reward.source={worker.url}"] if needs_model else []
+        summaries = run_all(jobs, budget, source, Path(args.runs_dir), args.jobs)
+    for name in args.conditions:
+        runs = [summaries[(name, seed)] for seed in args.seeds]
+        rates = [r["eval_success_rate"] for r in runs]
+        result["conditions"][name] = {"runs": runs, "mean_success_rate": float(np.mean(rates)),
+                                      "mean_wall_s": float(np.mean([r["wall_s"] for r in runs]))}
+        result["total_steps"] = runs[0]["env_steps"]
+        result["eval_episodes"] = runs[0]["eval_episodes"]
 
     print(f"\nFetchReach, SAC, {result['total_steps']} env steps, {result['eval_episodes']} eval episodes, "
           f"seeds {args.seeds}, reward model {model!r}")
