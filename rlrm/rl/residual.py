@@ -196,15 +196,23 @@ def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePoli
     """
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind == "goal_reaching":
-        return GoalReachingController(action_dim=int(np.prod(action_space.shape)), **spec)
-    if kind == "scripted":
-        return ScriptedPolicy(_import_callable(spec["target"]))
-    if kind == "sb3":
-        return SB3Policy(**spec)
-    if kind == "lerobot":
-        return LeRobotPolicy(**spec)
-    raise ValueError(f"unknown base policy kind {kind!r}; expected one of {list(BASE_POLICY_KINDS)}")
+    builders: dict[str, Callable[..., BasePolicy]] = {
+        "goal_reaching": lambda **kw: GoalReachingController(action_dim=int(np.prod(action_space.shape)), **kw),
+        "scripted": lambda target: ScriptedPolicy(_import_callable(target)),
+        "sb3": SB3Policy,
+        "lerobot": LeRobotPolicy,
+    }
+    if kind not in builders:
+        raise ValueError(f"unknown base policy kind {kind!r}; expected one of {list(BASE_POLICY_KINDS)}")
+    # A Hydra override such as base_policy.kind=sb3 keeps the default kind's fields: drop those, loudly.
+    accepted = {
+        "goal_reaching": {"gain", "noise", "seed"}, "scripted": {"target"},
+        "sb3": {"path", "algo", "device"}, "lerobot": {"path", "policy_type", "obs_keys", "device"},
+    }[kind]
+    unused = sorted(set(spec) - accepted)
+    if unused:
+        log.warning("base_policy kind %r ignores %s (it takes %s)", kind, unused, sorted(accepted))
+    return builders[kind](**{k: v for k, v in spec.items() if k in accepted})
 
 
 class ResidualAction(gym.Wrapper):
