@@ -32,7 +32,7 @@ QUERY = RewardQuery(frames(), "close the drawer")
 @pytest.fixture(scope="module")
 def slow_worker():
     """One batch at a time, two queries may wait, every batch takes SLOW_MS longer."""
-    proc = spawn_worker("tiny", seed=0, device="cpu", max_batch=1, max_queue=2, slow_ms=SLOW_MS)
+    proc = spawn_worker("tiny", seed=0, device="cpu", threads=1, max_batch=1, max_queue=2, slow_ms=SLOW_MS)
     yield proc
     proc.stop()
 
@@ -111,7 +111,7 @@ def test_kill_9_mid_request_then_restart_on_the_same_port(slow_worker):
         os.kill(slow_worker.pid, signal.SIGKILL)
         slow_worker.kill()
         assert slow_worker.process.returncode == -signal.SIGKILL
-        with spawn_worker("tiny", bind=port, seed=0, device="cpu") as restarted:
+        with spawn_worker("tiny", bind=port, seed=0, device="cpu", threads=1) as restarted:
             assert restarted.url == url
             # the request in flight is resent to the new worker, and the next call just works
             recovered = in_flight.result()

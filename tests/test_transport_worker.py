@@ -37,7 +37,7 @@ def scene_frames(t, h=48, w=64, seed=0):
 @pytest.fixture(scope="module")
 def worker():
     """A worker subprocess with small limits so `too_large` is cheap to trigger."""
-    proc = spawn_worker("tiny", seed=0, device="cpu", max_batch=8, max_wait_ms=20, max_frames=16,
+    proc = spawn_worker("tiny", seed=0, device="cpu", threads=1, max_batch=8, max_wait_ms=20, max_frames=16,
                         max_request_mb=1)
     yield proc
     assert proc.stop() == 0, f"worker did not exit cleanly on SIGTERM:\n{proc.stderr_tail()}"

@@ -168,13 +168,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overhead-repeats", type=int, default=10, help="round trips per encoding")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of the model, in the workers and in-process alike (0 = torch default)")
     parser.add_argument("--timeout-ms", type=float, default=300000, help="client timeout per request")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the results here (and OUT.png)")
 
 
 def _table(res: dict[str, Any]) -> str:
     lines = [
-        f"worker benchmark: model={res['model']}  {res['frames']} frames of {res['size']}px per query",
+        f"worker benchmark: model={res['model']}  {res['frames']} frames of {res['size']}px per query, "
+        f"{res['threads'] or 'default'} model thread(s)",
         f"{'clients':>7} | {'batched req/s':>13} | {'unbatched req/s':>15} | {'speedup':>7} | "
         f"{'p50 ms (b/u)':>15} | {'p99 ms (b/u)':>15} | {'mean batch':>10}",
     ]
@@ -225,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     if not client_counts or min(client_counts) < 1:
         raise ValueError(f"--clients must be positive integers like 1,4,16, got {args.clients!r}")
     common = {"seed": args.seed, "device": args.device}
+    threads = {"threads": args.threads} if args.threads else {}
     modes = {"batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}, "unbatched": {"max_batch": 1}}
     measured: dict[str, list[dict[str, Any]]] = {}
     overhead: dict[str, Any] = {}
@@ -235,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         urls = {}
         for mode, worker_args in modes.items():
             bar.set_postfix_str(f"starting {mode} worker")
-            urls[mode] = stack.enter_context(spawn_worker(args.model, **common, **worker_args)).url
+            urls[mode] = stack.enter_context(spawn_worker(args.model, **common, **threads, **worker_args)).url
             measured[mode] = []
         for c in client_counts:
             for mode, url in urls.items():
@@ -246,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
 
         # through the max_batch=1 worker: one request at a time, no batching wait, the pure transport cost
         bar.set_postfix_str("transport overhead")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         model = make_reward_model(args.model, **common)
         overhead = transport_overhead(
             urls["unbatched"], model, args.overhead_repeats, args.frames, args.overhead_size, args.timeout_ms
@@ -261,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         "requests": args.requests,
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
+        "threads": args.threads,
         "clients": client_counts,
         "batched_rps": [m["rps"] for m in b],
         "unbatched_rps": [m["rps"] for m in u],

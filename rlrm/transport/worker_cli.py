@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -65,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=256, help="queries allowed to wait before 'busy'")
     parser.add_argument("--device", default="auto", help="'auto' (the model's default: the checkpoint loader picks a GPU when available), 'cpu', 'cuda:1'")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the model's own)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the model (OMP/MKL); 1 is often fastest on a shared CPU")
     parser.add_argument("--seed", type=int, default=None, help="seed of a randomly initialised model ('tiny')")
     parser.add_argument("--curve-keys", default=None, metavar="DIR",
                         help="CurveZMQ key directory made by `rlrm keys DIR`; required off loopback")
@@ -77,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_model(args: argparse.Namespace) -> Any:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        # read by torch's OpenMP/MKL runtimes when they load, which happens just below
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     from rlrm.models.base import make_reward_model  # lazily: this is where torch gets imported
 
     kwargs: dict[str, Any] = {}
