@@ -4,6 +4,7 @@ Runs ``python run_rl.py`` (SAC, the default budget and evaluation) with the same
 
 * ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
   one real ``rlrm worker`` on loopback, scoring 128 px rendered frames;
+* ``robometer_progress`` - the same model, progress term only (no success bonus or termination);
 * ``env_sparse`` - Fetch's own sparse reward (-1 until the gripper is within 5 cm);
 * ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
 
@@ -35,6 +36,8 @@ from rlrm.transport import spawn_worker  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {
     "robometer": ["reward=robometer"],
+    # the progress term alone: no success bonus, no termination on the model's success decision
+    "robometer_progress": ["reward=robometer", "reward.terminate_on_success=false", "reward.shaping.success_bonus=0"],
     "env_sparse": ["reward=env_sparse"],
     "env_dense": ["reward=env_dense"],
 }
@@ -48,14 +51,17 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"robometer": "tab:purple", "env_sparse": "tab:gray", "env_dense": "tab:green"}
+    colors = {"robometer": "tab:purple", "robometer_progress": "tab:blue", "env_sparse": "tab:gray",
+              "env_dense": "tab:green"}
     names = [n for n in CONDITIONS if n in result["conditions"]]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, name in enumerate(names):
         rates = [r["eval_success_rate"] for r in result["conditions"][name]["runs"]]
         ax.bar(i, np.mean(rates), color=colors[name], alpha=0.8)
         ax.scatter([i] * len(rates), rates, color="black", zorder=3, s=14)
-    ax.set_xticks(range(len(names)), [n.replace("robometer", f"Robometer ({result['model']})") for n in names])
+    labels = {"robometer": "Robometer", "robometer_progress": "Robometer\nprogress only",
+              "env_sparse": "env sparse", "env_dense": "env dense"}
+    ax.set_xticks(range(len(names)), [labels[n] for n in names], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("eval success rate (env is_success)")
     ax.set_title(f"FetchReach, SAC, {result['total_steps']} env steps, seeds {result['seeds']}", fontsize=10)
@@ -74,7 +80,7 @@ def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], r
             run_dir = runs_dir / f"{name}_seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             overrides = [*CONDITIONS[name], f"seed={seed}", "progress_bar=false", *budget,
-                         f"hydra.run.dir={run_dir}", *(source if name == "robometer" else [])]
+                         f"hydra.run.dir={run_dir}", *(source if name.startswith("robometer") else [])]
             log_file = open(run_dir / "stdout.log", "w")  # noqa: SIM115 (closed when the run ends)
             proc = subprocess.Popen([sys.executable, str(ROOT / "run_rl.py"), *overrides], stdout=log_file,
                                     stderr=subprocess.STDOUT)
@@ -116,17 +122,17 @@ def main() -> int:
 
     out = Path(args.out)
     result: dict = {"model": model, "seeds": args.seeds, "conditions": {}}
-    if args.merge and out.with_suffix(".json").exists():
-        previous = json.loads(out.with_suffix(".json").read_text())
-        if previous["seeds"] != args.seeds:
-            raise SystemExit(f"--merge needs the same seeds as {out.with_suffix('.json')}: {previous['seeds']}")
-        result["conditions"] = {k: v for k, v in previous["conditions"].items() if k not in args.conditions}
-        result["model"] = previous["model"] if "robometer" not in args.conditions else model
-    needs_model = "robometer" in args.conditions
+    needs_model = any(name.startswith("robometer") for name in args.conditions)
     with spawn_worker(model, env={"OMP_NUM_THREADS": "1"}) if needs_model else contextlib.nullcontext() as worker:
         jobs = [(name, seed) for name in args.conditions for seed in args.seeds]
         source = [f"reward.source={worker.url}"] if needs_model else []
         summaries = run_all(jobs, budget, source, Path(args.runs_dir), args.jobs)
+    if args.merge and out.with_suffix(".json").exists():  # read now: other runs may have written meanwhile
+        previous = json.loads(out.with_suffix(".json").read_text())
+        if previous["seeds"] != args.seeds:
+            raise SystemExit(f"--merge needs the same seeds as {out.with_suffix('.json')}: {previous['seeds']}")
+        result["conditions"] = {k: v for k, v in previous["conditions"].items() if k not in args.conditions}
+        result["model"] = model if needs_model else previous["model"]
     for name in args.conditions:
         runs = [summaries[(name, seed)] for seed in args.seeds]
         rates = [r["eval_success_rate"] for r in runs]
@@ -138,7 +144,8 @@ def main() -> int:
     print(f"\nFetchReach, SAC, {result['total_steps']} env steps, {result['eval_episodes']} eval episodes, "
           f"seeds {args.seeds}, reward model {model!r}")
     print(f"{'reward':<12} {'success':>8} {'per seed':<22} {'wall s':>7}")
-    for name, cond in result["conditions"].items():
+    for name in [n for n in CONDITIONS if n in result["conditions"]]:
+        cond = result["conditions"][name]
         per_seed = " ".join(f"{r['eval_success_rate']:.2f}" for r in cond["runs"])
         print(f"{name:<12} {cond['mean_success_rate']:>8.2f} {per_seed:<22} {cond['mean_wall_s']:>7.0f}")
     if "robometer" in result["conditions"] and "env_dense" in result["conditions"]:
