@@ -118,3 +118,38 @@ def test_kill_9_mid_request_then_restart_on_the_same_port(slow_worker):
             after = client.score([QUERY])
         np.testing.assert_allclose(after[0].progress, before[0].progress, atol=1e-5)
         np.testing.assert_allclose(recovered[0].progress, before[0].progress, atol=1e-5)
+
+
+def test_worker_exits_when_the_process_that_spawned_it_is_killed(tmp_path):
+    """A trainer killed with SIGKILL must not leave its reward worker running (and holding the port)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from rlrm.transport import spawn_worker\n"
+        "w = spawn_worker('tiny', seed=0, threads=1)\n"
+        "print(w.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(parent.stdout.readline())
+        os.kill(worker_pid, 0)  # the worker is up
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                break
+            # reap it if it became our zombie (it is the parent's child, so normally init reaps it)
+            time.sleep(0.2)
+        else:
+            os.kill(worker_pid, signal.SIGKILL)
+            pytest.fail(f"worker {worker_pid} still running 30 s after its parent was killed")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -154,6 +154,7 @@ def spawn_worker(
     """
     if isinstance(bind, int):
         bind = f"tcp://127.0.0.1:{bind}"
+    worker_args.setdefault("exit_with_parent", os.getpid())
     command = [sys.executable, "-m", "rlrm", "worker", "--model", model_spec, "--bind", bind, *_flags(worker_args)]
     fd, stderr_name = tempfile.mkstemp(prefix="rlrm-worker-", suffix=".log")
     with os.fdopen(fd, "w") as stderr:

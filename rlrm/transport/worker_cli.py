@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=Limits.max_pixels, help="H*W per frame limit")
     parser.add_argument("--max-request-mb", type=float, default=Limits.max_bytes / 2**20,
                         help="bytes of frames per request limit, in MiB")
+    parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
+                        help="stop when process PID exits (spawn_worker sets it, so a killed trainer "
+                        "leaves no orphan worker)")
     parser.add_argument("--slow-ms", type=float, default=0.0,
                         help="test/benchmark aid: sleep this long before every batch")
 
@@ -120,6 +124,35 @@ def _bind_is_free(bind: str) -> bool:
     return True
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _watch_parent(pid: int, stop: Any, period_s: float = 1.0) -> threading.Thread:
+    """Call ``stop()`` once process ``pid`` is gone (checked every ``period_s``); a daemon thread.
+
+    A trainer killed with SIGKILL cannot stop its worker, and a reparented orphan would keep the
+    port and the GPU memory; the original parent's pid disappearing (or our ppid changing) is the cue.
+    """
+    ppid = os.getppid()
+
+    def _watch() -> None:
+        while _pid_alive(pid) and os.getppid() == ppid:
+            time.sleep(period_s)
+        log.warning("parent process %d is gone, stopping the reward worker", pid)
+        stop()
+
+    thread = threading.Thread(target=_watch, name="rlrm-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the model, bind, print the ready line, serve until SIGINT/SIGTERM."""
     limits = Limits(
@@ -152,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    if args.exit_with_parent is not None:
+        _watch_parent(args.exit_with_parent, worker.request_stop)
     worker.start()
     print(f"{READY_MARKER} {worker.url}", flush=True)
     sys.stdout.flush()
