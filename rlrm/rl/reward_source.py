@@ -52,7 +52,9 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         return
     timeout_ms = int(transport.get("timeout_ms", 30000))
     if reward.get("source"):
-        scorer = make_scorer(str(reward["source"]), timeout_ms=timeout_ms)
+        scorer = make_scorer(str(reward["source"]), timeout_ms=timeout_ms,
+                             curve_server_key=reward.get("curve_server_key") or None,
+                             enc=reward.get("enc") or "raw")
         log.info("reward source: worker at %s", reward["source"])
         try:
             yield scorer
