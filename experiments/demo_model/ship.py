@@ -213,7 +213,9 @@ Task x instruction confusion (mean final progress of successful episodes given e
 Plots: `experiments/demo_model/results/curves.png`, `confusion.png`.
 
 ## Limitations
-Only FetchReach from the default `rlrm/FetchReach-v0` camera at 128x128; other cameras, sizes,
+Success detection is far from perfect (see the F1 above): the model often mistakes a gripper that
+moved a lot for one that reached the target, and on some goal positions (e.g. `reset(seed=123)`)
+it misses a real success. Only FetchReach from the default `rlrm/FetchReach-v0` camera at 128x128; other cameras, sizes,
 tasks or real images are out of distribution. Instructions outside the phrasings above are
 handled only as far as their bytes resemble them. A toy for running the stack end to end on
 CPU, not a general reward model: use `robometer/Robometer-4B` for real tasks.

@@ -1,0 +1,73 @@
+"""The shipped `demo` reward model: it loads, sees the frames rlrm/FetchReach-v0 renders, and scores them."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers rlrm/FetchReach-v0)
+from rlrm.models import make_reward_model, registered_models
+from rlrm.models.demo import DEMO_DIR
+from rlrm.sampling import sample_indices
+from rlrm.types import RewardQuery
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return make_reward_model("demo")
+
+
+def rollout(env, seed: int, towards_goal: bool, steps: int = 50) -> np.ndarray:
+    """Frames (steps + 1, 128, 128, 3) of a speed-limited P-controller moving to (or away from) the target."""
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    for _ in range(steps):
+        push = 10.0 * (obs["desired_goal"] - obs["achieved_goal"]) * (1 if towards_goal else -1)
+        a = np.zeros(4)
+        a[:3] = push * min(1.0, 0.3 / max(np.linalg.norm(push), 1e-9))
+        obs, *_ = env.step(a)
+        frames.append(env.render())
+    return np.stack(frames)
+
+
+def test_demo_is_registered_small_and_documented(demo):
+    assert "demo" in registered_models()
+    info = demo.info()
+    assert info.name == "demo" and info.max_frames == 8 and info.progress_bins == 10
+    weights = sum(p.stat().st_size for p in DEMO_DIR.iterdir() if p.is_file())
+    assert weights < 30 * 1024 * 1024
+    card = (DEMO_DIR / "MODEL_CARD.md").read_text()
+    assert "Held-out evaluation" in card and "VOC" in card and "rlrm train" in card
+
+
+def test_env_still_renders_the_frames_the_model_was_trained_on():
+    ref = np.load(DEMO_DIR / "reference_frames.npz")
+    env = gym.make("rlrm/FetchReach-v0")  # default kwargs, as RL uses it
+    try:
+        for frame, seed in zip(ref["frames"], ref["seeds"], strict=True):
+            env.reset(seed=int(seed))
+            now = env.render()
+            assert now.shape == frame.shape == (128, 128, 3)
+            # identical scene and camera; allow tiny rasteriser differences between GL drivers
+            assert np.abs(now.astype(int) - frame.astype(int)).mean() < 2.0
+    finally:
+        env.close()
+
+
+def test_demo_scores_rendered_fetch_reach_episodes(demo):
+    env = gym.make("rlrm/FetchReach-v0")
+    task = "move the gripper to the red target"
+    idx = sample_indices(51, 8, "prefix")
+    try:
+        queries = [RewardQuery(rollout(env, seed, toward)[idx], task) for seed in (1, 2, 3) for toward in (True, False)]
+    finally:
+        env.close()
+    results = demo.score(queries)
+    for r in results:
+        assert r.progress.shape == (8,) and r.success.shape == (8,)
+        assert np.all((r.progress >= 0) & (r.progress <= 1)) and np.all((r.success >= 0) & (r.success <= 1))
+    reach, away = results[0::2], results[1::2]
+    # a trained model, on average over three episodes: reaching the target ends with high progress and a
+    # higher success probability than moving away from it (single episodes can still be wrong, see the card)
+    assert np.mean([r.progress[-1] for r in reach]) > 0.5
+    assert np.mean([r.progress[-1] for r in reach]) > np.mean([r.progress[-1] for r in away]) + 0.2
+    assert np.mean([r.success[-1] for r in reach]) > np.mean([r.success[-1] for r in away]) + 0.3
