@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from rlrm.models.patch_embed import use_conv3d_patch_embedding, use_linear_patch_embedding
 from rlrm.models.robometer import RobometerModel
 from rlrm.models.tiny import tiny_robometer
 from rlrm.train.cli import load_train_config
 from rlrm.train.data import Trajectory, write_trajectory
 from rlrm.train.lora import LoraSettings, apply_lora, load_lora, merge_lora, save_lora
-from rlrm.train.patch_embed import use_linear_patch_embedding
 from rlrm.train.trainer import TrainConfig, Trainer
 from rlrm.types import RewardQuery
 
@@ -100,9 +100,11 @@ def test_config_composes_with_overrides():
 
 def test_linear_patch_embedding_gives_the_same_outputs():
     q = RewardQuery(square_episode("success", 1).frames[:3], "move the square to the red dot")
-    ref = tiny_robometer(seed=0).score([q])[0]
+    stock = tiny_robometer(seed=0)
+    assert use_conv3d_patch_embedding(stock) == 1  # RobometerModel uses the matmul form by default
+    ref = stock.score([q])[0]
     fast = tiny_robometer(seed=0)
-    assert use_linear_patch_embedding(fast) == 1
+    assert use_linear_patch_embedding(fast) == 0  # already switched
     out = fast.score([q])[0]
     np.testing.assert_allclose(out.progress, ref.progress, atol=1e-5)
     np.testing.assert_allclose(out.success, ref.success, atol=1e-5)

@@ -2,7 +2,7 @@
 
 Measures, in one process and on the same batches, the wall time of a full training step
 (forward + backward + AdamW) with the stock Qwen3-VL Conv3d patch embedding and with
-:func:`rlrm.train.patch_embed.use_linear_patch_embedding`, and reports the ratio. Prints a table
+:func:`rlrm.models.patch_embed.use_linear_patch_embedding`, and reports the ratio. Prints a table
 and writes JSON.
 
     python experiments/demo_model/bench_train_step.py --data outputs/demo_model/data/train --json out.json

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlrm.models.patch_embed import use_linear_patch_embedding
 from rlrm.models.processor import ImageSettings, ModelInputs, RobometerProcessor
 from rlrm.types import ModelInfo, RewardQuery, RewardResult
 
@@ -146,6 +147,8 @@ class RobometerModel(nn.Module):
                 "expected the embedding to be resized to the tokenizer (Qwen vocab + 5 Robometer tokens)"
             )
         self.model = Qwen3VLModel(backbone_config)
+        # Same weights and numbers as the Conv3d patch embedding; a matmul is 1.2-1.5x faster on CPU.
+        use_linear_patch_embedding(self.model)
         hidden = int(text.hidden_size)
         dropout = self.config.dropout
         self.progress_head = PredictionHead(hidden, self.config.progress_bins, dropout)

@@ -6,7 +6,7 @@
 * :mod:`rlrm.train.pairs` - forward / rewound / different-instruction views and preference pairs.
 * :mod:`rlrm.train.trainer` - ``TrainConfig`` and the ``Trainer`` loop (checkpoints, resume, export).
 * :mod:`rlrm.train.lora` - LoRA fine-tuning with ``peft`` (adapters save/load/merge).
-* :mod:`rlrm.train.patch_embed` - a faster, equivalent vision patch embedding for CPU training.
+* the fast vision patch embedding lives in :mod:`rlrm.models.patch_embed` (used by inference too).
 * :mod:`rlrm.train.cli` - the ``rlrm train`` command (Hydra configs in ``configs/train/``).
 
 Nothing is imported here: ``import rlrm.train`` stays free of torch.

@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlrm.models.patch_embed import use_conv3d_patch_embedding, use_linear_patch_embedding
 from rlrm.train.data import load_dataset
 from rlrm.train.lora import LoraSettings, apply_lora, merged_state_dict, save_lora, trainable_parameters
 from rlrm.train.losses import RobometerLoss, robometer_loss
 from rlrm.train.pairs import PreferenceSample, ProgressSample, SampleMixer
-from rlrm.train.patch_embed import use_linear_patch_embedding
 from rlrm.types import RewardQuery
 
 __all__ = ["TrainConfig", "build_model", "collate_losses", "Trainer"]
@@ -68,7 +68,8 @@ class TrainConfig:
         max_minutes: stop early (saving everything) after this much wall time; None = no limit.
         threads: torch CPU threads; None leaves torch's default.
         resume: continue from ``<output_dir>/checkpoint`` when it exists.
-        fast_patch_embedding: compute the vision patch Conv3d as a matmul (same numbers, faster on CPU).
+        fast_patch_embedding: the vision patch Conv3d as a matmul (the model's default; same numbers, faster
+            on CPU); False switches back to the stock Conv3d, e.g. to measure the difference.
     """
 
     data: str = ""
@@ -216,6 +217,8 @@ class Trainer:
         self.model = model if model is not None else build_model(cfg)
         if cfg.fast_patch_embedding:
             use_linear_patch_embedding(self.model)
+        else:
+            use_conv3d_patch_embedding(self.model)
         if cfg.lora is not None:
             apply_lora(self.model, cfg.lora)
         params = trainable_parameters(self.model)
