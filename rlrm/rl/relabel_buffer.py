@@ -95,6 +95,12 @@ class _RelabelingMixin:
     def _valid_rows(self) -> int:
         return self.buffer_size if self.full else self.pos
 
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        """Store one step of every env; ticketed ones wait for their label."""
+        self._register(infos)
+        super().add(obs, next_obs, action, reward, done, infos)  # type: ignore[misc]  # the SB3 buffer
+        self.apply_labels()
+
     def _register(self, infos: list[dict[str, Any]]) -> None:
         """Mark the row about to be written at ``self.pos`` as labelled or pending."""
         row = self.pos
@@ -224,12 +230,6 @@ class RelabelingReplayBuffer(_RelabelingMixin, ReplayBuffer):
         )
         self._init_labels(labeler, wait_timeout_s)
 
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: D401
-        """Store one step of every env; ticketed ones wait for their label."""
-        self._register(infos)
-        super().add(obs, next_obs, action, reward, done, infos)
-        self.apply_labels()
-
     def sample(self, batch_size: int, env=None) -> ReplayBufferSamples:
         """Sample ``batch_size`` labelled transitions (blocks until at least one is labelled)."""
         rows, envs = self._labelled_indices(batch_size)
@@ -275,12 +275,6 @@ class RelabelingDictReplayBuffer(_RelabelingMixin, DictReplayBuffer):
             optimize_memory_usage=optimize_memory_usage, handle_timeout_termination=handle_timeout_termination,
         )
         self._init_labels(labeler, wait_timeout_s)
-
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: D401
-        """Store one step of every env; ticketed ones wait for their label."""
-        self._register(infos)
-        super().add(obs, next_obs, action, reward, done, infos)
-        self.apply_labels()
 
     def sample(self, batch_size: int, env=None) -> DictReplayBufferSamples:
         """Sample ``batch_size`` labelled transitions (blocks until at least one is labelled)."""
