@@ -53,3 +53,15 @@ def test_closed_pool_refuses_work():
     p.close()
     with pytest.raises(RuntimeError, match="closed"):
         p.score(queries(1))
+
+
+def test_run_rl_transport_ray_scores_like_the_model(pool, tiny_model):
+    """`python run_rl.py transport=ray` builds its scorer through open_reward_source; same numbers."""
+    from rlrm.rl.reward_source import open_reward_source
+
+    transport = {"name": "ray", "num_actors": 1, "num_cpus": 0, "model_kwargs": {"seed": 0, "device": "cpu"}}
+    with open_reward_source({"kind": "robometer", "model": "tiny"}, transport) as scorer:
+        assert isinstance(scorer, RayRewardPool) and scorer.num_actors == 1
+        qs = queries(2)
+        for g, e in zip(scorer.score(qs), tiny_model.score(qs), strict=True):
+            np.testing.assert_allclose(g.progress, e.progress, atol=1e-5)

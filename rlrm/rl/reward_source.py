@@ -44,6 +44,8 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
     * ``transport.name == "worker"``: start ``rlrm worker`` for ``reward.model`` as a subprocess
       on loopback (:func:`~rlrm.transport.spawn_worker`), connect to it, stop it on exit.
     * ``transport.name == "local"``: load the model in this process (:class:`~rlrm.transport.LocalScorer`).
+    * ``transport.name == "ray"``: a :class:`~rlrm.distributed.RayRewardPool` of model replicas on a Ray
+      cluster (``transport.address``; None starts a local one), shut down on exit.
     """
     from rlrm.transport import make_scorer, spawn_worker
 
@@ -86,4 +88,19 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         finally:
             scorer.close()
         return
-    raise ValueError(f"unknown transport {name!r}; expected 'worker' or 'local' (or set reward.source=tcp://...)")
+    if name == "ray":
+        from rlrm.distributed import RayRewardPool
+
+        model_kwargs = dict(transport.get("model_kwargs") or {})
+        pool = RayRewardPool(spec, num_actors=int(transport.get("num_actors", 2)),
+                             num_cpus=float(transport.get("num_cpus", 1)), num_gpus=float(transport.get("num_gpus", 0)),
+                             address=transport.get("address"), **model_kwargs)
+        log.info("reward source: model %r on %d Ray actors", spec, int(transport.get("num_actors", 2)))
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
+    raise ValueError(
+        f"unknown transport {name!r}; expected 'worker', 'local' or 'ray' (or set reward.source=tcp://...)"
+    )

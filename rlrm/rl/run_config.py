@@ -17,7 +17,7 @@ __all__ = ["RunConfigError", "validate_run_config", "resumed_config", "RESOLVED_
 
 REWARD_KINDS = ("robometer", "env")
 REWARD_MODES = ("sync", "async")
-TRANSPORTS = ("worker", "local")
+TRANSPORTS = ("worker", "local", "ray")
 _SOURCE_SCHEMES = ("tcp://", "ipc://")
 _GROUPS = ("env", "algo", "reward", "transport", "robot")
 RESOLVED_CONFIG = "config.yaml"
