@@ -71,3 +71,60 @@ def test_demo_scores_rendered_fetch_reach_episodes(demo):
     assert np.mean([r.progress[-1] for r in reach]) > 0.5
     assert np.mean([r.progress[-1] for r in reach]) > np.mean([r.progress[-1] for r in away]) + 0.2
     assert np.mean([r.success[-1] for r in reach]) > np.mean([r.success[-1] for r in away]) + 0.3
+
+
+def _collect_module():
+    """experiments/demo_model/collect.py loaded as a module (experiments/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "demo_model" / "collect.py"
+    spec = importlib.util.spec_from_file_location("demo_collect", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
+    from tqdm import tqdm
+
+    from rlrm.train.data import read_trajectory
+
+    collect = _collect_module()
+    env = gym.make("rlrm/FetchReach-v0")
+    try:
+        with tqdm(disable=True) as bar:
+            for kind in ("table", "decoy"):
+                collect.collect_hard_negatives(env, tmp_path, kind, 1, 123, 30, bar)
+        with pytest.raises(ValueError, match="hard-negative kind"):
+            collect.collect_hard_negatives(env, tmp_path, "jump", 1, 0, 5, bar)
+    finally:
+        env.close()
+    table = read_trajectory(next(tmp_path.glob("reach_table_*")))
+    decoy = read_trajectory(next(tmp_path.glob("reach_decoy_*")))
+    for traj in (table, decoy):
+        assert traj.quality == "failure" and traj.frames.shape == (31, 128, 128, 3)
+        assert not traj.success.any() and traj.extra["final_distance"] > collect.SUCCESS_DISTANCE
+        assert traj.progress.shape == (31,) and traj.progress.max() < 1.0
+    # the table episode's seed reproduces a gripper that ends low (on the table), not at the start height
+    env = gym.make("rlrm/FetchReach-v0")
+    try:
+        seed = table.extra["seed"]
+        obs, _ = env.reset(seed=seed)
+        z0 = obs["achieved_goal"][2]
+        policy = collect.hard_negative_policy("table", np.random.default_rng(seed), obs["desired_goal"], obs["achieved_goal"])
+        for _ in range(30):
+            obs, *_ = env.step(policy(obs))
+    finally:
+        env.close()
+    assert obs["achieved_goal"][2] < min(z0 - 0.03, 0.45)
+
+
+def test_hard_negative_finetune_config_starts_from_the_demo_checkpoint():
+    from rlrm.train.cli import load_train_config
+    from rlrm.train.trainer import TrainConfig
+
+    cfg = TrainConfig.from_dict(load_train_config("demo_hardneg", ["data=somewhere"]))
+    base = TrainConfig.from_dict(load_train_config("demo", ["data=somewhere"]))
+    assert cfg.model != "tiny" and not cfg.tiny and cfg.threads == 1
+    assert cfg.lr < base.lr and cfg.steps < base.steps and cfg.max_minutes is not None

@@ -7,12 +7,21 @@ frames are exactly what RL renders: 128x128, fast rendering, the env's default c
 * suboptimal  - the same controller aimed at a point 7-13 cm off the target (never succeeds);
 * failure     - a smoothed random walk, moving away from the target, or holding still.
 
+Hard negatives (``--hard-negatives``, for the fine-tune that fixes the "press on the table" exploit SAC
+found; labelled ``failure``, true distance-based progress as above):
+
+* table  - the gripper driven down onto the table (z 0.38-0.41) at a point 12+ cm (xy) from the target,
+  then held there;
+* decoy  - the controller reaches a decoy point 12-25 cm from the target, then stops.
+
 Random FetchPush episodes (labelled ``failure``, task id ``fetch_push``) show the model videos of
 another task, so the published "different task" preference pairs can be drawn. Each episode is written with :func:`rlrm.train.data.write_trajectory`, with true
 per-frame progress ``clip((d0 - d_t) / (d0 - 0.05), 0, 1)`` (d: gripper- or block-to-target
 distance; 1 exactly when Fetch reports success) and per-frame ``info["is_success"]``.
 
     python experiments/demo_model/collect.py --out outputs/demo_model/data
+    python experiments/demo_model/collect.py --hard-negatives --link outputs/demo_model/data \
+        --out outputs/demo_model_v2/data   # hard negatives + symlinks to the original episodes
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -112,6 +122,99 @@ def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: n
     return act
 
 
+HARD_NEGATIVE_KINDS = ("table", "decoy")
+
+
+def hard_negative_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: np.ndarray):
+    """A closure obs -> action that ends away from ``goal``: ``table`` (pressed down) or ``decoy`` (stopped)."""
+    speed = rng.uniform(0.15, 0.4)
+    noise = rng.uniform(0.0, 0.15)
+    for _ in range(1000):  # a point in the reachable box around the start, far enough from the target
+        aim = start + rng.uniform(-0.15, 0.15, size=3)
+        if kind == "table":
+            aim[2] = rng.uniform(0.38, 0.41)  # at / into the table top (~0.42): the gripper rests on it
+            if np.linalg.norm((aim - goal)[:2]) >= 0.12:
+                break
+        elif np.linalg.norm(aim - goal) >= 0.12 and np.linalg.norm(aim - goal) <= 0.25:
+            break
+    else:
+        raise RuntimeError(f"no {kind} aim point found away from the target {goal}")
+    stop_at = int(rng.integers(25, 45))  # decoy: stops moving after this step
+    state = {"t": 0}
+
+    def act(obs: dict) -> np.ndarray:
+        t = state["t"]
+        state["t"] += 1
+        a = np.zeros(4)
+        if kind == "decoy" and t >= stop_at:
+            a[:3] = rng.normal(scale=0.02, size=3)
+        else:
+            a[:3] = towards(obs["achieved_goal"], aim, speed) + rng.normal(scale=noise * speed, size=3)
+        a[3] = rng.uniform(-1, 1)
+        return np.clip(a, -1, 1)
+
+    return act
+
+
+def collect_hard_negatives(env, out: Path, kind: str, count: int, seed0: int, steps: int, bar) -> int:
+    """Write ``count`` FetchReach hard-negative failures of ``kind`` (table/decoy); returns seeds used."""
+    if kind not in HARD_NEGATIVE_KINDS:
+        raise ValueError(f"hard-negative kind must be one of {HARD_NEGATIVE_KINDS}, got {kind!r}")
+    written, seed = 0, seed0
+    while written < count:
+        seed += 1
+        rng = np.random.default_rng(seed)
+        frames, dists, succ = run_episode(
+            env, lambda o, rng=rng: hard_negative_policy(kind, rng, o["desired_goal"], o["achieved_goal"]), seed, steps
+        )
+        if succ.any():
+            continue  # passed through the target: not a failure
+        task = REACH_PHRASINGS[0] if rng.random() < 0.6 else REACH_PHRASINGS[int(rng.integers(len(REACH_PHRASINGS)))]
+        write_trajectory(
+            Trajectory(frames, task, "failure", progress_curve(dists, succ), succ, task_id="fetch_reach",
+                       episode_id=f"reach_{kind}_{seed:08d}", source=f"rlrm/FetchReach-v0 scripted hard negative ({kind})",
+                       extra={"seed": seed, "final_distance": float(dists[-1]), "hard_negative": kind}),
+            out,
+        )
+        written += 1
+        bar.update(1)
+    return seed - seed0
+
+
+def link_episodes(src: Path, dst: Path) -> int:
+    """Symlink every trajectory folder of ``src`` into ``dst`` (absolute links); returns how many."""
+    folders = sorted(p.parent for p in src.glob("*/meta.json"))
+    if not folders:
+        raise FileNotFoundError(f"no trajectories (*/meta.json) under {src} to link")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in folders:
+        link = dst / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve(), target_is_directory=True)
+    return len(folders)
+
+
+def main_hard_negatives(args: argparse.Namespace) -> None:
+    """Hard-negative splits (``train``, ``heldout_hard``) plus links to the ``--link`` episodes."""
+    out = Path(args.out)
+    plan = {"train": (20_000_000, {"table": 40, "decoy": 30}), "heldout_hard": (30_000_000, {"table": 8, "decoy": 7})}
+    reach = gym.make("rlrm/FetchReach-v0")
+    for split, (seed0, counts) in plan.items():
+        counts = {k: max(1, round(v * args.scale)) for k, v in counts.items()}
+        with tqdm(total=sum(counts.values()), desc=f"hard negatives {split}") as bar:
+            offset = seed0
+            for kind, n in counts.items():
+                offset += collect_hard_negatives(reach, out / split, kind, n, offset, args.steps, bar) + 1
+    reach.close()
+    # heldout = original held-out episodes + the hard held-out ones; train = original train + hard train
+    link_episodes(out / "heldout_hard", out / "heldout")
+    if args.link:
+        for split in ("train", "heldout"):
+            n = link_episodes(Path(args.link) / split, out / split)
+            log.info("linked %d %s episodes from %s", n, split, args.link)
+        shutil.copy(Path(args.link) / "instructions.json", out / "instructions.json")
+
+
 def random_push_policy(rng: np.random.Generator):
     """A closure obs -> action for FetchPush: a smoothed random walk of the gripper."""
     smooth = np.zeros(3)
@@ -191,8 +294,15 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/demo_model/data")
     ap.add_argument("--steps", type=int, default=50, help="env steps per episode (frames = steps + 1)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every episode count")
+    ap.add_argument("--hard-negatives", action="store_true",
+                    help="collect only the hard-negative failures (table, decoy) into train/ and heldout_hard/")
+    ap.add_argument("--link", default=None,
+                    help="with --hard-negatives: symlink this data folder's train/ and heldout/ episodes in too")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.hard_negatives:
+        main_hard_negatives(args)
+        return
     plan = {  # split -> seed offset, reach episodes per quality, random push episodes
         "train": (0, {"success": 160, "suboptimal": 60, "failure": 60}, 30),
         "heldout": (10_000_000, {"success": 30, "suboptimal": 15, "failure": 15}, 8),

@@ -7,6 +7,10 @@ then writes ``MODEL_CARD.md`` next to the weights and a results folder
 
     python experiments/demo_model/ship.py --run outputs/demo_model/run \\
         --full outputs/demo_model/eval_full.json --dense outputs/demo_model/eval_dense.json
+
+A hard-negative fine-tune (``run.sh`` stages ``hardneg finetune compare``) ships with ``--base-run`` (the
+from-scratch run it started from) and ``--compare`` (the ``compare.py`` JSON, old vs new on both held-out
+sets); the card then describes both stages.
 """
 
 from __future__ import annotations
@@ -95,6 +99,33 @@ def metric_rows(full: dict, dense: dict | None) -> str:
     return "\n".join(lines)
 
 
+def finetune_section(cfg: dict, last: dict, compare: dict | None) -> str:
+    """Markdown section on the hard-negative fine-tune: why, what data, how, old vs new numbers."""
+    lines = [
+        "",
+        "## Hard-negative fine-tune",
+        "SAC trained on the first version of this model found an exploit: pressing the gripper down onto the",
+        "table away from the red target read as progress ~0.8 and success ~0.85. `collect.py --hard-negatives`",
+        "adds failures of exactly that kind - the gripper driven onto the table (z 0.38-0.41) 12+ cm (xy) from",
+        "the target and held there (`table`), or reaching a decoy point 12-25 cm from the target and stopping",
+        "(`decoy`) - labelled `failure` with the same distance-based true progress. The first model was then",
+        f"fine-tuned on the original episodes + these (`rlrm train --config demo_hardneg`, `model: {cfg['model']}`):",
+        f"lr {cfg['lr']}, {last['step']} steps, {last['minutes']:.0f} min on 1 CPU thread, same objective.",
+    ]
+    if compare:
+        old, new = compare["old"], compare["new"]
+        lines += ["", "| held-out metric | before fine-tune | after |", "|---|---|---|"]
+        for name, label in (("orig_full", "original set, full"), ("orig_dense", "original set, dense (as RL)")):
+            lines.append(f"| VOC, {label} | {_fmt(old[name]['voc'])} | {_fmt(new[name]['voc'])} |")
+            lines.append(f"| success F1 per frame, {label} | {_fmt(old[name]['success_f1'])} | {_fmt(new[name]['success_f1'])} |")
+        for name, label in (("hard_full", "hard negatives, full"), ("hard_dense", "hard negatives, dense")):
+            for key, what in (("final_progress", "mean final progress"), ("final_success_prob", "mean final success prob")):
+                lines.append(f"| {what}, {label} | {_fmt(old[name][key])} | {_fmt(new[name][key])} |")
+        lines.append(f"| true final progress, hard negatives | {_fmt(old['hard_full']['true_final_progress'])} | same |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def confusion_table(full: dict) -> str:
     """Markdown table of the task x instruction confusion matrix."""
     conf = full["summary"].get("confusion")
@@ -115,6 +146,9 @@ def main() -> None:
     ap.add_argument("--dense", type=Path, default=None, help="rlrm eval --json report (mode dense)")
     ap.add_argument("--plots", type=Path, default=None, help="rlrm eval --plots folder (full mode)")
     ap.add_argument("--heldout", type=Path, default=None, help="held-out data folder (default <run>/../data/heldout)")
+    ap.add_argument("--base-run", type=Path, default=None,
+                    help="for a fine-tune: the from-scratch run folder it started from (its config.yaml, train_log.jsonl)")
+    ap.add_argument("--compare", type=Path, default=None, help="for a fine-tune: compare.py JSON (old vs new model)")
     args = ap.parse_args()
 
     model_dir = args.run / "model"
@@ -162,10 +196,16 @@ def main() -> None:
                 params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not iterable)
     counts_md = "\n".join(f"| {tid} | {q} | {n} | {held_counts.get((tid, q), 0)} |"
                           for (tid, q), n in sorted(train_counts.items()))
+    base_cfg, base_last, finetune_md = cfg, last, ""
+    if args.base_run:
+        base_cfg = yaml.safe_load((args.base_run / "config.yaml").read_text())
+        base_log = (args.base_run / "train_log.jsonl").read_text().splitlines()
+        base_last = json.loads([line for line in base_log if line.strip()][-1])
+        finetune_md = finetune_section(cfg, last, json.loads(args.compare.read_text()) if args.compare else None)
     card = f"""# `demo` reward model (tiny Qwen3-VL Robometer for FetchReach)
 
 A {params / 1e6:.2f} M-parameter Robometer (Qwen3-VL backbone + progress / success / preference heads)
-trained from scratch on CPU for `rlrm/FetchReach-v0`. Load it with `make_reward_model("demo")`.
+trained {"from scratch, then fine-tuned on hard negatives," if args.base_run else "from scratch"} on CPU for `rlrm/FetchReach-v0`. Load it with `make_reward_model("demo")`.
 It exists so that the whole rlrm loop (reward worker, wrappers, RL) runs with a *trained* reward
 model on a laptop; it knows nothing beyond this one simulated task and camera.
 
@@ -195,14 +235,14 @@ Instructions: {len(train_tasks)} phrasings, e.g. {', '.join(repr(t) for t, _ in 
 `rlrm train --config demo data=outputs/demo_model/data/train output_dir=outputs/demo_model/run`).
 Published Robometer objective (two-hot progress cross-entropy over 10 bins, class-balanced success BCE,
 preference BCE on `<|pref_token|>` for suboptimal / rewound / different-task pairs; total = sum), AdamW
-lr {cfg['lr']}, {cfg['batch_size']} views + {cfg['pair_batch_size']} pairs per step, seed {cfg['seed']}.
-Ran {last['step']} steps in {last['minutes']:.0f} min on 2 shared CPU cores (1 torch thread).
-**Deviation from the published recipe:** `progress_on: {cfg.get('progress_on')}` - failed and suboptimal episodes are
+lr {base_cfg['lr']}, {base_cfg['batch_size']} views + {base_cfg['pair_batch_size']} pairs per step, seed {base_cfg['seed']}.
+Ran {base_last['step']} steps in {base_last['minutes']:.0f} min on 2 shared CPU cores (1 torch thread).
+**Deviation from the published recipe:** `progress_on: {base_cfg.get('progress_on')}` - failed and suboptimal episodes are
 progress targets too (the simulator knows their true progress). Trained on successes only, a first
 200-step run learned "progress = position in the sequence" and scored failures like successes.
 Last logged losses: total {last['total']:.3f}, progress {last['progress']:.3f}, success {last['success']:.3f},
-preference {last['preference']:.3f} (`experiments/demo_model/results/train_loss.png`).
-
+preference {last['preference']:.3f} (`experiments/demo_model/results/train_loss.png`{", of the fine-tune" if args.base_run else ""}).
+{finetune_md}
 ## Held-out evaluation (`rlrm eval`, {full['summary']['num_trajectories']} episodes never seen in training)
 {metric_rows(full, dense)}
 
