@@ -161,5 +161,11 @@ def make_robot_env(name: str, sim: bool = False, **overrides: Any) -> RobotEnv:
     if cfg.get("teleop"):
         from robots.teleop import make_teleop
 
+        if env_cfg.action_mode == "joints":
+            raise ValueError(
+                f"teleop {cfg['teleop']} drives the end effector and cannot replace joint actions; with "
+                "action_mode='joints' pass teleop=None (or use an end-effector action_mode)"
+            )
+
         teleop = make_teleop(cfg["teleop"], action_mode=env_cfg.action_mode, device=device)
     return RobotEnv(backend, env_cfg, cameras=cameras, teleop=teleop, **passthrough)

@@ -1,12 +1,14 @@
 """A real robot as a gymnasium env, with all safety handling in one place.
 
 * :class:`RobotEnvConfig` - task, control rate, action mode, step sizes, safety, home/reset (Hydra-fillable).
-* :class:`RobotEnv` - end-effector delta actions in [-1, 1] -> safe targets -> a :class:`RobotBackend`.
+* :class:`RobotEnv` - end-effector (or joint, ``action_mode="joints"``) delta actions in [-1, 1] -> safe
+  targets -> a :class:`RobotBackend`.
 * :class:`RobotStoppedError` - ``reset()`` after ``stop()`` without ``resume()``.
 
 Per step: teleop may replace the action -> NaN/inf check (robot holds, error raised) -> scale by
 step sizes -> :class:`~robots.safety.SafetyFilter` (orientation range, per-step limits, workspace
-box) -> backend (with bounded controller-error recovery) -> rate limiter -> observation.
+box; in joint mode :class:`~robots.safety.JointSafetyFilter`: joint limits, per-step joint limit, FK
+inside the box) -> backend (with bounded controller-error recovery) -> rate limiter -> observation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import numpy as np
 
 from robots.backend import ControllerError, RobotBackend, RobotError, RobotState
 from robots.geometry import EEPose, matrix_to_rotvec, rpy_to_matrix
-from robots.safety import RateLimiter, SafetyConfig, SafetyFilter, UnsafeActionError, check_action
+from robots.safety import (
+    JointSafetyFilter,
+    RateLimiter,
+    SafetyConfig,
+    SafetyFilter,
+    UnsafeActionError,
+    check_action,
+)
 
 __all__ = ["RobotEnvConfig", "RobotEnv", "RobotStoppedError", "ACTION_MODES"]
 
@@ -32,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # action layout before the gripper entry: which end-effector axes the policy moves
 ACTION_MODES = {"xyz": 3, "xyz_yaw": 4, "xyz_rpy": 6}
+# joint-space action: one delta per body joint (count from the backend's joint limits) + gripper
+JOINT_MODE = "joints"
 
 
 class RobotStoppedError(RuntimeError):
@@ -45,9 +56,11 @@ class RobotEnvConfig:
     Args:
         task: instruction text, exposed as ``env.unwrapped.task`` and ``info["task"]``.
         fps: control rate (Hz); each ``step`` takes one period.
-        action_mode: ``"xyz"``, ``"xyz_yaw"`` or ``"xyz_rpy"``; the gripper is always the last entry.
+        action_mode: ``"xyz"``, ``"xyz_yaw"``, ``"xyz_rpy"`` (end effector) or ``"joints"`` (per-joint
+            deltas; backends with ``command_joints``, i.e. SO-101); the gripper is always the last entry.
         step_size_m: end-effector translation for action 1.0 (m per step).
         step_size_rad: rotation for action 1.0 (rad per step).
+        joint_step_deg: per-joint change for action 1.0 (deg per step), ``action_mode="joints"`` only.
         safety: workspace box and per-step limits (:class:`SafetyConfig`).
         home_pose: ``[x, y, z, roll, pitch, yaw]`` (m, rad) reached on reset; must lie in the workspace.
         home_speed: fraction (0, 1] of the arm's speed limits used for resets.
@@ -63,6 +76,7 @@ class RobotEnvConfig:
     action_mode: str = "xyz"
     step_size_m: float = 0.01
     step_size_rad: float = 0.05
+    joint_step_deg: list[float] = field(default_factory=lambda: [3.0] * 5)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     home_pose: list[float] = field(default_factory=lambda: [0.45, 0.0, 0.25, np.pi, 0.0, 0.0])
     home_speed: float = 0.1
@@ -75,8 +89,12 @@ class RobotEnvConfig:
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
             self.safety = SafetyConfig(**self.safety)
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {sorted(ACTION_MODES)}, got {self.action_mode!r}")
+        if self.action_mode not in ACTION_MODES and self.action_mode != JOINT_MODE:
+            raise ValueError(
+                f"action_mode must be one of {sorted(ACTION_MODES) + [JOINT_MODE]}, got {self.action_mode!r}"
+            )
+        if not all(float(s) > 0 for s in self.joint_step_deg):
+            raise ValueError(f"joint_step_deg must be > 0 (deg per step), got {self.joint_step_deg}")
         if len(self.home_pose) != 6:
             raise ValueError(f"home_pose must be [x, y, z, roll, pitch, yaw] (m, rad), got {self.home_pose}")
         if not self.safety.contains(self.home_pose[:3]):
@@ -142,10 +160,17 @@ class RobotEnv(gym.Env):
         self.reset_callback = reset_callback
         self.render_mode = render_mode
         self.task = self.config.task
-        self._n_axes = ACTION_MODES[self.config.action_mode]
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (self._n_axes + 1,), np.float32)
         self._home = EEPose.from_vector(self.config.home_pose)
         self.safety = SafetyFilter(self.config.safety, self._home.rotation)
+        self.joint_safety: JointSafetyFilter | None = None
+        self._joint_target: np.ndarray | None = None
+        self.backend.connect()
+        if self.config.action_mode == JOINT_MODE:
+            self.joint_safety = self._make_joint_safety()
+            self._n_axes = len(self.joint_safety.low)
+        else:
+            self._n_axes = ACTION_MODES[self.config.action_mode]
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self._n_axes + 1,), np.float32)
         self.rate = RateLimiter(self.config.fps, clock=clock, sleep=sleep)
         self._stopped = threading.Event()
         self._command_lock = threading.Lock()
@@ -154,7 +179,6 @@ class RobotEnv(gym.Env):
         self._intervening = False
         self._last_obs: dict[str, np.ndarray] | None = None
         self._rng = np.random.default_rng(self.config.seed)
-        self.backend.connect()
         for cam in self.cameras.values():
             cam.connect()
         spaces = {
@@ -230,6 +254,9 @@ class RobotEnv(gym.Env):
             )
         self._target = EEPose(np.clip(state.pose.position, self.config.safety.low, self.config.safety.high),
                               state.pose.rotation)
+        self._joint_target = None
+        if self.joint_safety is not None:
+            self._joint_target = np.asarray(state.joints[: self._n_axes], dtype=float).copy()
         self._gripper_target = 1.0
         self._intervening = False
         self._elapsed_steps = 0
@@ -242,7 +269,6 @@ class RobotEnv(gym.Env):
         if self._target is None:
             raise RuntimeError("Cannot call env.step() before calling env.reset()")
         info: dict[str, Any] = {"task": self.task, "stopped": False, "recovered": 0}
-        terminated = truncated = False
         policy_action = action
         command = self.teleop.poll() if self.teleop is not None else None
         was_intervening = self._intervening
@@ -269,6 +295,8 @@ class RobotEnv(gym.Env):
             self._hold()
             raise
         action = np.clip(action, -1.0, 1.0)
+        if self.joint_safety is not None:
+            return self._step_joints(action, info, command)
         state = self._read_state()
         desired = self._desired_pose(state.pose, action[: self._n_axes])
         safe = self.safety.apply(desired, self._target)
@@ -290,6 +318,11 @@ class RobotEnv(gym.Env):
             clipped_rotation=safe.clipped_rotation,
             stopped=self.stopped,
         )
+        return self._finish_step(obs, info, command)
+
+    def _finish_step(self, obs, info: dict[str, Any], command):
+        """Episode bookkeeping shared by both action spaces: truncation and a person's labels."""
+        terminated = False
         self._elapsed_steps += 1
         limit = self.config.max_episode_steps
         truncated = limit is not None and self._elapsed_steps >= limit
@@ -324,6 +357,54 @@ class RobotEnv(gym.Env):
         self.backend.disconnect()
 
     # ------------------------------------------------------------------ internals
+    def _make_joint_safety(self) -> JointSafetyFilter:
+        """The joint filter from the backend's limits, FK and quantisation; clear error if it has none."""
+        needed = ("joint_limits_deg", "joint_pose", "command_joints")
+        missing = [m for m in needed if not hasattr(self.backend, m)]
+        if missing:
+            raise ValueError(
+                f"action_mode='joints' needs a backend with {list(needed)}; {self.backend.name} lacks {missing} "
+                f"(use one of {sorted(ACTION_MODES)})"
+            )
+        low, high = self.backend.joint_limits_deg()
+        if len(self.config.joint_step_deg) != len(low):
+            raise ValueError(
+                f"joint_step_deg must have {len(low)} values (deg per step, one per joint), got {self.config.joint_step_deg}"
+            )
+        return JointSafetyFilter(self.config.safety, self.backend.joint_pose, low, high,
+                                 quantize=getattr(self.backend, "quantize_joints", None))
+
+    def _step_joints(self, action: np.ndarray, info: dict[str, Any], command):
+        """Joint-space step: target := previous joint target + scaled deltas, through the joint filter."""
+        n = self._n_axes
+        desired = self._joint_target + action[:n] * np.asarray(self.config.joint_step_deg, dtype=float)
+        safe = self.joint_safety.apply(desired, self._joint_target)
+        gripper = float((action[-1] + 1.0) / 2.0)
+        sent = np.zeros(self.action_space.shape, np.float32)
+        sent[:n] = (safe.joints - self._joint_target) / np.asarray(self.config.joint_step_deg, dtype=float)
+        sent[-1] = gripper * 2.0 - 1.0
+        with self._command_lock:
+            if not self.stopped:
+                info["recovered"] = self._with_recovery(
+                    "command", lambda: self.backend.command_joints(safe.joints, gripper)
+                )
+                self._joint_target, self._gripper_target = safe.joints.copy(), gripper
+                self._target = safe.pose
+        info["overrun_s"] = self.rate.wait()
+        obs = self._observe(self._read_state())
+        info.update(
+            action=np.clip(sent, -1.0, 1.0),
+            commanded_joints=safe.joints.copy(),
+            commanded_pose=safe.pose.as_vector(),
+            clipped=safe.clipped,
+            clipped_limits=safe.clipped_limits,
+            clipped_workspace=safe.clipped_workspace,
+            clipped_step=safe.clipped_step,
+            clipped_rotation=False,
+            stopped=self.stopped,
+        )
+        return self._finish_step(obs, info, command)
+
     def _desired_pose(self, current: EEPose, axes: np.ndarray) -> EEPose:
         """Measured pose + scaled delta (translation in the base frame, rotation pre-multiplied)."""
         position = current.position + axes[:3] * self.config.step_size_m
@@ -350,7 +431,10 @@ class RobotEnv(gym.Env):
         """Re-command the last safe target so the robot holds where it was told to be."""
         if self._target is not None and not self.stopped:
             with self._command_lock:
-                self.backend.command_ee(self._target, self._gripper_target)
+                if self._joint_target is not None:
+                    self.backend.command_joints(self._joint_target, self._gripper_target)
+                else:
+                    self.backend.command_ee(self._target, self._gripper_target)
 
     def _read_state(self) -> RobotState:
         holder: list[RobotState] = []

@@ -2,6 +2,7 @@
 
 * :class:`SafetyConfig` - workspace box, per-step translation/rotation limits, orientation range.
 * :class:`SafetyFilter` - turns a desired end-effector target into a safe one (clip to box, limit step).
+* :class:`JointSafetyFilter` - the same for joint targets: joint limits, per-step limit, FK inside the box.
 * :class:`UnsafeActionError` - a NaN/inf or wrongly shaped action; the robot holds.
 * :func:`check_action` - validate a policy action before it is used.
 * :class:`RateLimiter` - holds the control loop at ``fps`` and counts overruns (injectable clock).
@@ -21,7 +22,8 @@ import numpy as np
 
 from robots.geometry import EEPose, matrix_to_rotvec, rotvec_to_matrix
 
-__all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget"]
+__all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget",
+           "JointSafetyFilter", "SafeJointTarget"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class SafetyConfig:
         workspace_high: (3,) m, upper corner.
         max_step_m: largest translation between two consecutive commanded targets (m).
         max_step_rad: largest rotation between two consecutive commanded targets (rad).
+        max_step_deg: largest change of any joint between two consecutive joint targets (deg;
+            ``action_mode="joints"`` only).
         rotation_range_rad: (3,) largest rotation (axis-angle components, rad) away from the home
             orientation; keeps the gripper roughly pointing where it pointed at home.
     """
@@ -47,6 +51,7 @@ class SafetyConfig:
     workspace_high: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.4])
     max_step_m: float = 0.02
     max_step_rad: float = 0.1
+    max_step_deg: float = 5.0
     rotation_range_rad: list[float] = field(default_factory=lambda: [0.5, 0.5, 1.57])
 
     def __post_init__(self) -> None:
@@ -60,6 +65,8 @@ class SafetyConfig:
             raise ValueError(
                 f"max_step_m and max_step_rad must be > 0, got {self.max_step_m}, {self.max_step_rad}"
             )
+        if not self.max_step_deg > 0:
+            raise ValueError(f"max_step_deg must be > 0 (deg), got {self.max_step_deg}")
         if np.asarray(self.rotation_range_rad, float).shape != (3,):
             raise ValueError(f"rotation_range_rad must have 3 values (rad), got {self.rotation_range_rad}")
 
@@ -170,6 +177,95 @@ class SafetyFilter:
         """Whether a rotation lies within ``rotation_range_rad`` of the home orientation."""
         rel = matrix_to_rotvec(self.home_rotation.T @ rotation)
         return bool(np.all(np.abs(rel) <= np.asarray(self.config.rotation_range_rad) + tol))
+
+
+@dataclass
+class SafeJointTarget:
+    """A joint target (deg) after the joint safety filter, with what the filter changed."""
+
+    joints: np.ndarray
+    pose: EEPose
+    clipped_limits: bool
+    clipped_step: bool
+    clipped_workspace: bool
+
+    @property
+    def clipped(self) -> bool:
+        """Whether any limit changed the target."""
+        return self.clipped_limits or self.clipped_step or self.clipped_workspace
+
+
+class JointSafetyFilter:
+    """Makes joint targets safe: joint limits, per-step joint limit, forward kinematics inside the box.
+
+    The box is Cartesian, so after the joint limits and the step limit the step from the previous
+    target is scaled back (bisection on the fraction of the step) until the FK position of the
+    target lies in the workspace. ``quantize`` maps a target to what the controller will really
+    receive (e.g. servo ticks), and the checks run on that, so the received target is the checked one.
+
+    >>> from robots.so101 import SO101Kinematics
+    >>> k = SO101Kinematics()
+    >>> fk = lambda deg: k.forward(np.radians(deg + np.array([0, 0, 90, 0, 0])))
+    >>> f = JointSafetyFilter(SafetyConfig([0.1, -0.2, 0.0], [0.4, 0.2, 0.3]), fk, [-150] * 5, [150] * 5)
+    >>> prev = np.array([0.0, 20.0, 0.0, 70.0, 0.0])
+    >>> safe = f.apply(prev + [0, 40, 0, 0, 0], prev)
+    >>> float(safe.joints[1]), safe.clipped_step
+    (25.0, True)
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig,
+        forward: Callable[[np.ndarray], EEPose],
+        low_deg,
+        high_deg,
+        quantize: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.config = config
+        self.forward = forward
+        self.low, self.high = np.asarray(low_deg, dtype=float), np.asarray(high_deg, dtype=float)
+        if self.low.shape != self.high.shape or self.low.ndim != 1 or not np.all(self.low < self.high):
+            raise ValueError(f"joint limits must be (n,) deg with low < high, got {low_deg} and {high_deg}")
+        self.quantize = quantize or (lambda q: q)
+
+    def _violation(self, joints: np.ndarray) -> float:
+        """How far (m) the FK position of ``joints`` lies outside the box (0 inside)."""
+        p = self.forward(joints).position
+        return float(np.max(np.maximum(self.config.low - p, 0) + np.maximum(p - self.config.high, 0)))
+
+    def apply(self, desired, previous) -> SafeJointTarget:
+        """Return the safe joint target (deg) closest to ``desired`` along the step from ``previous``."""
+        desired, previous = np.asarray(desired, dtype=float), np.asarray(previous, dtype=float)
+        if desired.shape != self.low.shape or previous.shape != self.low.shape:
+            raise ValueError(f"joint targets must have shape {self.low.shape} (deg), got {desired.shape}, {previous.shape}")
+        limited = np.clip(desired, self.low, self.high)
+        clipped_limits = bool(np.any(limited != desired))
+        lim = self.config.max_step_deg
+        delta = np.clip(limited - previous, -lim, lim)
+        clipped_step = bool(np.any(delta != limited - previous))
+        # a previous target outside the box (measured start within reset's tolerance) may not get worse
+        allowed = max(self._violation(self.quantize(previous)), 0.0) + 1e-12
+
+        def ok(t: float) -> np.ndarray | None:
+            q = self.quantize(np.clip(previous + delta * t, self.low, self.high))
+            if np.any(np.abs(q - previous) > lim + 1e-9) or self._violation(q) > allowed:
+                return None
+            return q
+
+        target, clipped_ws = ok(1.0), False
+        if target is None:
+            clipped_ws, lo, hi = True, 0.0, 1.0
+            target = ok(0.0)
+            if target is None:  # quantisation of the previous target itself fails: hold exactly
+                target = previous.copy()
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                q = ok(mid)
+                if q is None:
+                    hi = mid
+                else:
+                    lo, target = mid, q
+        return SafeJointTarget(target, self.forward(target), clipped_limits, clipped_step, clipped_ws)
 
 
 class RateLimiter:

@@ -3,7 +3,8 @@
 * :data:`SO101_MOTORS` - LeRobot's motor names and ids.
 * :class:`SO101Kinematics` - forward/inverse kinematics of the arm with the gripper pointing down.
 * :class:`SO101Config` - serial port, LeRobot calibration file, kinematic zero offsets, joint step limit.
-* :class:`SO101Backend` - reads/writes positions by sync read/write; EE targets -> IK -> goals.
+* :class:`SO101Backend` - reads/writes positions by sync read/write; EE targets -> IK -> goals, or
+  joint targets (``action_mode="joints"``) straight to goals.
 
 Joint units are LeRobot's: degrees (0 at the middle of the calibrated range) for the body, 0..100 for
 the gripper, so existing LeRobot calibrations and datasets line up. Link lengths come from the SO-101
@@ -104,6 +105,7 @@ class SO101Config:
         joint_sign, joint_offset_deg: kinematic angle = sign * (LeRobot degrees) + offset, per body joint;
             check them once with ``python -m robots.check so101`` (the printed pose must match the arm).
         max_joint_step_deg: largest change of any joint goal per command (second fence after the env's limits).
+        joint_limits_deg: optional ``[[low, high]] * 5`` (LeRobot deg) narrowing the calibrated ranges.
         home_step_s: period of the joint-space interpolation used for homing.
         kinematics: link lengths and tool pitch.
     """
@@ -113,12 +115,20 @@ class SO101Config:
     joint_sign: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0])
     joint_offset_deg: list[float] = field(default_factory=lambda: [0.0, 0.0, 90.0, 0.0, 0.0])
     max_joint_step_deg: float = 10.0
+    joint_limits_deg: list[list[float]] | None = None
     home_step_s: float = 0.02
     kinematics: SO101Kinematics = field(default_factory=SO101Kinematics)
 
     def __post_init__(self) -> None:
         if isinstance(self.kinematics, dict):
             self.kinematics = SO101Kinematics(**self.kinematics)
+        if self.joint_limits_deg is not None:
+            lim = np.asarray(self.joint_limits_deg, dtype=float)
+            if lim.shape != (5, 2) or not np.all(lim[:, 0] < lim[:, 1]):
+                raise ValueError(
+                    f"joint_limits_deg must be [[low, high]] for the 5 body joints {BODY} (deg, low < high), "
+                    f"got {self.joint_limits_deg}"
+                )
 
 
 class SO101Backend(RobotBackend):
@@ -201,6 +211,38 @@ class SO101Backend(RobotBackend):
         goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, deg, strict=True)}
         goals["gripper"] = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
         return goals
+
+    # -- joint-space control (RobotEnv action_mode="joints")
+    def joint_limits_deg(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) (5,) LeRobot degrees of the body joints: calibrated ranges, narrowed by the config."""
+        low = np.array([normalize(self.calibration[m].range_min, self.calibration[m], "degrees") for m in BODY])
+        high = np.array([normalize(self.calibration[m].range_max, self.calibration[m], "degrees") for m in BODY])
+        low, high = np.minimum(low, high), np.maximum(low, high)  # drive_mode 1 flips the sign
+        if self.config.joint_limits_deg is not None:
+            lim = np.asarray(self.config.joint_limits_deg, dtype=float)
+            low, high = np.maximum(low, lim[:, 0]), np.minimum(high, lim[:, 1])
+        return low, high
+
+    def quantize_joints(self, degrees) -> np.ndarray:
+        """The body-joint degrees (5,) the servos will really hold for ``degrees`` (tick rounding, ranges)."""
+        return np.array([
+            normalize(unnormalize(float(d), self.calibration[m], "degrees"), self.calibration[m], "degrees")
+            for m, d in zip(BODY, degrees, strict=True)
+        ])
+
+    def joint_pose(self, degrees) -> EEPose:
+        """Forward kinematics of body-joint LeRobot degrees (5,)."""
+        return self.kin.forward(self._to_kinematic(np.asarray(degrees, dtype=float)))
+
+    def command_joints(self, degrees, gripper: float) -> None:
+        """One sync write of body-joint goals (5,) deg (already safe) and the gripper opening in [0, 1]."""
+        with self.bus.lock:
+            present = self._to_degrees(self.bus.sync_read("Present_Position"))
+            lim = self.config.max_joint_step_deg
+            deg = np.clip(np.asarray(degrees, dtype=float), present[:5] - lim, present[:5] + lim)
+            goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, deg, strict=True)}
+            goals["gripper"] = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
+            self.bus.sync_write("Goal_Position", goals)
 
     def command_ee(self, pose: EEPose, gripper: float) -> None:
         """One sync write of all six goal positions."""
