@@ -118,7 +118,8 @@ class RobotEnv(gym.Env):
     """A robot arm as a gymnasium env: EE-delta actions, camera + proprio observations, safe by construction.
 
     Action: ``(k + 1,)`` float in [-1, 1]: ``k`` end-effector axes (see ``action_mode``) scaled by
-    ``step_size_m`` / ``step_size_rad``, then the gripper (-1 closed, +1 open, absolute).
+    ``step_size_m`` / ``step_size_rad``, then the gripper (-1 closed, +1 open, absolute). With
+    ``action_mode="joints"``: one delta per body joint scaled by ``joint_step_deg``, then the gripper.
     Observation: dict with one ``(H, W, 3)`` uint8 image per camera, ``ee_pose`` (6,) float32
     ``[x, y, z, roll, pitch, yaw]``, ``gripper`` (1,) float32 in [0, 1], ``joints`` (n,) float32.
     Reward is always 0.0 here: wrap with ``rlrm.wrappers.RobometerReward``.
