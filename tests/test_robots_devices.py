@@ -29,7 +29,7 @@ def write_video(path, n=60, h=48, w=64):
 
 def test_opencv_camera_reads_latest_frame_in_background(tmp_path):
     path = tmp_path / "clip.avi"
-    write_video(path)
+    write_video(path, n=600)  # long enough that the reader thread is still replacing frames below
     cam = OpenCVCamera(CameraConfig(source=str(path), size=[24, 32], crop=[0, 0, 48, 32], max_age_s=5.0))
     cam.connect()
     try:
