@@ -84,12 +84,7 @@ def _make_backend(name: str, sim: bool, backend_cfg: dict, env_cfg: RobotEnvConf
     if name == "franka":
         from robots.franka import FrankaConfig
 
-        velocity_defaults = {  # velocity mode: the env's period and step limits, unless the yaml sets them
-            "velocity_dt_s": 1.0 / env_cfg.fps,
-            "max_step_m": env_cfg.safety.max_step_m,
-            "max_step_rad": env_cfg.safety.max_step_rad,
-        }
-        config = FrankaConfig(**{**velocity_defaults, **backend_cfg})
+        config = FrankaConfig(**backend_cfg)
         if sim:
             from robots.sim.franky_sim import SimFrankaBackend
 

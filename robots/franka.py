@@ -1,11 +1,8 @@
 """Franka Emika Panda / FR3 through franky (``franky-control``).
 
 * :class:`FrankaConfig` - FCI host, dynamics factor, collision thresholds, gripper, home joints.
-* :func:`cartesian_twist` - the velocity-mode twist toward a target, capped by the per-step limits.
 * :class:`FrankaBackend` - streams absolute Cartesian targets as asynchronous franky motions (each
   new motion takes over the running one seamlessly), Franka gripper, ``recover_from_errors``.
-  ``motion="position"`` sends ``CartesianMotion`` targets; ``motion="velocity"`` sends
-  ``CartesianVelocityMotion`` twists ``(target - current) / dt`` clipped to the per-step limits / dt.
 
 Tested against franky-sim (:mod:`robots.sim.franky_sim`), which serves the libfranka protocol on
 loopback from a MuJoCo FR3.
@@ -19,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.backend import ControllerError, RobotBackend, RobotState
-from robots.geometry import EEPose, matrix_to_rotvec, quat_to_matrix
+from robots.geometry import EEPose, quat_to_matrix
 
-__all__ = ["FrankaConfig", "FrankaBackend", "cartesian_twist"]
+__all__ = ["FrankaConfig", "FrankaBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +35,6 @@ class FrankaConfig:
         gripper: drive the Franka Hand.
         gripper_speed: m/s; gripper_max_width: m (opening at gripper=1.0).
         home_joints: optional 7 joint angles (rad) to visit before the Cartesian home pose.
-        motion: ``"position"`` (Cartesian target motions) or ``"velocity"`` (Cartesian velocity motions).
-        velocity_dt_s: velocity mode: control period (s); a twist is held this long, then franky brakes
-            (``make_robot_env`` sets it to ``1 / fps``).
-        max_step_m, max_step_rad: velocity mode: speed caps as distance per ``velocity_dt_s``
-            (``make_robot_env`` copies the env's safety step limits).
     """
 
     host: str = "172.16.0.2"
@@ -54,38 +46,6 @@ class FrankaConfig:
     gripper_speed: float = 0.05
     gripper_max_width: float = 0.08
     home_joints: list[float] | None = None
-    motion: str = "position"
-    velocity_dt_s: float = 0.1
-    max_step_m: float = 0.02
-    max_step_rad: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.motion not in ("position", "velocity"):
-            raise ValueError(f"motion must be 'position' or 'velocity', got {self.motion!r}")
-        if not (self.velocity_dt_s > 0 and self.max_step_m > 0 and self.max_step_rad > 0):
-            raise ValueError(
-                f"velocity_dt_s, max_step_m, max_step_rad must be > 0, got {self.velocity_dt_s}, "
-                f"{self.max_step_m}, {self.max_step_rad}"
-            )
-
-
-def cartesian_twist(
-    current: EEPose, target: EEPose, dt: float, max_step_m: float, max_step_rad: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Base-frame twist ``((3,) m/s, (3,) rad/s)`` reaching ``target`` from ``current`` in ``dt`` seconds,
-    each part clipped (by norm, direction kept) to ``max_step_m / dt`` and ``max_step_rad / dt``.
-
-    >>> v, w = cartesian_twist(EEPose([0.4, 0, 0.3], np.eye(3)), EEPose([0.5, 0, 0.3], np.eye(3)), 0.1, 0.02, 0.1)
-    >>> v.round(3).tolist(), w.tolist()
-    ([0.2, 0.0, 0.0], [0.0, 0.0, 0.0])
-    """
-    linear = (np.asarray(target.position, float) - np.asarray(current.position, float)) / dt
-    angular = matrix_to_rotvec(target.rotation @ current.rotation.T) / dt
-    for vec, cap in ((linear, max_step_m / dt), (angular, max_step_rad / dt)):
-        norm = float(np.linalg.norm(vec))
-        if norm > cap:
-            vec *= cap / norm
-    return linear, angular
 
 
 def _import_franky():
@@ -170,25 +130,11 @@ class FrankaBackend(RobotBackend):
 
         def send():
             self.robot.poll_motion()  # raises the ControlException of a failed previous motion
-            if self.config.motion == "velocity":
-                linear, angular = self.velocity_toward(pose)
-                motion = franky.CartesianVelocityMotion(
-                    franky.RobotVelocity(franky.Twist(linear, angular)),
-                    duration=franky.Duration(max(1, round(self.config.velocity_dt_s * 1000))),
-                )
-            else:
-                motion = franky.CartesianMotion(franky.Affine(pose.position, pose.quat), franky.ReferenceType.Absolute)
+            motion = franky.CartesianMotion(franky.Affine(pose.position, pose.quat), franky.ReferenceType.Absolute)
             self.robot.move(motion, asynchronous=True)
 
         self._wrap(send, "command_ee")
         self._command_gripper(gripper)
-
-    def velocity_toward(self, pose: EEPose) -> tuple[np.ndarray, np.ndarray]:
-        """Twist ``((3,) m/s, (3,) rad/s)`` from the measured pose toward ``pose`` (:func:`cartesian_twist`)."""
-        cfg = self.config
-        affine = self.robot.current_cartesian_state.pose.end_effector_pose
-        current = EEPose(np.asarray(affine.translation), quat_to_matrix(affine.quaternion))
-        return cartesian_twist(current, pose, cfg.velocity_dt_s, cfg.max_step_m, cfg.max_step_rad)
 
     def _command_gripper(self, gripper: float) -> None:
         """Open/close with hysteresis; a new command only once the previous one finished.
