@@ -47,22 +47,25 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
     * ``transport.name == "ray"``: a :class:`~rlrm.distributed.RayRewardPool` of model replicas on a Ray
       cluster (``transport.address``; None starts a local one), shut down on exit.
     """
-    from rlrm.transport import make_scorer, spawn_worker
-
     if reward.get("kind") == "env":  # the env's own reward: no model, nothing to start
         yield None
         return
+    with contextlib.ExitStack() as stack:
+        scorer = _open_scorer(reward, transport, stack)
+        stack.callback(scorer.close)  # LIFO: the scorer closes before a spawned worker stops
+        yield scorer
+
+
+def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack: contextlib.ExitStack) -> Any:
+    """Build the scorer :func:`open_reward_source` yields; anything it starts is closed by ``stack``."""
+    from rlrm.transport import make_scorer, spawn_worker
+
     timeout_ms = int(transport.get("timeout_ms", 30000))
     if reward.get("source"):
-        scorer = make_scorer(str(reward["source"]), timeout_ms=timeout_ms,
-                             curve_server_key=reward.get("curve_server_key") or None,
-                             enc=reward.get("enc") or "raw")
         log.info("reward source: worker at %s", reward["source"])
-        try:
-            yield scorer
-        finally:
-            scorer.close()
-        return
+        return make_scorer(str(reward["source"]), timeout_ms=timeout_ms,
+                           curve_server_key=reward.get("curve_server_key") or None,
+                           enc=reward.get("enc") or "raw")
     spec = resolve_model_spec(str(reward["model"]))
     name = transport.get("name")
     if name == "worker":
@@ -70,37 +73,22 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         threads = transport.get("threads")
         env = {"OMP_NUM_THREADS": str(int(threads)), "MKL_NUM_THREADS": str(int(threads))} if threads else None
         bind = transport.get("bind", "tcp://127.0.0.1:0")
-        with spawn_worker(spec, bind=bind, env=env, **worker_args) as worker:
-            log.info("reward source: model %r in worker pid %d at %s", spec, worker.pid, worker.url)
-            scorer = make_scorer(worker.url, timeout_ms=timeout_ms)
-            try:
-                yield scorer
-            finally:
-                scorer.close()
-        return
+        worker = stack.enter_context(spawn_worker(spec, bind=bind, env=env, **worker_args))
+        log.info("reward source: model %r in worker pid %d at %s", spec, worker.pid, worker.url)
+        return make_scorer(worker.url, timeout_ms=timeout_ms)
     if name == "local":
         from rlrm.models import make_reward_model
 
-        scorer = make_scorer(make_reward_model(spec))
         log.info("reward source: model %r in this process", spec)
-        try:
-            yield scorer
-        finally:
-            scorer.close()
-        return
+        return make_scorer(make_reward_model(spec))
     if name == "ray":
         from rlrm.distributed import RayRewardPool
 
-        model_kwargs = dict(transport.get("model_kwargs") or {})
-        pool = RayRewardPool(spec, num_actors=int(transport.get("num_actors", 2)),
-                             num_cpus=float(transport.get("num_cpus", 1)), num_gpus=float(transport.get("num_gpus", 0)),
-                             address=transport.get("address"), **model_kwargs)
-        log.info("reward source: model %r on %d Ray actors", spec, int(transport.get("num_actors", 2)))
-        try:
-            yield pool
-        finally:
-            pool.close()
-        return
+        num_actors = int(transport.get("num_actors", 2))
+        log.info("reward source: model %r on %d Ray actors", spec, num_actors)
+        return RayRewardPool(spec, num_actors=num_actors, num_cpus=float(transport.get("num_cpus", 1)),
+                             num_gpus=float(transport.get("num_gpus", 0)), address=transport.get("address"),
+                             **dict(transport.get("model_kwargs") or {}))
     raise ValueError(
         f"unknown transport {name!r}; expected 'worker', 'local' or 'ray' (or set reward.source=tcp://...)"
     )
