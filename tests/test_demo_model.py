@@ -94,7 +94,7 @@ def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
     env = gym.make("rlrm/FetchReach-v0")
     try:
         with tqdm(disable=True) as bar:
-            for kind in ("table", "decoy"):
+            for kind in ("table", "decoy", "hover"):
                 collect.collect_hard_negatives(env, tmp_path, kind, 1, 123, 30, bar)
         with pytest.raises(ValueError, match="hard-negative kind"):
             collect.collect_hard_negatives(env, tmp_path, "jump", 1, 0, 5, bar)
@@ -102,7 +102,8 @@ def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
         env.close()
     table = read_trajectory(next(tmp_path.glob("reach_table_*")))
     decoy = read_trajectory(next(tmp_path.glob("reach_decoy_*")))
-    for traj in (table, decoy):
+    hover = read_trajectory(next(tmp_path.glob("reach_hover_*")))
+    for traj in (table, decoy, hover):
         assert traj.quality == "failure" and traj.frames.shape == (31, 128, 128, 3)
         assert not traj.success.any() and traj.extra["final_distance"] > collect.SUCCESS_DISTANCE
         assert traj.progress.shape == (31,) and traj.progress.max() < 1.0
@@ -118,6 +119,24 @@ def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
     finally:
         env.close()
     assert obs["achieved_goal"][2] < min(z0 - 0.03, 0.45)
+
+
+def test_hover_hard_negative_stops_above_or_below_the_target():
+    """``hover``: right place in the image (within ~3 cm in xy), wrong height (7+ cm off vertically)."""
+    collect = _collect_module()
+    env = gym.make("rlrm/FetchReach-v0")
+    try:
+        for seed in (5, 6, 7):
+            obs, _ = env.reset(seed=seed)
+            goal = obs["desired_goal"].copy()
+            policy = collect.hard_negative_policy("hover", np.random.default_rng(seed), goal, obs["achieved_goal"])
+            for _ in range(40):
+                obs, *_ = env.step(policy(obs))
+            off = obs["achieved_goal"] - goal
+            assert np.linalg.norm(off[:2]) < 0.045, (seed, off)
+            assert abs(off[2]) > 0.05 and np.linalg.norm(off) > collect.SUCCESS_DISTANCE, (seed, off)
+    finally:
+        env.close()
 
 
 def test_hard_negative_finetune_config_starts_from_the_demo_checkpoint():

@@ -12,7 +12,9 @@ found; labelled ``failure``, true distance-based progress as above):
 
 * table  - the gripper driven down onto the table (z 0.38-0.41) at a point 12+ cm (xy) from the target,
   then held there;
-* decoy  - the controller reaches a decoy point 12-25 cm from the target, then stops.
+* decoy  - the controller reaches a decoy point 12-25 cm from the target, then stops;
+* hover  - the controller stops 7-15 cm straight above or below the target (within 3 cm in xy, never
+  into the table): right place in the image, wrong height, the depth ambiguity of a single camera.
 
 Random FetchPush episodes (labelled ``failure``, task id ``fetch_push``) show the model videos of
 another task, so the published "different task" preference pairs can be drawn. Each episode is written with :func:`rlrm.train.data.write_trajectory`, with true
@@ -122,11 +124,12 @@ def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: n
     return act
 
 
-HARD_NEGATIVE_KINDS = ("table", "decoy")
+HARD_NEGATIVE_KINDS = ("table", "decoy", "hover")
 
 
 def hard_negative_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: np.ndarray):
-    """A closure obs -> action that ends away from ``goal``: ``table`` (pressed down) or ``decoy`` (stopped)."""
+    """A closure obs -> action that ends away from ``goal``: ``table`` (pressed down), ``decoy`` (stopped
+    elsewhere) or ``hover`` (stopped above / below it)."""
     speed = rng.uniform(0.15, 0.4)
     noise = rng.uniform(0.0, 0.15)
     for _ in range(1000):  # a point in the reachable box around the start, far enough from the target
@@ -134,6 +137,11 @@ def hard_negative_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, 
         if kind == "table":
             aim[2] = rng.uniform(0.38, 0.41)  # at / into the table top (~0.42): the gripper rests on it
             if np.linalg.norm((aim - goal)[:2]) >= 0.12:
+                break
+        elif kind == "hover":
+            aim = goal + np.r_[rng.uniform(-0.03, 0.03, size=2), rng.choice([-1.0, 1.0]) * rng.uniform(0.07, 0.15)]
+            aim[2] = max(aim[2], 0.43)  # above the table top (~0.42)
+            if np.linalg.norm(aim - goal) >= 0.07:
                 break
         elif np.linalg.norm(aim - goal) >= 0.12 and np.linalg.norm(aim - goal) <= 0.25:
             break
@@ -146,7 +154,7 @@ def hard_negative_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, 
         t = state["t"]
         state["t"] += 1
         a = np.zeros(4)
-        if kind == "decoy" and t >= stop_at:
+        if kind in ("decoy", "hover") and t >= stop_at:
             a[:3] = rng.normal(scale=0.02, size=3)
         else:
             a[:3] = towards(obs["achieved_goal"], aim, speed) + rng.normal(scale=noise * speed, size=3)
@@ -157,7 +165,7 @@ def hard_negative_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, 
 
 
 def collect_hard_negatives(env, out: Path, kind: str, count: int, seed0: int, steps: int, bar) -> int:
-    """Write ``count`` FetchReach hard-negative failures of ``kind`` (table/decoy); returns seeds used."""
+    """Write ``count`` FetchReach hard-negative failures of ``kind`` (table/decoy/hover); returns seeds used."""
     if kind not in HARD_NEGATIVE_KINDS:
         raise ValueError(f"hard-negative kind must be one of {HARD_NEGATIVE_KINDS}, got {kind!r}")
     written, seed = 0, seed0
@@ -197,7 +205,8 @@ def link_episodes(src: Path, dst: Path) -> int:
 def main_hard_negatives(args: argparse.Namespace) -> None:
     """Hard-negative splits (``train``, ``heldout_hard``) plus links to the ``--link`` episodes."""
     out = Path(args.out)
-    plan = {"train": (20_000_000, {"table": 40, "decoy": 30}), "heldout_hard": (30_000_000, {"table": 8, "decoy": 7})}
+    plan = {"train": (20_000_000, {"table": 60, "decoy": 40, "hover": 60}),
+            "heldout_hard": (30_000_000, {"table": 8, "decoy": 7, "hover": 10})}
     reach = gym.make("rlrm/FetchReach-v0")
     for split, (seed0, counts) in plan.items():
         counts = {k: max(1, round(v * args.scale)) for k, v in counts.items()}
@@ -295,7 +304,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="env steps per episode (frames = steps + 1)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every episode count")
     ap.add_argument("--hard-negatives", action="store_true",
-                    help="collect only the hard-negative failures (table, decoy) into train/ and heldout_hard/")
+                    help="collect only the hard-negative failures (table, decoy, hover) into train/ and heldout_hard/")
     ap.add_argument("--link", default=None,
                     help="with --hard-negatives: symlink this data folder's train/ and heldout/ episodes in too")
     args = ap.parse_args()

@@ -39,7 +39,7 @@ def hard_negative_stats(report: dict) -> dict[str, float]:
         "true_final_progress": float(true_p.mean()),
         "final_progress_mae": float(np.abs(final_p - true_p).mean()),
     }
-    for kind in ("table", "decoy"):
+    for kind in ("table", "decoy", "hover"):
         sel = [i for i, t in enumerate(trajs) if t["episode_id"].startswith(f"reach_{kind}_")]
         if sel:
             stats[f"{kind}_final_progress"] = float(final_p[sel].mean())
