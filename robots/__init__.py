@@ -85,13 +85,14 @@ def _make_backend(name: str, sim: bool, backend_cfg: dict, env_cfg: RobotEnvConf
         from robots.franka import FrankaConfig
 
         config = FrankaConfig(**backend_cfg)
+        limits = {"safety": env_cfg.safety, "period_s": 1.0 / env_cfg.fps}  # what motion=velocity caps against
         if sim:
             from robots.sim.franky_sim import SimFrankaBackend
 
-            return SimFrankaBackend(config)
+            return SimFrankaBackend(config, **limits)
         from robots.franka import FrankaBackend
 
-        return FrankaBackend(config)
+        return FrankaBackend(config, **limits)
     if name == "xarm":
         from robots.xarm import XArmBackend, XArmConfig
 

@@ -3,6 +3,9 @@
 * :class:`FrankaConfig` - FCI host, dynamics factor, collision thresholds, gripper, home joints.
 * :class:`FrankaBackend` - streams absolute Cartesian targets as asynchronous franky motions (each
   new motion takes over the running one seamlessly), Franka gripper, ``recover_from_errors``.
+  ``motion="position"`` sends ``CartesianMotion`` targets; ``motion="velocity"`` sends one short
+  ``CartesianVelocityMotion`` per control tick, a twist toward the target capped by the per-step limits
+  and by the braking distance to the walls of the workspace box (:class:`~robots.safety.BrakingVelocityCap`).
 
 Tested against franky-sim (:mod:`robots.sim.franky_sim`), which serves the libfranka protocol on
 loopback from a MuJoCo FR3.
@@ -17,6 +20,7 @@ import numpy as np
 
 from robots.backend import ControllerError, RobotBackend, RobotState
 from robots.geometry import EEPose, quat_to_matrix
+from robots.safety import BrakingVelocityCap, SafetyConfig
 
 __all__ = ["FrankaConfig", "FrankaBackend"]
 
@@ -35,6 +39,11 @@ class FrankaConfig:
         gripper: drive the Franka Hand.
         gripper_speed: m/s; gripper_max_width: m (opening at gripper=1.0).
         home_joints: optional 7 joint angles (rad) to visit before the Cartesian home pose.
+        motion: ``"position"`` (Cartesian target motions) or ``"velocity"`` (one Cartesian twist per tick,
+            held for one control period, then franky brakes unless the next tick replaced it).
+        brake_decel_fraction: velocity mode: fraction of the arm's Cartesian deceleration (translation
+            acceleration limit x ``dynamics_factor``) the braking-distance cap counts on; the rest is margin.
+        brake_margin_m: velocity mode: stand-off (m) from the walls at which the braking must end.
     """
 
     host: str = "172.16.0.2"
@@ -46,6 +55,23 @@ class FrankaConfig:
     gripper_speed: float = 0.05
     gripper_max_width: float = 0.08
     home_joints: list[float] | None = None
+    motion: str = "position"
+    brake_decel_fraction: float = 0.5
+    brake_margin_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.motion not in ("position", "velocity"):
+            raise ValueError(f"motion must be 'position' or 'velocity', got {self.motion!r}")
+        if not 0 < self.brake_decel_fraction <= 1 or self.brake_margin_m < 0:
+            raise ValueError(
+                f"brake_decel_fraction must be in (0, 1] and brake_margin_m >= 0 (m), got "
+                f"{self.brake_decel_fraction}, {self.brake_margin_m}"
+            )
+
+
+def _ee_pose(affine) -> EEPose:
+    """A franky ``Affine`` as an :class:`EEPose`."""
+    return EEPose(np.asarray(affine.translation), quat_to_matrix(affine.quaternion))
 
 
 def _import_franky():
@@ -57,7 +83,13 @@ def _import_franky():
 
 
 class FrankaBackend(RobotBackend):
-    """A Franka arm driven by franky; Cartesian targets are streamed as async ``CartesianMotion``s.
+    """A Franka arm driven by franky; Cartesian targets are streamed as async motions.
+
+    ``motion="position"``: each target is an absolute ``CartesianMotion``. ``motion="velocity"``: each
+    target becomes a twist (:class:`~robots.safety.BrakingVelocityCap`) sent as a
+    ``CartesianVelocityMotion`` held for one control period, so a missed tick brakes the arm instead
+    of letting it run on; this needs the env's ``safety`` limits and ``period_s`` (``make_robot_env``
+    passes them).
 
     >>> from robots.sim.franky_sim import FrankySimServer  # doctest: +SKIP
     >>> with FrankySimServer() as sim:  # doctest: +SKIP
@@ -68,8 +100,18 @@ class FrankaBackend(RobotBackend):
     name = "franka"
     num_joints = 7
 
-    def __init__(self, config: FrankaConfig | None = None) -> None:
+    def __init__(
+        self, config: FrankaConfig | None = None, safety: SafetyConfig | None = None, period_s: float | None = None
+    ) -> None:
         self.config = config or FrankaConfig()
+        if self.config.motion == "velocity" and (safety is None or period_s is None):
+            raise ValueError(
+                "motion='velocity' needs the env's safety limits and control period: "
+                "FrankaBackend(config, safety=SafetyConfig(...), period_s=1 / fps), or build it with make_robot_env"
+            )
+        self.safety = safety
+        self.period_s = period_s
+        self.velocity_cap: BrakingVelocityCap | None = None
         self.robot = None
         self.gripper_dev = None
         self._last_gripper: float | None = None
@@ -80,6 +122,11 @@ class FrankaBackend(RobotBackend):
         try:
             return fn()
         except (franky.ControlException, franky.CommandException, franky.InvalidOperationException) as exc:
+            raise ControllerError(f"franka {what}: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            # franky re-raises a failed motion plan of the previous asynchronous motion as a plain
+            # RuntimeError ("Motion planner failed with error code -110", a sporadic ruckig failure);
+            # the motion ended, so it is recoverable like a controller error
             raise ControllerError(f"franka {what}: {type(exc).__name__}: {exc}") from exc
 
     def connect(self) -> None:
@@ -97,6 +144,9 @@ class FrankaBackend(RobotBackend):
             realtime_config=rt,
         )
         self.robot.recover_from_errors()
+        if cfg.motion == "velocity":
+            decel = cfg.brake_decel_fraction * cfg.dynamics_factor * self.robot.translation_acceleration_limit.get()
+            self.velocity_cap = BrakingVelocityCap(self.safety, self.period_s, decel, margin_m=cfg.brake_margin_m)
         if cfg.gripper:
             self.gripper_dev = franky.Gripper(cfg.host)
 
@@ -104,6 +154,11 @@ class FrankaBackend(RobotBackend):
         """Stop motion and drop the connection."""
         if self.robot is not None:
             self.stop()
+            franky = _import_franky()
+            try:  # let the preempted motion's control loop finish while the controller still answers
+                self.robot.join_motion(timeout=2.0)
+            except (franky.Exception, RuntimeError) as exc:
+                logger.debug("franka: the stopped motion ended with %s", exc)
             if self._gripper_future is not None:  # destroying the gripper mid-command crashes libfranka
                 self._gripper_future.wait(5.0)
                 self._gripper_future = None
@@ -118,23 +173,35 @@ class FrankaBackend(RobotBackend):
             return affine, joints
 
         affine, joints = self._wrap(read, "read_state")
-        pose = EEPose(np.asarray(affine.translation), quat_to_matrix(affine.quaternion))
+        pose = _ee_pose(affine)
         gripper = 1.0
         if self.gripper_dev is not None:
             gripper = float(np.clip(self.gripper_dev.width / self.config.gripper_max_width, 0.0, 1.0))
         return RobotState(pose, gripper, joints)
 
     def command_ee(self, pose: EEPose, gripper: float) -> None:
-        """Queue an absolute Cartesian motion that takes over the running one; report earlier motion errors."""
+        """Queue a motion toward ``pose`` that takes over the running one; report earlier motion errors."""
         franky = _import_franky()
 
         def send():
             self.robot.poll_motion()  # raises the ControlException of a failed previous motion
-            motion = franky.CartesianMotion(franky.Affine(pose.position, pose.quat), franky.ReferenceType.Absolute)
+            if self.velocity_cap is not None:
+                linear, angular = self.velocity_toward(pose)
+                motion = franky.CartesianVelocityMotion(
+                    franky.RobotVelocity(franky.Twist(linear, angular)),
+                    duration=franky.Duration(max(1, round(self.period_s * 1000))),
+                )
+            else:
+                motion = franky.CartesianMotion(franky.Affine(pose.position, pose.quat), franky.ReferenceType.Absolute)
             self.robot.move(motion, asynchronous=True)
 
         self._wrap(send, "command_ee")
         self._command_gripper(gripper)
+
+    def velocity_toward(self, pose: EEPose) -> tuple[np.ndarray, np.ndarray]:
+        """Velocity mode: the capped twist ``((3,) m/s, (3,) rad/s)`` from the measured pose toward ``pose``."""
+        current = _ee_pose(self.robot.current_cartesian_state.pose.end_effector_pose)
+        return self.velocity_cap.twist(current, pose)
 
     def _command_gripper(self, gripper: float) -> None:
         """Open/close with hysteresis; a new command only once the previous one finished.
@@ -168,7 +235,7 @@ class FrankaBackend(RobotBackend):
         franky = _import_franky()
         try:
             self.robot.join_motion(timeout=0.5)
-        except franky.Exception as exc:
+        except (franky.Exception, RuntimeError) as exc:  # RuntimeError: a failed motion plan
             logger.warning("franka: the failed motion reported %s", exc)
         if not self.robot.recover_from_errors():
             raise ControllerError("franka recover_from_errors() returned False (check the e-stop / Desk)")
@@ -180,7 +247,7 @@ class FrankaBackend(RobotBackend):
         def move():
             try:
                 self.robot.join_motion(timeout=2.0)
-            except franky.ControlException as exc:
+            except (franky.ControlException, RuntimeError) as exc:
                 logger.warning("franka: previous motion ended with %s before homing", exc)
                 self.robot.recover_from_errors()
             if self.config.home_joints is not None:

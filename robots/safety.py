@@ -3,6 +3,8 @@
 * :class:`SafetyConfig` - workspace box, per-step translation/rotation limits, orientation range.
 * :class:`SafetyFilter` - turns a desired end-effector target into a safe one (clip to box, limit step).
 * :class:`JointSafetyFilter` - the same for joint targets: joint limits, per-step limit, FK inside the box.
+* :class:`BrakingVelocityCap` - for velocity-controlled arms: a twist toward the safe target, capped by the
+  per-step limits and, per axis, so that the arm can brake before the walls of the box.
 * :class:`UnsafeActionError` - a NaN/inf or wrongly shaped action; the robot holds.
 * :func:`check_action` - validate a policy action before it is used.
 * :class:`RateLimiter` - holds the control loop at ``fps`` and counts overruns (injectable clock).
@@ -23,7 +25,7 @@ import numpy as np
 from robots.geometry import EEPose, matrix_to_rotvec, rotvec_to_matrix
 
 __all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget",
-           "JointSafetyFilter", "SafeJointTarget"]
+           "JointSafetyFilter", "SafeJointTarget", "BrakingVelocityCap"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +268,80 @@ class JointSafetyFilter:
                 else:
                     lo, target = mid, q
         return SafeJointTarget(target, self.forward(target), clipped_limits, clipped_step, clipped_ws)
+
+
+class BrakingVelocityCap:
+    """Turns a safe target pose into a twist that the arm can always brake from inside the workspace box.
+
+    For velocity-controlled arms, where a commanded speed carries the arm on after the command (it holds
+    a twist for ``hold_s``, then brakes). Per step the twist heads for the target at
+    ``(target - current) / period_s``; the translation is capped (direction kept) at
+    ``max_step_m / period_s`` and the rotation at ``max_step_rad / period_s``, the per-step limits of
+    :class:`SafetyFilter` as speeds. Then, per axis, the speed toward a wall is capped at the largest
+    ``v`` with ``v * reaction_s + v**2 / (2 * decel_m_s2) <= distance_to_wall - margin_m``: coasting
+    for the reaction time and braking at ``decel_m_s2`` ends inside the box. Near a wall that is
+    ``v ~ sqrt(2 * decel_m_s2 * distance)``; at the wall it is 0, so the arm glides onto the wall
+    instead of running into it. Motion away from a wall or along it is not slowed.
+
+    >>> cap = BrakingVelocityCap(SafetyConfig([0.3, -0.2, 0.05], [0.6, 0.2, 0.4]), period_s=0.1, decel_m_s2=1.0)
+    >>> cap.stopping_speed(np.array([0.0, 0.001, 0.1])).round(4).tolist()  # m from a wall -> m/s
+    [0.0, 0.0049, 0.2899]
+    >>> linear, angular = cap.twist(EEPose([0.45, 0.0, 0.399], np.eye(3)), EEPose([0.46, 0.0, 0.4], np.eye(3)))
+    >>> linear.round(4).tolist()  # x heads for the target at (target - current) / period; z is 1 mm from the lid
+    [0.1, 0.0, 0.0049]
+
+    Args:
+        config: the workspace box and per-step limits (:class:`SafetyConfig`).
+        period_s: control period (s); the speed that covers one step limit per period is the cap.
+        decel_m_s2: deceleration the arm is assumed to brake with (m/s^2); take a fraction of what the
+            controller really uses, the rest is the margin for jerk-limited ramps.
+        reaction_s: time the arm may keep the commanded speed before braking starts (s); default two
+            periods: the twist is held for one period, plus one late or missed control tick.
+        margin_m: stand-off from the walls the braking must end at (m); the arm then rests that far inside.
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig,
+        period_s: float,
+        decel_m_s2: float,
+        reaction_s: float | None = None,
+        margin_m: float = 0.0,
+    ) -> None:
+        if not (period_s > 0 and decel_m_s2 > 0 and margin_m >= 0):
+            raise ValueError(
+                f"period_s and decel_m_s2 must be > 0 and margin_m >= 0, got {period_s}, {decel_m_s2}, {margin_m}"
+            )
+        self.config = config
+        self.period_s = float(period_s)
+        self.decel_m_s2 = float(decel_m_s2)
+        self.reaction_s = 2.0 * self.period_s if reaction_s is None else float(reaction_s)
+        if self.reaction_s < 0:
+            raise ValueError(f"reaction_s must be >= 0 (s), got {reaction_s}")
+        self.margin_m = float(margin_m)
+
+    def stopping_speed(self, distance: np.ndarray) -> np.ndarray:
+        """Largest speed (m/s) from which reacting, then braking, ends ``distance`` (m) ahead, minus the margin."""
+        room = np.maximum(np.asarray(distance, dtype=float) - self.margin_m, 0.0)
+        a, t = self.decel_m_s2, self.reaction_s
+        # the positive root of v**2 / (2 a) + v t - room = 0
+        return a * (np.sqrt(t * t + 2.0 * room / a) - t)
+
+    def twist(self, current: EEPose, target: EEPose) -> tuple[np.ndarray, np.ndarray]:
+        """Base-frame twist ``((3,) m/s, (3,) rad/s)`` from the measured pose toward the (safe) target."""
+        cfg = self.config
+        if not (np.all(np.isfinite(current.position)) and np.all(np.isfinite(current.rotation))):
+            raise ValueError(f"measured pose must be finite, got position {current.position.tolist()}")
+        linear = (np.asarray(target.position, float) - current.position) / self.period_s
+        angular = matrix_to_rotvec(target.rotation @ current.rotation.T) / self.period_s
+        for vec, cap in ((linear, cfg.max_step_m / self.period_s), (angular, cfg.max_step_rad / self.period_s)):
+            norm = float(np.linalg.norm(vec))
+            if norm > cap:
+                vec *= cap / norm
+        ahead = np.where(linear > 0, cfg.high - current.position, current.position - cfg.low)
+        limit = self.stopping_speed(ahead)
+        linear = np.clip(linear, -limit, limit)
+        return linear, angular
 
 
 class RateLimiter:
