@@ -33,7 +33,7 @@ for stage in $STAGES; do
     ship)     # weights + tokenizer + MODEL_CARD.md (numbers read from the eval JSONs)
       "$PY" experiments/demo_model/ship.py --run "$OUT/run" --full "$OUT/eval_full.json" \
         --dense "$OUT/eval_dense.json" --plots "$OUT/plots" ;;
-    hardneg)  # ~1 min: 70 train + 15 held-out hard-negative failures, + symlinks to the $OUT/data episodes
+    hardneg)  # ~2 min: 160 train + 25 held-out hard negatives (table, decoy, hover), + symlinks to the $OUT/data episodes
       "$PY" experiments/demo_model/collect.py --hard-negatives --link "$OUT/data" --out "$OUT2/data" ;;
     finetune) # ~10 min, 1 thread: from $OUT/run/model, lower lr, 500 steps on original + hard negatives
       "$PY" -m rlrm train --config demo_hardneg model="$OUT/run/model" data="$OUT2/data/train" \
