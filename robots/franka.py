@@ -121,12 +121,11 @@ class FrankaBackend(RobotBackend):
         franky = _import_franky()
         try:
             return fn()
-        except (franky.ControlException, franky.CommandException, franky.InvalidOperationException) as exc:
-            raise ControllerError(f"franka {what}: {type(exc).__name__}: {exc}") from exc
-        except RuntimeError as exc:
-            # franky re-raises a failed motion plan of the previous asynchronous motion as a plain
-            # RuntimeError ("Motion planner failed with error code -110", a sporadic ruckig failure);
-            # the motion ended, so it is recoverable like a controller error
+        # RuntimeError: franky re-raises a failed motion plan of the previous asynchronous motion as a plain
+        # RuntimeError ("Motion planner failed with error code -110", a sporadic ruckig failure); the motion
+        # ended, so it is recoverable like a controller error
+        except (franky.ControlException, franky.CommandException, franky.InvalidOperationException,
+                RuntimeError) as exc:
             raise ControllerError(f"franka {what}: {type(exc).__name__}: {exc}") from exc
 
     def connect(self) -> None:
