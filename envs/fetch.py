@@ -2,6 +2,10 @@
 
 * :data:`FETCH_TASKS` - Fetch task name -> (gymnasium-robotics env class path, instruction).
 * :data:`FETCH_VIEWS` - the default render camera of each task (arm and target in view).
+* :data:`FETCH_CAMERAS` - named views of each task (``default``, ``front``, ``side``, ``top``) for
+  multi-camera rewards: ``RobometerReward(env, camera=["front", "side"])``.
+* :data:`GOAL_MARKERS` - how the target is drawn: Fetch's small ``site`` dot or a translucent
+  ``success_ball`` whose radius is the success distance.
 * :class:`FetchEnv` - one Fetch task (``FetchReach``, ``FetchPush``, ``FetchSlide``,
   ``FetchPickAndPlace``, v4 dynamics) with ``render()`` frames for a reward model.
 
@@ -22,7 +26,7 @@ from gymnasium_robotics.core import GoalEnv
 from envs._compat import fix_gymnasium_robotics_joint_types
 from envs.rendering import CameraView, FrameRenderer
 
-__all__ = ["FETCH_TASKS", "FETCH_VIEWS", "FetchEnv"]
+__all__ = ["FETCH_TASKS", "FETCH_VIEWS", "FETCH_CAMERAS", "GOAL_MARKERS", "FetchEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,28 @@ FETCH_VIEWS: dict[str, CameraView] = {
 }
 
 
+def _views_around(lookat: tuple[float, float, float], distance: float) -> dict[str, CameraView]:
+    """front (facing the robot: y and z), side (from the robot's right: x and z) and top (x and y) views."""
+    return {
+        "front": CameraView(lookat=lookat, distance=distance, azimuth=180.0, elevation=-12.0),
+        "side": CameraView(lookat=lookat, distance=distance, azimuth=90.0, elevation=-12.0),
+        "top": CameraView(lookat=lookat, distance=distance * 1.1, azimuth=180.0, elevation=-89.0),
+    }
+
+
+# Named views for multi-camera rewards. Two roughly orthogonal views remove the depth ambiguity of one
+# camera ("at the target" vs "5-15 cm in front of it"): front + side sees x, y and z.
+FETCH_CAMERAS: dict[str, dict[str, CameraView]] = {
+    "FetchReach": {"default": FETCH_VIEWS["FetchReach"], **_views_around((1.34, 0.75, 0.56), 0.9)},
+    "FetchPush": {"default": FETCH_VIEWS["FetchPush"], **_views_around((1.34, 0.75, 0.45), 0.85)},
+    "FetchSlide": {"default": FETCH_VIEWS["FetchSlide"], **_views_around((1.40, 0.75, 0.45), 1.5)},
+    "FetchPickAndPlace": {"default": FETCH_VIEWS["FetchPickAndPlace"], **_views_around((1.34, 0.75, 0.5), 0.9)},
+}
+
+GOAL_MARKERS = ("site", "success_ball")
+SUCCESS_BALL_RGBA = (1.0, 0.0, 0.0, 0.35)
+
+
 def _load_class(path: str) -> type:
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
@@ -75,6 +101,9 @@ class FetchEnv(GoalEnv):
         camera: None for the task's default view, a :class:`CameraView` or a dict of its fields,
             or the name of a camera in the Fetch model (e.g. ``"head_camera_rgb"``).
         task_text: override the instruction sentence.
+        goal_marker: ``"site"`` draws Fetch's own 2 cm target dot; ``"success_ball"`` a translucent red
+            sphere whose radius is the success distance (``distance_threshold``, 0.05 m), so success
+            means "the gripper (or block) is inside the ball" in every frame.
         render_mode: only ``"rgb_array"``.
         **fetch_kwargs: passed to the gymnasium-robotics env (e.g. ``distance_threshold``).
 
@@ -99,8 +128,11 @@ class FetchEnv(GoalEnv):
         camera: CameraView | dict | str | None = None,
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
+        goal_marker: str = "site",
         **fetch_kwargs: Any,
     ) -> None:
+        if goal_marker not in GOAL_MARKERS:
+            raise ValueError(f"goal_marker must be one of {GOAL_MARKERS}, got {goal_marker!r}")
         if task_name not in FETCH_TASKS:
             raise ValueError(f"unknown Fetch task {task_name!r}; expected one of {sorted(FETCH_TASKS)}")
         if reward_type not in ("sparse", "dense"):
@@ -127,6 +159,35 @@ class FetchEnv(GoalEnv):
         self._renderer = FrameRenderer(
             self._fetch.model, self._fetch.data, self.image_size, camera, fast=self.fast_render
         )
+        self.goal_marker = goal_marker
+        if goal_marker == "success_ball":
+            self._draw_success_ball()
+
+    def _draw_success_ball(self) -> None:
+        import mujoco
+
+        model = self._fetch.model
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "target0")
+        if site < 0:
+            raise RuntimeError(f"{self.task_name} has no 'target0' site to draw the success ball with")
+        model.site_type[site] = mujoco.mjtGeom.mjGEOM_SPHERE
+        model.site_size[site, :] = float(self._fetch.distance_threshold)
+        model.site_rgba[site, :] = SUCCESS_BALL_RGBA
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Names :meth:`render_camera` accepts: this task's :data:`FETCH_CAMERAS` and the model's cameras."""
+        from envs.rendering import camera_names
+
+        return sorted(FETCH_CAMERAS[self.task_name]) + camera_names(self._fetch.model)
+
+    def render_camera(self, name: str) -> np.ndarray:
+        """The current frame from the named view (see :attr:`camera_names`): (image_size, image_size, 3) uint8."""
+        views = FETCH_CAMERAS[self.task_name]
+        if name not in views and name not in self.camera_names:
+            raise ValueError(f"unknown camera {name!r} for {self.task_name}; available: {self.camera_names}")
+        self._fetch._render_callback()
+        return self._renderer.render(views.get(name, name))
 
     @property
     def model(self):

@@ -156,11 +156,16 @@ class FrameRenderer:
             f"got {camera!r}"
         )
 
-    def render(self) -> np.ndarray:
-        """Draw the current state: (image_size, image_size, 3) uint8, upright."""
+    def render(self, camera: CameraView | str | int | None = None) -> np.ndarray:
+        """Draw the current state: (image_size, image_size, 3) uint8, upright.
+
+        ``camera`` draws from another view than the renderer's own (same context, same size),
+        e.g. the second view of a multi-camera reward.
+        """
         if self._renderer is None:
             raise RuntimeError("FrameRenderer.render() called after close(); make a new renderer")
-        camera = self._camera.to_mjv() if isinstance(self._camera, CameraView) else self._camera
+        view = self._camera if camera is None else self._resolve_camera(camera)
+        camera = view.to_mjv() if isinstance(view, CameraView) else view
         self._renderer.update_scene(self.data, camera=camera, scene_option=self._option)
         frame = self._renderer.render()
         if self.flip:

@@ -43,10 +43,15 @@ from tqdm import tqdm  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers rlrm/Fetch*-v0)
 from rlrm.train.data import Trajectory, write_trajectory  # noqa: E402
+from rlrm.wrappers.frames import FrameSource  # noqa: E402
 
 log = logging.getLogger("collect")
 
 SUCCESS_DISTANCE = 0.05  # Fetch's distance_threshold
+# What the model sees (configs/env/fetch_reach.yaml must match): the success ball, front + side tiled.
+GOAL_MARKER = "success_ball"
+CAMERAS = ("front", "side")
+IMAGE_SIZE = 128
 REACH_PHRASINGS = [
     "move the gripper to the red target",  # the env's own instruction: RL uses this one
     "reach the red target",
@@ -70,10 +75,18 @@ DISTRACTORS = [
 ]
 
 
+PROGRESS_SCALE = 0.07  # metres: progress falls to 1/e this far outside the success ball
+
+
 def progress_curve(distances: np.ndarray, success: np.ndarray) -> np.ndarray:
-    """(T,) progress from distances to the target: 0 at the start distance, 1 at success distance."""
-    d0 = max(float(distances[0]), SUCCESS_DISTANCE + 1e-3)
-    p = np.clip((d0 - distances) / (d0 - SUCCESS_DISTANCE), 0.0, 1.0)
+    """(T,) progress from distances to the target: 1 inside the success ball, exp(-(d - 0.05) / 0.07) outside.
+
+    An absolute function of the distance (not relative to the start): every frame's label can be read off
+    that frame, a reach that stops 7-15 cm short ends at 0.24-0.75 instead of the 0.5-0.9 a start-relative
+    label gives it, and the slope is steepest near the target, where the policy has to be precise.
+    """
+    d = np.maximum(np.asarray(distances, np.float64) - SUCCESS_DISTANCE, 0.0)
+    p = np.exp(-d / PROGRESS_SCALE)
     p[success > 0.5] = 1.0
     return p.astype(np.float32)
 
@@ -83,6 +96,11 @@ def towards(src: np.ndarray, dst: np.ndarray, speed: float, gain: float = 10.0) 
     a = gain * (dst - src)
     n = np.linalg.norm(a)
     return a if n <= speed else a * (speed / n)
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
 
 
 def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: np.ndarray):
@@ -97,6 +115,9 @@ def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: n
         aim = goal + direction * rng.uniform(0.07, 0.13)
         speed = rng.uniform(0.1, 0.35)
     mode = rng.choice(["random", "away", "still"], p=[0.5, 0.3, 0.2])
+    leave_at = int(rng.integers(18, 35))
+    leave_to = goal + _unit(rng) * rng.uniform(0.08, 0.2)
+    leave_to[2] = max(leave_to[2], 0.44)
     smooth = np.zeros(3)
     state = {"t": 0}
 
@@ -114,6 +135,8 @@ def reach_policy(kind: str, rng: np.random.Generator, goal: np.ndarray, start: n
                 a[:3] = -towards(x, goal, speed, gain=100.0) + rng.normal(scale=noise, size=3)
             else:
                 a[:3] = rng.normal(scale=0.03, size=3)
+        elif kind == "reach_leave" and t >= leave_at:
+            a[:3] = towards(x, leave_to, speed) + rng.normal(scale=noise * speed, size=3)
         elif t >= delay:
             a[:3] = towards(x, aim, speed) + rng.normal(scale=noise * speed, size=3)
         else:
@@ -207,14 +230,14 @@ def main_hard_negatives(args: argparse.Namespace) -> None:
     out = Path(args.out)
     plan = {"train": (20_000_000, {"table": 60, "decoy": 40, "hover": 60}),
             "heldout_hard": (30_000_000, {"table": 8, "decoy": 7, "hover": 10})}
-    reach = gym.make("rlrm/FetchReach-v0")
+    reach = make_env("FetchReach")
     for split, (seed0, counts) in plan.items():
         counts = {k: max(1, round(v * args.scale)) for k, v in counts.items()}
         with tqdm(total=sum(counts.values()), desc=f"hard negatives {split}") as bar:
             offset = seed0
             for kind, n in counts.items():
                 offset += collect_hard_negatives(reach, out / split, kind, n, offset, args.steps, bar) + 1
-    reach.close()
+    reach[0].close()
     # heldout = original held-out episodes + the hard held-out ones; train = original train + hard train
     link_episodes(out / "heldout_hard", out / "heldout")
     if args.link:
@@ -236,16 +259,23 @@ def random_push_policy(rng: np.random.Generator):
     return act
 
 
-def run_episode(env: gym.Env, policy_factory, seed: int, steps: int):
-    """Roll one episode; returns frames (T,H,W,3), distances (T,), success (T,), the env task."""
+def make_env(task: str = "FetchReach") -> tuple[gym.Env, FrameSource]:
+    """The env and frame source RL uses with the demo reward: success ball, ``CAMERAS`` tiled."""
+    env = gym.make(f"rlrm/{task}-v0", goal_marker=GOAL_MARKER, image_size=IMAGE_SIZE)
+    return env, FrameSource(env, list(CAMERAS))
+
+
+def run_episode(env, policy_factory, seed: int, steps: int):
+    """Roll one episode; returns frames (T,H,W,3), distances (T,), success (T,)."""
+    env, source = env
     obs, info = env.reset(seed=seed)
     policy = policy_factory(obs)
-    frames, dists, succ = [env.render()], [np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])], [
+    frames, dists, succ = [source.read(obs)], [np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])], [
         info["is_success"]
     ]
     for _ in range(steps):
         obs, _, _, _, info = env.step(policy(obs))
-        frames.append(env.render())
+        frames.append(source.read(obs).copy())
         dists.append(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]))
         succ.append(info["is_success"])
     return np.stack(frames), np.asarray(dists), np.asarray(succ, np.float32)
@@ -257,17 +287,21 @@ def collect_reach(env, out: Path, kind: str, count: int, seed0: int, steps: int,
     while written < count:
         seed += 1
         rng = np.random.default_rng(seed)
-        obs, _ = env.reset(seed=seed)
+        obs, _ = env[0].reset(seed=seed)
         if np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) < 0.08:
             continue  # too close to start: no visible progress to learn from
         frames, dists, succ = run_episode(
             env, lambda o, rng=rng: reach_policy(kind, rng, o["desired_goal"], o["achieved_goal"]), seed, steps
         )
-        if (kind == "success") != bool(succ[-1]) or (kind != "success" and succ.any()):
+        if kind == "reach_leave":
+            if not succ.any() or succ[-1]:
+                continue  # must have been inside the ball and left it
+        elif (kind == "success") != bool(succ[-1]) or (kind != "success" and succ.any()):
             continue  # the label must match what happened
         task = REACH_PHRASINGS[int(rng.integers(len(REACH_PHRASINGS)))]
         write_trajectory(
-            Trajectory(frames, task, kind, progress_curve(dists, succ), succ, task_id="fetch_reach",
+            Trajectory(frames, task, "suboptimal" if kind == "reach_leave" else kind, progress_curve(dists, succ),
+                       succ, task_id="fetch_reach",
                        episode_id=f"reach_{kind}_{seed:06d}", source="rlrm/FetchReach-v0 scripted",
                        extra={"seed": seed, "final_distance": float(dists[-1])}),
             out,
@@ -312,26 +346,32 @@ def main() -> None:
     if args.hard_negatives:
         main_hard_negatives(args)
         return
-    plan = {  # split -> seed offset, reach episodes per quality, random push episodes
-        "train": (0, {"success": 160, "suboptimal": 60, "failure": 60}, 30),
-        "heldout": (10_000_000, {"success": 30, "suboptimal": 15, "failure": 15}, 8),
+    plan = {  # split -> seed offset, reach episodes per kind, hard negatives per kind, random push episodes
+        "train": (0, {"success": 200, "reach_leave": 50, "suboptimal": 60, "failure": 50},
+                  {"hover": 60, "table": 35, "decoy": 35}, 20),
+        "heldout": (10_000_000, {"success": 30, "reach_leave": 8, "suboptimal": 12, "failure": 10},
+                    {"hover": 10, "table": 8, "decoy": 8}, 5),
     }
-    reach, push = gym.make("rlrm/FetchReach-v0"), gym.make("rlrm/FetchPush-v0")
-    for split, (seed0, counts, n_push) in plan.items():
+    reach, push = make_env("FetchReach"), make_env("FetchPush")
+    for split, (seed0, counts, hard, n_push) in plan.items():
         out = Path(args.out) / split
         counts = {k: max(1, round(v * args.scale)) for k, v in counts.items()}
+        hard = {k: max(1, round(v * args.scale)) for k, v in hard.items()}
         n_push = max(1, round(n_push * args.scale))
-        total = sum(counts.values()) + n_push
+        total = sum(counts.values()) + sum(hard.values()) + n_push
         with tqdm(total=total, desc=f"collect {split}") as bar:
             offset = seed0
             for kind, n in counts.items():
                 offset += collect_reach(reach, out, kind, n, offset, args.steps, bar) + 1
+            offset = seed0 + 500_000
+            for kind, n in hard.items():
+                offset += collect_hard_negatives(reach, out, kind, n, offset, args.steps, bar) + 1
             collect_push(push, out, n_push, seed0 + 700_000, args.steps, bar)
     (Path(args.out) / "instructions.json").write_text(
         json.dumps({"fetch_reach": REACH_PHRASINGS, "fetch_push": PUSH_PHRASINGS, "distractors": DISTRACTORS}, indent=1)
     )
-    reach.close()
-    push.close()
+    reach[0].close()
+    push[0].close()
 
 
 if __name__ == "__main__":

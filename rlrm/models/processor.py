@@ -269,6 +269,12 @@ class RobometerProcessor:
         """Frames (T, H, W, 3) uint8 -> (pixel_values (T*gh*gw, 3*tp*p*p) float32, grid_thw (T, 3) int64)."""
         s = self.image
         num, height, width, _ = frames.shape
+        if height < s.factor or width < s.factor:
+            raise ValueError(
+                f"frames of {height}x{width} px are smaller than one vision token of this model "
+                f"({s.factor}x{s.factor} px = patch_size {s.patch_size} x merge_size {s.merge_size}); "
+                f"render or resize frames to at least {s.factor}x{s.factor}"
+            )
         th, tw = self.target_size(height, width)
         if (th, tw) != (height, width):
             # PIL bicubic, as qwen-vl-utils' fetch_image does before the HF processor (do_resize=False).

@@ -146,6 +146,15 @@ class RobometerModel(nn.Module):
                 f"backbone vocab_size {text.vocab_size} != tokenizer length {len(processor.tokenizer)}; "
                 "expected the embedding to be resized to the tokenizer (Qwen vocab + 5 Robometer tokens)"
             )
+        vision = backbone_config.vision_config
+        geometry = (int(vision.patch_size), int(vision.spatial_merge_size), int(vision.temporal_patch_size))
+        image = processor.image
+        if (image.patch_size, image.merge_size, image.temporal_patch_size) != geometry:
+            raise ValueError(
+                f"processor image geometry (patch {image.patch_size}, merge {image.merge_size}, temporal "
+                f"{image.temporal_patch_size}) does not match the vision tower's (patch {geometry[0]}, merge "
+                f"{geometry[1]}, temporal {geometry[2]}); build ImageSettings from the model's vision_config"
+            )
         self.model = Qwen3VLModel(backbone_config)
         # Same weights and numbers as the Conv3d patch embedding; a matmul is 1.2-1.5x faster on CPU.
         use_linear_patch_embedding(self.model)

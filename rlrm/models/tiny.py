@@ -165,7 +165,7 @@ def tiny_robometer(
     Args:
         seed: torch seed of the weight initialisation.
         max_frames: frames per query reported by ``info()``.
-        min_pixels / max_pixels: frame pixel bounds (frames are resized into them, multiples of 32).
+        min_pixels / max_pixels: frame pixel bounds (frames are resized into them, multiples of patch_size * merge_size).
         device / dtype: where the model runs (CPU float32 by default).
         attn_implementation: ``"sdpa"`` or ``"eager"`` (or ``"flash_attention_2"`` on CUDA).
         **config_overrides: ``text_*`` / ``vision_*`` backbone config fields (see :func:`tiny_backbone_config`).
@@ -173,7 +173,16 @@ def tiny_robometer(
     tokenizer = tiny_tokenizer()
     backbone = tiny_backbone_config(tokenizer, **config_overrides)
     backbone._attn_implementation = attn_implementation  # propagates to the text and vision sub-configs
-    image = ImageSettings(min_pixels=min_pixels, max_pixels=max_pixels)
+    # The token grid follows the vision tower: frames are resized to multiples of patch * merge
+    # (16 * 2 = 32 px for Qwen3-VL; a patch_size=8 model works on 16 px tokens).
+    vision = backbone.vision_config
+    image = ImageSettings(
+        patch_size=int(vision.patch_size),
+        merge_size=int(vision.spatial_merge_size),
+        temporal_patch_size=int(vision.temporal_patch_size),
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+    )
     config = RobometerConfig(max_frames=max_frames, base_model_id="tiny", image=image)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -76,13 +76,19 @@ def _list_keys(observation: dict, prefix: str = "") -> list[str]:
 
 
 class FrameSource:
-    """Reads the current frame of one env: ``env.render()`` when ``camera`` is None, else ``obs[camera]``.
+    """Reads the current frame of one env from ``env.render()``, observation keys or named render cameras.
+
+    ``camera`` is None (``env.render()``), one name, or a list of names. A name is an image key of
+    the dict observation (``"a/b"`` for nested; robot envs put each camera there under its name) or,
+    if no such key exists, a render camera of the env (``env.unwrapped.render_camera(name)``, e.g.
+    ``"front"`` / ``"side"`` of rlrm's Fetch envs). Several cameras are tiled side by side into one
+    frame (:func:`rlrm.views.tile_views`); :attr:`view_widths` says where each view is.
 
     The first frame is checked fully (:func:`check_frame`); later frames must keep its shape.
 
     Args:
-        env: the env to render (used only when ``camera`` is None).
-        camera: an image key of the dict observation (``"a/b"`` for nested), or None.
+        env: the env to read frames from.
+        camera: None, a name, or a list of names (see above).
 
     >>> import gymnasium as gym
     >>> env = gym.make("CartPole-v1", render_mode="rgb_array")
@@ -91,10 +97,30 @@ class FrameSource:
     (400, 600, 3)
     """
 
-    def __init__(self, env: Any, camera: str | None = None) -> None:
+    def __init__(self, env: Any, camera: str | list[str] | tuple[str, ...] | None = None) -> None:
         self.env = env
-        self.camera = camera
+        if isinstance(camera, (list, tuple)) or (camera is not None and not isinstance(camera, str)):
+            try:
+                names = [str(c) for c in camera] if all(isinstance(c, str) and c for c in camera) else None
+            except TypeError:
+                names = None
+            if not names:
+                raise ValueError(
+                    f"camera must be None, an image key / camera name (str) or a non-empty list of them, got {camera!r}"
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"camera names must be distinct, got {names}")
+            self.cameras: list[str] | None = names
+        elif camera is None:
+            self.cameras = None
+        elif not camera:
+            raise ValueError(f"camera must be an image key of the observation (str) or None, got {camera!r}")
+        else:
+            self.cameras = [camera]
+        self.camera = camera if not isinstance(camera, (list, tuple)) else list(camera)
         self._shape: tuple[int, ...] | None = None
+        self._kinds: list[str] | None = None  # per camera: "obs" or "render"
+        self.view_widths: list[int] = []
         if camera is None:
             mode = getattr(env, "render_mode", None)
             if mode is not None and mode != "rgb_array":
@@ -102,17 +128,57 @@ class FrameSource:
                     f"frames come from env.render(), which needs render_mode='rgb_array', got {mode!r}; "
                     "recreate the env with gym.make(id, render_mode='rgb_array') or pass camera=<image key>"
                 )
-        elif not isinstance(camera, str) or not camera:
-            raise ValueError(f"camera must be an image key of the observation (str) or None, got {camera!r}")
 
     @property
     def where(self) -> str:
         """Human-readable origin of the frames, for error messages."""
-        return "env.render()" if self.camera is None else f"observation[{self.camera!r}]"
+        if self.cameras is None:
+            return "env.render()"
+        if len(self.cameras) == 1:
+            return f"observation[{self.cameras[0]!r}]" if self._kinds != ["render"] else f"render_camera({self.cameras[0]!r})"
+        return f"cameras {self.cameras}"
+
+    def _resolve(self, observation: Any) -> list[str]:
+        kinds = []
+        render_names = None
+        for name in self.cameras or []:
+            try:
+                frame_from_observation(observation, name)
+                kinds.append("obs")
+                continue
+            except (KeyError, ValueError) as obs_error:
+                base = getattr(self.env, "unwrapped", self.env)
+                if render_names is None:
+                    render_names = list(getattr(base, "camera_names", []) or [])
+                if hasattr(base, "render_camera") and name in render_names:
+                    kinds.append("render")
+                    continue
+                keys = _list_keys(observation) if isinstance(observation, dict) else []
+                raise KeyError(
+                    f"camera {name!r} is neither an image key of the observation (keys: {keys}) nor a render camera "
+                    f"of {type(base).__name__} (cameras: {render_names or 'none'})"
+                ) from obs_error
+        return kinds
 
     def read(self, observation: Any) -> np.ndarray:
-        """The current (H, W, 3) uint8 frame; ``observation`` is what reset/step just returned."""
-        frame = self.env.render() if self.camera is None else frame_from_observation(observation, self.camera)
+        """The current (H, W, 3) uint8 frame (views tiled); ``observation`` is what reset/step just returned."""
+        if self.cameras is None:
+            return self.check(self.env.render())
+        if self._kinds is None:
+            self._kinds = self._resolve(observation)
+        base = getattr(self.env, "unwrapped", self.env)
+        views = []
+        for name, kind in zip(self.cameras, self._kinds, strict=True):
+            frame = frame_from_observation(observation, name) if kind == "obs" else base.render_camera(name)
+            views.append(frame if self._shape is not None else check_frame(frame, f"camera {name!r}"))
+        if len(views) == 1:
+            frame = views[0]
+        else:
+            from rlrm.views import tile_views
+
+            frame = tile_views(views, self.cameras)
+        if not self.view_widths:
+            self.view_widths = [int(v.shape[1]) for v in views]
         return self.check(frame)
 
     def check(self, frame: Any) -> np.ndarray:
@@ -131,6 +197,8 @@ class FrameSource:
                 "keep the render/camera resolution fixed"
             )
         self._shape = frame.shape
+        if not self.view_widths:
+            self.view_widths = [int(frame.shape[1])]
         return frame
 
 
