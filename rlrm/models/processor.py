@@ -265,6 +265,12 @@ class RobometerProcessor:
         s = self.image
         return smart_resize(height, width, s.factor, s.min_pixels, s.max_pixels)
 
+    def grid(self, num: int, height: int, width: int) -> np.ndarray:
+        """(num, 3) int64 patch grids ``[1, gh, gw]`` of ``num`` frames of ``height`` x ``width`` px (no pixels)."""
+        th, tw = self.target_size(height, width)
+        p = self.image.patch_size
+        return np.tile(np.asarray([[1, th // p, tw // p]], np.int64), (num, 1))
+
     def patchify(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames (T, H, W, 3) uint8 -> (pixel_values (T*gh*gw, 3*tp*p*p) float32, grid_thw (T, 3) int64)."""
         s = self.image
@@ -321,16 +327,32 @@ class RobometerProcessor:
             "image_grid_thw": torch.from_numpy(np.concatenate(grids)),
         }
 
-    def progress_inputs(self, queries: list[RewardQuery]) -> ModelInputs:
-        """Padded (right) batch of progress prompts, one ``<|prog_token|>`` right after each frame."""
+    def progress_inputs(self, queries: list[RewardQuery], pixels_for: list[np.ndarray] | None = None) -> ModelInputs:
+        """Padded (right) batch of progress prompts, one ``<|prog_token|>`` right after each frame.
+
+        ``pixels_for`` (one (T_i,) bool mask per query) leaves the frames marked False out of
+        ``pixel_values`` (their vision features come from elsewhere, e.g. a
+        :class:`~rlrm.models.vision_cache.VisionFeatureCache`); ``image_grid_thw`` still lists every frame.
+        """
         if not queries:
             raise ValueError("expected at least one RewardQuery, got an empty list")
+        if pixels_for is not None and len(pixels_for) != len(queries):
+            raise ValueError(f"pixels_for needs one mask per query ({len(queries)}), got {len(pixels_for)}")
         sequences, pixels, grids, prog = [], [], [], []
-        for q in queries:
+        for i, q in enumerate(queries):
             frames = validate_frames(q.frames)
             if not isinstance(q.task, str) or not q.task.strip():
                 raise ValueError(f"task must be a non-empty instruction string, got {q.task!r}")
-            pv, grid = self.patchify(frames)
+            if pixels_for is None:
+                pv, grid = self.patchify(frames)
+            else:
+                need = np.asarray(pixels_for[i], bool)
+                if need.shape != (len(frames),):
+                    raise ValueError(f"pixels_for[{i}] must be a ({len(frames)},) bool mask, got shape {need.shape}")
+                grid = self.grid(*frames.shape[:3])
+                s = self.image
+                width = 3 * s.temporal_patch_size * s.patch_size**2
+                pv = self.patchify(frames[need])[0] if need.any() else np.zeros((0, width), np.float32)
             seq = self._expand(self._tokenize(self.progress_text(q.task, len(frames))), grid)
             sequences.append(seq)
             pixels.append(pv)

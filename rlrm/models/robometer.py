@@ -13,7 +13,7 @@ The same class runs the published 4B checkpoint and the tiny test model of :mod:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from torch import nn
 
 from rlrm.models.patch_embed import use_linear_patch_embedding
 from rlrm.models.processor import ImageSettings, ModelInputs, RobometerProcessor
+from rlrm.models.vision_cache import VisionFeatureCache, VisionFeatures
 from rlrm.types import ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["RobometerConfig", "PredictionHead", "RobometerModel", "decode_progress", "decode_success"]
@@ -107,7 +108,9 @@ class RobometerModel(nn.Module):
     the same numbers as one by one.
 
     Methods:
-        score(queries) -> list[RewardResult]: inference (no gradients, dropout off even in train mode).
+        score(queries, feature_keys=None) -> list[RewardResult]: inference (no gradients, dropout off
+            even in train mode); with ``feature_keys`` the vision outputs of frames are cached and reused.
+        forget_features(keys) / feature_cache_stats(): manage that cache (see :mod:`rlrm.models.vision_cache`).
         preference(query_a, query_b) -> float: P(trajectory A makes more progress than B).
         forward_heads(queries, pairs=None) -> dict: raw head logits **with gradients**, for training:
             ``progress_logits``: list of (T_i, bins) per query, ``success_logits``: list of (T_i,);
@@ -252,27 +255,117 @@ class RobometerModel(nn.Module):
             out["pref_logits"] = self.preference_head(at_pref).squeeze(-1)
         return out
 
-    def score(self, queries: list[RewardQuery], max_batch: int = 32) -> list[RewardResult]:
+    def score(
+        self, queries: list[RewardQuery], max_batch: int = 32, feature_keys: list[Sequence[Hashable]] | None = None
+    ) -> list[RewardResult]:
         """Per-frame progress and success for each query, in order (batched, no gradients).
 
         Args:
             queries: RewardQuery list; frames (T, H, W, 3) uint8, T and H, W may differ per query.
             max_batch: queries per backbone forward; larger batches are split.
+            feature_keys: optional, per query a key per frame (or None for a query to leave
+                uncached): the vision-tower outputs of a keyed frame are computed once, kept in
+                :attr:`feature_cache` and reused whenever the key comes again. A key must always
+                name the same pixels (the reward worker uses its frame store's ids). Exact: the
+                vision tower sees each image on its own.
         """
         if not isinstance(queries, (list, tuple)):
             raise ValueError(f"score expects a list of RewardQuery, got {type(queries).__name__}")
+        if feature_keys is not None and len(feature_keys) != len(queries):
+            raise ValueError(f"feature_keys needs one entry per query ({len(queries)}), got {len(feature_keys)}")
         if not queries:
             return []
         results: list[RewardResult] = []
         with _eval_mode(self), torch.inference_mode():
             for start in range(0, len(queries), max_batch):
                 chunk = list(queries[start : start + max_batch])
-                logits = self.forward_heads(chunk)
+                keys = None if feature_keys is None else list(feature_keys[start : start + max_batch])
+                if keys is None or all(k is None for k in keys):
+                    logits = self.forward_heads(chunk)
+                else:
+                    logits = self._cached_frame_logits(chunk, keys)
                 for prog, succ in zip(logits["progress_logits"], logits["success_logits"], strict=True):
                     results.append(
                         RewardResult(decode_progress(prog).cpu().numpy(), decode_success(succ).cpu().numpy())
                     )
         return results
+
+    # ------------------------------------------------------- vision feature cache
+
+    @property
+    def feature_cache(self) -> VisionFeatureCache:
+        """The per-frame vision feature cache used by ``score(..., feature_keys=...)`` (made on first use)."""
+        cache = self.__dict__.get("_feature_cache")
+        if cache is None:
+            cache = self.__dict__["_feature_cache"] = VisionFeatureCache()
+        return cache
+
+    def forget_features(self, keys: Iterable[Hashable]) -> None:
+        """Drop the cached vision features of ``keys`` (frames the caller no longer holds)."""
+        self.feature_cache.forget(keys)
+
+    def feature_cache_stats(self) -> dict[str, int]:
+        """Frames, bytes, hits, misses and evictions of :attr:`feature_cache`."""
+        return self.feature_cache.stats()
+
+    def _cached_frame_logits(self, queries: list[RewardQuery], keys: list[Any]) -> dict[str, Any]:
+        """``forward_heads`` for inference, with vision outputs read from / written to the feature cache."""
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        _check_queries(queries)
+        cache = self.feature_cache
+        known: dict[Hashable, VisionFeatures] = {}  # held here, so LRU eviction mid-batch cannot lose one
+        need: list[np.ndarray] = []
+        for q, ks in zip(queries, keys, strict=True):
+            if ks is None:
+                need.append(np.ones(q.num_frames, bool))
+                continue
+            if len(ks) != q.num_frames:
+                raise ValueError(f"feature_keys entry has {len(ks)} keys for a query of {q.num_frames} frames")
+            mask = np.zeros(q.num_frames, bool)
+            for t, key in enumerate(ks):
+                if key in known:
+                    continue
+                hit = cache.get(key)
+                if hit is None:
+                    mask[t] = True
+                    known[key] = None  # computed below, once even if several queries name it
+                else:
+                    known[key] = hit
+            need.append(mask)
+        inputs = self.processor.progress_inputs(queries, pixels_for=need).to(self.device, self.dtype)
+        tensors = dict(inputs.tensors)
+        pixel_values = tensors.pop("pixel_values")
+        grids = tensors["image_grid_thw"]
+        flat_need = torch.from_numpy(np.concatenate(need)).to(grids.device)
+        computed: list[VisionFeatures] = []
+        if bool(flat_need.any()):
+            out = self.model.get_image_features(pixel_values, grids[flat_need], return_dict=True)
+            layers = len(out.deepstack_features)
+            new_grids = grids[flat_need].tolist()
+            for i, embeds in enumerate(out.pooler_output):
+                # clone: a view would keep the whole batch's tensor alive in the cache
+                deep = tuple(out.deepstack_features[layer][i].clone() for layer in range(layers))
+                computed.append(VisionFeatures(embeds.clone(), deep, tuple(new_grids[i])))
+        embeds, deepstack, fresh = [], [], iter(computed)
+        for q, ks, mask in zip(queries, keys, need, strict=True):
+            for t in range(q.num_frames):
+                if mask[t]:
+                    feats = next(fresh)
+                    if ks is not None:
+                        known[ks[t]] = feats
+                        cache.put(ks[t], feats)
+                else:
+                    feats = known[ks[t]]
+                embeds.append(feats.embeds)
+                deepstack.append(feats.deepstack)
+        image = BaseModelOutputWithDeepstackFeatures(
+            pooler_output=tuple(embeds),
+            deepstack_features=[tuple(d[layer] for d in deepstack) for layer in range(len(deepstack[0]))],
+        )
+        out = self.model(**tensors, mm_encoder_outputs={"image": image}, use_cache=False)
+        progress, success = self._frame_logits(out.last_hidden_state, inputs.prog_positions)
+        return {"progress_logits": progress, "success_logits": success}
 
     def preferences(self, pairs: list[tuple[RewardQuery, RewardQuery]]) -> np.ndarray:
         """P(A makes more progress than B) for each (query_a, query_b) pair, (P,) float32."""
