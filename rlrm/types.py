@@ -3,19 +3,36 @@
 * :class:`RewardQuery` - frames of one episode (or a subsample) plus the task text to score.
 * :class:`RewardResult` - per-frame progress and success probability for one query.
 * :class:`ModelInfo` - what a reward model is and what input it expects.
+* :class:`Scorer` - the contract every reward source meets: ``score(queries) -> results``, ``close()``.
+* :class:`AsyncScorer` - a :class:`Scorer` that also scores in the background (``score_async``) and
+  describes its model (``info``): what ``LocalScorer``, ``RewardClient`` and ``RayRewardPool`` offer.
+* :func:`validate_queries` - the one check of a query list every scorer runs before scoring.
+* :func:`validate_frames` - the check of one (T, H, W, 3) uint8 frame array.
+* :class:`InvalidQueriesError` - what :func:`validate_queries` raises on a malformed list.
 
-These types are plain numpy + dataclasses: they cross the wire (``rlrm.transport``),
-so nothing here imports torch or gymnasium.
+These types are plain numpy + dataclasses + typing protocols: they cross the wire
+(``rlrm.transport``), so nothing here imports torch or gymnasium.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["RewardQuery", "RewardResult", "ModelInfo", "validate_frames"]
+__all__ = [
+    "RewardQuery",
+    "RewardResult",
+    "ModelInfo",
+    "Scorer",
+    "AsyncScorer",
+    "validate_queries",
+    "validate_frames",
+    "InvalidQueriesError",
+]
 
 
 def validate_frames(frames: Any, name: str = "frames") -> np.ndarray:
@@ -46,6 +63,11 @@ def validate_frames(frames: Any, name: str = "frames") -> np.ndarray:
     return frames
 
 
+def _validate_task(task: Any, name: str = "task") -> None:
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f"{name} must be a non-empty instruction string, got {task!r}")
+
+
 @dataclass
 class RewardQuery:
     """Frames of one episode to score against a task sentence.
@@ -64,8 +86,7 @@ class RewardQuery:
 
     def __post_init__(self) -> None:
         validate_frames(self.frames)
-        if not isinstance(self.task, str) or not self.task.strip():
-            raise ValueError(f"task must be a non-empty instruction string, got {self.task!r}")
+        _validate_task(self.task)
         if self.frame_index is not None:
             self.frame_index = np.asarray(self.frame_index, dtype=np.int64)
             if self.frame_index.shape != (self.frames.shape[0],):
@@ -141,3 +162,80 @@ class ModelInfo:
             d["image_size"] = tuple(d["image_size"])
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+class InvalidQueriesError(TypeError, ValueError):
+    """A query list that is not a list of :class:`RewardQuery`.
+
+    A ``TypeError`` (the container or an item has the wrong type) that is also a ``ValueError``,
+    so callers that catch either keep working.
+    """
+
+
+def validate_queries(queries: Any) -> list[RewardQuery]:
+    """Check that ``queries`` is a sequence of valid :class:`RewardQuery` and return it as a list.
+
+    Every scorer (in-process, ZeroMQ client, Ray pool) calls this before scoring, so a bad call
+    fails the same way, on the caller's thread, wherever the model runs. Each query's frames and
+    task are re-checked, since fields may have been reassigned after construction.
+
+    Raises:
+        InvalidQueriesError: ``queries`` is a single query, not a sequence, or holds a non-query;
+            the message names the bad type and the expected one.
+        ValueError: a query's frames or task are malformed (see :func:`validate_frames`).
+
+    >>> validate_queries([])
+    []
+    >>> validate_queries(RewardQuery(np.zeros((1, 4, 4, 3), np.uint8), "reach"))
+    Traceback (most recent call last):
+    ...
+    rlrm.types.InvalidQueriesError: queries must be a list of RewardQuery, got a single RewardQuery; wrap it in a list: [query]
+    """
+    if isinstance(queries, RewardQuery):
+        raise InvalidQueriesError(
+            "queries must be a list of RewardQuery, got a single RewardQuery; wrap it in a list: [query]"
+        )
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
+        raise InvalidQueriesError(f"queries must be a list of RewardQuery, got {type(queries).__name__}")
+    for i, q in enumerate(queries):
+        if not isinstance(q, RewardQuery):
+            hint = " (wrap frames in RewardQuery(frames, task))" if isinstance(q, np.ndarray) else ""
+            raise InvalidQueriesError(f"queries[{i}] must be a RewardQuery, got {type(q).__name__}{hint}")
+        validate_frames(q.frames, name=f"queries[{i}].frames")
+        _validate_task(q.task, name=f"queries[{i}].task")
+    return list(queries)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that turns queries into results: the contract the reward wrappers and tools rely on.
+
+    ``score`` returns one :class:`RewardResult` per query, in order, one value per sent frame;
+    ``close`` releases what the scorer holds (sockets, threads, actors). ``isinstance(x, Scorer)``
+    checks that both methods exist.
+    """
+
+    def score(self, queries: Sequence[RewardQuery]) -> list[RewardResult]:
+        """Score each query; results are in the order of ``queries``."""
+        ...
+
+    def close(self) -> None:
+        """Release sockets, threads or actors; the scorer is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class AsyncScorer(Scorer, Protocol):
+    """A :class:`Scorer` that can also score in the background and describe its model.
+
+    What :class:`~rlrm.transport.LocalScorer`, :class:`~rlrm.transport.RewardClient` and
+    :class:`~rlrm.distributed.RayRewardPool` offer, and what the asynchronous reward needs.
+    """
+
+    def score_async(self, queries: Sequence[RewardQuery]) -> Future:
+        """Start scoring and return a Future of ``list[RewardResult]`` (one per query, in order)."""
+        ...
+
+    def info(self) -> ModelInfo:
+        """The :class:`ModelInfo` of the model behind this scorer."""
+        ...

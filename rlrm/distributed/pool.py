@@ -1,7 +1,7 @@
 """A pool of Ray actors that each hold a reward model, behind the scorer interface.
 
-* :class:`RayRewardPool` - ``score`` / ``score_async`` / ``info`` / ``close`` like
-  :class:`~rlrm.transport.RewardClient`, but spread over ``num_actors`` model replicas
+* :class:`RayRewardPool` - an :class:`~rlrm.types.AsyncScorer` (``score`` / ``score_async`` / ``info`` /
+  ``close``) like :class:`~rlrm.transport.RewardClient`, but spread over ``num_actors`` model replicas
   (on one machine or a Ray cluster, one GPU each if asked).
 
 A batch of queries is cut into contiguous chunks, one per actor, scored in parallel and put
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from rlrm.types import ModelInfo, RewardQuery, RewardResult
+from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
 
 __all__ = ["RayRewardPool"]
 
@@ -110,12 +110,7 @@ class RayRewardPool:
         ``timeout_ms`` bounds the wait for the results (``TimeoutError`` past it).
         """
         self._check_open()
-        if isinstance(queries, RewardQuery) or not isinstance(queries, Sequence):
-            raise TypeError(f"queries must be a list of RewardQuery, got {type(queries).__name__}")
-        for i, q in enumerate(queries):
-            if not isinstance(q, RewardQuery):
-                raise TypeError(f"queries[{i}] must be a RewardQuery, got {type(q).__name__}")
-        queries = list(queries)
+        queries = validate_queries(queries)
         out: Future = Future()
         if not queries:
             out.set_result([])

@@ -1,14 +1,17 @@
 """How rewards get from a reward model to an RL process: in-process, or over ZeroMQ.
 
 * :func:`make_scorer` - turn a source (worker URL, reward model, or scorer) into a scorer.
+* :func:`is_scorer` - whether an object already is an :class:`~rlrm.types.AsyncScorer`.
 * :class:`RewardClient` - scorer talking to a remote :class:`RewardWorker` (``tcp://``, ``ipc://``).
 * :class:`LocalScorer` - scorer around a model in this process.
 * :class:`RewardWorker` - serves a model on a ROUTER socket with dynamic batching.
 * :func:`spawn_worker` / :class:`WorkerProcess` - a worker as a real subprocess.
 * :class:`WorkerError` - the worker answered with an error code.
+* :data:`URL_SCHEMES` - the endpoint schemes a client reaches a worker on (``tcp://``, ``ipc://``).
 
-A *scorer* has ``score(queries) -> results``, ``score_async(queries) -> Future``,
-``info() -> ModelInfo`` and ``close()``. Nothing in this package imports torch.
+Every scorer here meets :class:`rlrm.types.AsyncScorer`: ``score(queries) -> results``,
+``score_async(queries) -> Future``, ``info() -> ModelInfo`` and ``close()``, and checks its
+queries with :func:`rlrm.types.validate_queries`. Nothing in this package imports torch.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 from rlrm.transport.client import RewardClient, WorkerError
 from rlrm.transport.local import LocalScorer
 from rlrm.transport.process import WorkerProcess, spawn_worker
+from rlrm.transport.protocol import URL_SCHEMES, check_worker_url
 from rlrm.transport.server import RewardWorker
+from rlrm.types import AsyncScorer
 
 __all__ = [
     "make_scorer",
@@ -29,17 +34,16 @@ __all__ = [
     "WorkerError",
     "WorkerProcess",
     "spawn_worker",
+    "URL_SCHEMES",
 ]
-
-_URL_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
 def is_scorer(obj: Any) -> bool:
-    """True if ``obj`` already offers the scorer interface (score, score_async, info, close)."""
-    return all(callable(getattr(obj, name, None)) for name in ("score", "score_async", "info", "close"))
+    """True if ``obj`` already is an :class:`~rlrm.types.AsyncScorer` (score, score_async, info, close)."""
+    return isinstance(obj, AsyncScorer)
 
 
-def make_scorer(source: Any, **client_kwargs: Any) -> Any:
+def make_scorer(source: Any, **client_kwargs: Any) -> AsyncScorer:
     """Turn ``source`` into a scorer.
 
     Args:
@@ -52,11 +56,11 @@ def make_scorer(source: Any, **client_kwargs: Any) -> Any:
     >>> scorer = make_scorer(make_reward_model("tiny"))                  # doctest: +SKIP
     """
     if isinstance(source, str):
-        if source.startswith(_URL_SCHEMES):
-            return RewardClient(source, **client_kwargs)
+        if "://" in source:  # a URL: a worker endpoint, or an error saying which schemes reach one
+            return RewardClient(check_worker_url(source, name="reward source"), **client_kwargs)
         raise ValueError(
-            f"reward source {source!r} is not a worker URL: expected 'tcp://host:port' or 'ipc://path', "
-            "a RewardModel (make_reward_model(spec)), or a scorer"
+            f"reward source {source!r} is not a worker URL: expected one starting with {list(URL_SCHEMES)} "
+            "('tcp://host:port', 'ipc:///path'), a RewardModel (make_reward_model(spec)), or a scorer"
         )
     if client_kwargs:
         raise TypeError(f"client options {sorted(client_kwargs)} only apply to worker URLs, got {type(source).__name__}")

@@ -30,11 +30,12 @@ from rlrm.transport.keys import load_server_public_key
 from rlrm.transport.protocol import (
     ENCODINGS,
     ProtocolError,
+    check_worker_url,
     decode_reply,
     encode_request,
     results_from_reply,
 )
-from rlrm.types import ModelInfo, RewardQuery, RewardResult
+from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
 
 __all__ = ["RewardClient", "WorkerError"]
 
@@ -91,8 +92,7 @@ class RewardClient:
         enc: str = "raw",
         jpeg_quality: int = 90,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError(f"url must be a ZeroMQ endpoint like 'tcp://127.0.0.1:5555', got {url!r}")
+        check_worker_url(url)
         if timeout_ms <= 0:
             raise ValueError(f"timeout_ms must be > 0, got {timeout_ms}")
         if retries < 0:
@@ -121,16 +121,12 @@ class RewardClient:
 
     def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
         """Send queries and return a Future of ``list[RewardResult]`` (one per query, in order)."""
-        if isinstance(queries, RewardQuery) or not isinstance(queries, Sequence):
-            raise TypeError(f"queries must be a list of RewardQuery, got {type(queries).__name__}")
-        for i, q in enumerate(queries):
-            if not isinstance(q, RewardQuery):
-                raise TypeError(f"queries[{i}] must be a RewardQuery, got {type(q).__name__}")
+        queries = validate_queries(queries)
         if not queries:
             done: Future = Future()
             done.set_result([])
             return done
-        return self._submit("score", list(queries), timeout_ms)
+        return self._submit("score", queries, timeout_ms)
 
     def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
         """Score queries on the worker and wait for the results (``TimeoutError`` after all retries)."""

@@ -1,8 +1,8 @@
 """In-process transport: the scorer interface around a reward model living in this process.
 
-* :class:`LocalScorer` - ``score`` / ``score_async`` / ``info`` / ``close`` on a local
-  :class:`~rlrm.models.base.RewardModel`, so code written against a remote worker runs unchanged
-  on one machine and in tests.
+* :class:`LocalScorer` - an :class:`~rlrm.types.AsyncScorer` (``score`` / ``score_async`` / ``info`` /
+  ``close``) on a local :class:`~rlrm.models.base.RewardModel`, so code written against a remote
+  worker runs unchanged on one machine and in tests.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from rlrm.types import ModelInfo, RewardQuery, RewardResult
+from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
 
 __all__ = ["LocalScorer"]
 
@@ -84,9 +84,4 @@ class LocalScorer:
     def _check(self, queries: Sequence[RewardQuery]) -> list[RewardQuery]:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if isinstance(queries, RewardQuery) or not isinstance(queries, Sequence):
-            raise TypeError(f"queries must be a list of RewardQuery, got {type(queries).__name__}")
-        for i, q in enumerate(queries):
-            if not isinstance(q, RewardQuery):
-                raise TypeError(f"queries[{i}] must be a RewardQuery, got {type(q).__name__}")
-        return list(queries)
+        return validate_queries(queries)

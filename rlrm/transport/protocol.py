@@ -1,6 +1,7 @@
 """The rlrm wire format: ZeroMQ multipart messages with a msgpack header and raw frame buffers.
 
 * :data:`PROTOCOL_VERSION` - the ``v`` every message carries (currently 1).
+* :data:`URL_SCHEMES` / :func:`check_worker_url` - the endpoints a client reaches a worker on.
 * :class:`ErrorCode` - the error codes a worker replies with.
 * :class:`ProtocolError` - a request or reply that breaks the format; carries an :class:`ErrorCode`.
 * :class:`Limits` - size limits a worker enforces (past them: ``too_large``).
@@ -39,6 +40,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "OPS",
     "ENCODINGS",
+    "URL_SCHEMES",
+    "check_worker_url",
     "ErrorCode",
     "ProtocolError",
     "Limits",
@@ -56,6 +59,25 @@ __all__ = [
 PROTOCOL_VERSION = 1
 OPS = ("score", "info", "ping")
 ENCODINGS = ("raw", "jpeg")
+URL_SCHEMES = ("tcp://", "ipc://")
+"""ZeroMQ endpoint schemes a client reaches a worker on. Not ``inproc://``: it connects only sockets of
+one ZeroMQ context, and a ``RewardClient`` and a ``RewardWorker`` each own theirs."""
+
+
+def check_worker_url(url: Any, name: str = "url") -> str:
+    """Return ``url`` if it is a worker endpoint (one of :data:`URL_SCHEMES`); else a ValueError naming it."""
+    if isinstance(url, str) and url.startswith(URL_SCHEMES):
+        return url
+    hint = ""
+    if isinstance(url, str) and url.startswith("inproc://"):
+        hint = (
+            "; inproc:// never reaches a RewardWorker (each owns its ZeroMQ context): bind the worker to "
+            "tcp://127.0.0.1:0 or ipc://PATH, or score in-process with the model itself (LocalScorer)"
+        )
+    raise ValueError(
+        f"{name} must be a ZeroMQ endpoint starting with one of {list(URL_SCHEMES)}, e.g. "
+        f"'tcp://127.0.0.1:5555' or 'ipc:///tmp/rlrm.sock', got {url!r}{hint}"
+    )
 
 
 class ErrorCode:
