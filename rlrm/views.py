@@ -21,9 +21,16 @@ import numpy as np
 
 from rlrm.types import RewardQuery, RewardResult
 
-__all__ = ["VIEW_MODES", "tile_views", "split_views", "merge_view_results", "ViewMeanScorer"]
+__all__ = ["VIEW_MODES", "check_views", "tile_views", "split_views", "merge_view_results", "ViewMeanScorer"]
 
 VIEW_MODES = ("tile", "mean")
+
+
+def check_views(views: str) -> str:
+    """``views`` if it is one of :data:`VIEW_MODES`, else a ValueError naming them."""
+    if views not in VIEW_MODES:
+        raise ValueError(f"views must be one of {VIEW_MODES}, got {views!r}")
+    return views
 
 
 def tile_views(views: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
@@ -88,6 +95,28 @@ class ViewMeanScorer:
         results = self.scorer.score(flat)
         n = len(widths)
         return [merge_view_results(results[i * n : (i + 1) * n]) for i in range(len(queries))]
+
+    def score_async(self, queries: Sequence[RewardQuery]) -> Any:
+        """Like :meth:`score`, returning a ``concurrent.futures.Future`` (the inner scorer's ``score_async``)."""
+        import concurrent.futures as cf
+
+        widths = self.widths
+        flat: list[RewardQuery] = []
+        for q in queries:
+            flat.extend(replace(q, frames=clip) for clip in split_views(q.frames, widths))
+        inner = self.scorer.score_async(flat)
+        outer: cf.Future = cf.Future()
+        n = len(widths)
+
+        def _done(f: cf.Future) -> None:
+            try:
+                results = f.result()
+                outer.set_result([merge_view_results(results[i * n : (i + 1) * n]) for i in range(len(queries))])
+            except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+                outer.set_exception(e)
+
+        inner.add_done_callback(_done)
+        return outer
 
     def info(self) -> Any:
         """The inner scorer's model info."""

@@ -6,8 +6,8 @@
 * :func:`load_algorithm` - load a checkpoint of any of them onto an env (resume).
 
 Everything algorithmic is SB3's; what is ours is choosing the policy for the observation
-space, the relabelling replay buffer when rewards arrive late, and the zero-initialised
-residual head.
+space, the replay buffer (relabelling, for rewards that arrive late; storing a person's executed
+action on takeover steps, :mod:`rlrm.rl.interventions`), and the zero-initialised residual head.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
 
+from rlrm.rl.interventions import intervention_buffer_class
 from rlrm.rl.relabel_buffer import relabeling_buffer_class
 from rlrm.rl.residual import zero_init_residual
 
@@ -36,7 +37,7 @@ ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], bool]] = {
 }
 
 # config keys that are ours, not SB3 constructor arguments
-_OWN_KEYS = {"name", "policy", "net_arch", "residual_scale", "base_policy"}
+_OWN_KEYS = {"name", "policy", "net_arch", "residual_scale", "base_policy", "normalize_obs"}
 
 
 def policy_for(observation_space: spaces.Space) -> str:
@@ -72,7 +73,9 @@ def make_algorithm(
             space) and ``net_arch``.
         env: the (reward-wrapped) env; for ``residual_sac`` already wrapped in
             :class:`~rlrm.rl.residual.ResidualAction`.
-        relabel: use the relabelling replay buffer (asynchronous rewards; off-policy only).
+        relabel: use the relabelling replay buffer (asynchronous rewards; off-policy only). Off-policy
+            algorithms get :func:`~rlrm.rl.interventions.intervention_buffer_class` unless ``algo_cfg``
+            names a ``replay_buffer_class``: takeovers store the executed action (a relabelling buffer too).
     """
     name = algo_cfg.get("name")
     if name not in ALGORITHMS:
@@ -87,7 +90,14 @@ def make_algorithm(
     if policy in (None, "auto"):
         policy = policy_for(env.observation_space)
     kwargs = _sb3_kwargs(algo_cfg)
-    if relabel:
+    if off_policy and "replay_buffer_class" not in kwargs:
+        # takeover steps store the executed action and also fill a second buffer (rlrm.rl.interventions);
+        # it is a relabelling buffer, so asynchronous rewards work with it as well
+        kwargs["replay_buffer_class"] = intervention_buffer_class(env.observation_space)
+        if name == "residual_sac":
+            kwargs["replay_buffer_kwargs"] = {"residual_scale": float(algo_cfg["residual_scale"]),
+                                              **kwargs.get("replay_buffer_kwargs", {})}
+    elif relabel:
         kwargs["replay_buffer_class"] = relabeling_buffer_class(env.observation_space)
     model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, device=device, verbose=0, **kwargs)
     if name == "residual_sac":

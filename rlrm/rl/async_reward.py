@@ -34,6 +34,7 @@ from rlrm.rl.relabel_buffer import TICKET_KEY
 from rlrm.sampling import sample_indices
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.types import RewardQuery
+from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
 from rlrm.wrappers.reward import resolve_task
 
@@ -200,7 +201,8 @@ class AsyncRobometerReward(gym.Wrapper):
         env: env whose ``render()`` (or ``obs[camera]``) gives (H, W, 3) uint8 frames.
         task: instruction sentence; None reads ``env.unwrapped.task``.
         scorer: a scorer with ``score_async`` (:func:`rlrm.transport.make_scorer`).
-        camera: observation key holding the frame, or None to call ``env.render()``.
+        camera: None (``env.render()``), an observation key or render camera name, or a list of them (tiled).
+        views: ``"tile"`` or ``"mean"`` with several cameras (see :class:`rlrm.wrappers.RobometerReward`).
         max_frames / sampling: which frames each query sends.
         shaping / success / terminate_on_success: as :class:`AsyncRewardLabeler`.
         placeholder: reward returned by ``step`` until the real one is known.
@@ -221,13 +223,14 @@ class AsyncRobometerReward(gym.Wrapper):
         env: gym.Env,
         task: str | None,
         scorer: Any,
-        camera: str | None = None,
+        camera: str | list[str] | None = None,
         max_frames: int = 8,
         sampling: str = "prefix",
         shaping: Shaping | None = None,
         success: SuccessDetector | None = None,
         terminate_on_success: bool = True,
         placeholder: float = 0.0,
+        views: str = "tile",
     ) -> None:
         super().__init__(env)
         if not hasattr(scorer, "score_async"):
@@ -236,6 +239,9 @@ class AsyncRobometerReward(gym.Wrapper):
         self.task = resolve_task(env, task)
         self.scorer = scorer
         self.frame_source = FrameSource(env, camera)
+        self.views = check_views(views)
+        if views == "mean" and self.frame_source.cameras and len(self.frame_source.cameras) > 1:
+            self.scorer = ViewMeanScorer(scorer, lambda: self.frame_source.view_widths)
         self.frame_buffer = FrameBuffer()
         self.max_frames = int(max_frames)
         self.sampling = sampling

@@ -59,6 +59,9 @@ def save_checkpoint(model: Any, run_dir: str | os.PathLike, keep: int = 2, extra
     tmp.mkdir()
     t0 = time.perf_counter()
     model.save(tmp / "model.zip")
+    vec_normalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
+    if vec_normalize is not None:
+        vec_normalize.save(str(tmp / "vecnormalize.pkl"))  # observation statistics the policy was trained on
     buffer = getattr(model, "replay_buffer", None)
     if buffer is not None:
         if hasattr(buffer, "flush"):

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
-                    deterministic: bool = True) -> dict[str, Any]:
+                    deterministic: bool = True, obs_transform: Any = None) -> dict[str, Any]:
     """Run ``episodes`` episodes of ``model.predict`` on ``env`` (a single, non-vector env).
 
     Returns a dict with ``success_rate`` (fraction of episodes whose last step has
@@ -27,6 +27,8 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
     env's returned reward), ``mean_length``, ``model_success_rate`` (the Robometer detector
     fired, when the env is reward-wrapped) and ``episodes`` (per-episode records).
     Episode i is reset with ``seed + i``, so runs with the same seed see the same goals.
+    ``obs_transform`` maps each observation before ``predict`` (e.g. ``VecNormalize.normalize_obs``
+    with frozen training statistics).
     """
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
@@ -35,7 +37,7 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
         obs, info = env.reset(seed=seed + i)
         total, length, done = 0.0, 0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=deterministic)
+            action, _ = model.predict(obs if obs_transform is None else obs_transform(obs), deterministic=deterministic)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             length += 1

@@ -15,6 +15,7 @@ import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, score_timed
+from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
 
 __all__ = ["RobometerReward", "resolve_task", "open_scorer"]
@@ -74,7 +75,12 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         task: the instruction, e.g. ``"move the gripper to the red target"``; None reads ``env.unwrapped.task``.
         source: a worker URL (``"tcp://host:5555"``), a ``RewardClient``, a ``RewardModel``, or any scorer
             (see :func:`rlrm.transport.make_scorer`).
-        camera: image key of the dict observation (``"a/b"`` for nested), or None for ``env.render()``.
+        camera: None for ``env.render()``; an image key of the dict observation (``"a/b"`` for nested) or a
+            render camera of the env (``env.unwrapped.render_camera(name)``, e.g. Fetch's ``"front"``); or a
+            list of them, e.g. ``["front", "side"]``: the views are tiled side by side into one frame.
+        views: with several cameras, ``"tile"`` scores the tiled frame as one video (the common practice
+            for single-video reward models); ``"mean"`` scores each view as its own query (in one batch),
+            averages progress and soft-votes success (mean probability). Videos show the tiled frame either way.
         max_frames: most frames per query (the model's training length, 8 for Robometer).
         sampling: ``"prefix"`` or ``"window"``.
         every: query every ``every`` steps and hold progress in between.
@@ -99,7 +105,7 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         env: gym.Env,
         task: str | None,
         source: Any,
-        camera: str | None = None,
+        camera: str | list[str] | None = None,
         max_frames: int = 8,
         sampling: str = "prefix",
         every: int = 1,
@@ -108,12 +114,13 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         terminate_on_success: bool = True,
         on_timeout: str = "raise",
         timing_in_info: bool = True,
+        views: str = "tile",
     ) -> None:
         # no deepcopy: source may be a model or a live client
         gym.utils.RecordConstructorArgs.__init__(
             self, _disable_deepcopy=True, task=task, source=source, camera=camera, max_frames=max_frames,
             sampling=sampling, every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
-            on_timeout=on_timeout, timing_in_info=timing_in_info,
+            on_timeout=on_timeout, timing_in_info=timing_in_info, views=views,
         )
         gym.Wrapper.__init__(self, env)
         if on_timeout not in ON_TIMEOUT:
@@ -132,6 +139,9 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.on_timeout = on_timeout
         self.timing_in_info = bool(timing_in_info)
         self.scorer, self._owns_scorer = open_scorer(source)
+        self.views = check_views(views)
+        if views == "mean" and self.frame_source.cameras and len(self.frame_source.cameras) > 1:
+            self.scorer = ViewMeanScorer(self.scorer, lambda: self.frame_source.view_widths, owns=self._owns_scorer)
 
     @property
     def task(self) -> str:
