@@ -32,7 +32,7 @@ from rlrm.rl.callbacks import CheckpointCallback, RewardLoggingCallback
 from rlrm.rl.checkpoints import resume_point
 from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
 from rlrm.rl.evaluation import evaluate_policy
-from rlrm.rl.reward_source import open_reward_source
+from rlrm.rl.reward_source import open_reward_source, record_reward_model
 from rlrm.rl.run_config import RESOLVED_CONFIG, resumed_config, validate_run_config
 from rlrm.wrappers import RewardVideoRecorder
 
@@ -105,6 +105,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "videos": [str(v) for v in videos],
         "algo": cfg["algo"]["name"],
         "reward": cfg["reward"]["kind"],
+        "reward_model": record_reward_model(scorer, run_dir),  # what the worker really served; + reward_model.json
         "seed": cfg["seed"],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -116,16 +117,33 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 
 @hydra.main(config_path="configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point: resolve the config (or the resumed run's) and train."""
+    """Hydra entry point: resolve the config (or the resumed run's) and train.
+
+    A config error or an unreachable reward worker prints its message alone and exits with 1;
+    ``RLRM_DEBUG=1``, ``HYDRA_FULL_ERROR=1`` or ``hydra.verbose=true`` show the traceback instead.
+    """
+    import os
+    import sys
+
     from hydra.core.hydra_config import HydraConfig
 
+    from rlrm.rl.reward_source import RewardSourceError
+    from rlrm.rl.run_config import RunConfigError
+
     hydra_cfg = HydraConfig.get()
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    run_dir = hydra_cfg.runtime.output_dir
-    if plain["resume"]:
-        run_dir = str(plain["resume"])
-        plain = resumed_config(run_dir, list(hydra_cfg.overrides.task))
-    train(plain, run_dir)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        run_dir = hydra_cfg.runtime.output_dir
+        if plain["resume"]:
+            run_dir = str(plain["resume"])
+            plain = resumed_config(run_dir, list(hydra_cfg.overrides.task))
+        train(plain, run_dir)
+    except (RunConfigError, RewardSourceError) as e:
+        debug = os.environ.get("RLRM_DEBUG", "0") not in ("", "0") or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if debug or hydra_cfg.verbose:
+            raise
+        print(e, file=sys.stderr)  # the message says what to change; a traceback would bury it
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

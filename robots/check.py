@@ -2,6 +2,8 @@
 
 * :func:`check_robot` - connect, read state and cameras, move a few millimetres inside the
   workspace and back, and return what was found.
+* :func:`joints_mirror_pose` - whether "joint angles" a backend returned are really the end-effector
+  pose padded with zeros (a simulated controller without arm kinematics), so they are not reported.
 * :func:`main` - the command line; prints a report.
 
 Nothing here homes the arm or moves it more than ``--mm`` millimetres (default 5).
@@ -17,9 +19,31 @@ import time
 
 import numpy as np
 
-__all__ = ["check_robot", "main"]
+__all__ = ["check_robot", "joints_mirror_pose", "main"]
 
 logger = logging.getLogger(__name__)
+
+
+def joints_mirror_pose(joints, pose) -> bool:
+    """True if ``joints`` are ``[x, y, z, roll, pitch, yaw, 0, ...]`` of ``pose`` (m or mm, rad or deg), not joint angles.
+
+    >>> from robots.geometry import EEPose
+    >>> pose = EEPose.from_vector([0.3, 0.0, 0.3, np.pi, 0.0, 0.0])
+    >>> joints_mirror_pose([0.3, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0], pose), joints_mirror_pose([0.0, -0.4, 0.0, 0.9, 0.0, 1.3, 0.0], pose)
+    (True, False)
+    """
+    from robots.geometry import rotation_angle, rpy_to_matrix
+
+    joints = np.asarray(joints, dtype=float).ravel()
+    if joints.size < 6 or np.any(joints[6:]):
+        return False
+    for length_scale in (1.0, 1000.0):  # m, mm
+        if not np.allclose(joints[:3], pose.position * length_scale, atol=1e-6 * length_scale):
+            continue
+        for rpy in (joints[3:6], np.radians(joints[3:6])):  # rad, deg
+            if rotation_angle(rpy_to_matrix(rpy), pose.rotation) < 1e-6:
+                return True
+    return False
 
 
 def check_robot(name: str, sim: bool = False, mm: float = 5.0, settle_s: float = 1.0, **overrides) -> dict:
@@ -44,6 +68,13 @@ def check_robot(name: str, sim: bool = False, mm: float = 5.0, settle_s: float =
             joints=np.round(state.joints, 4).tolist(),
             inside_workspace=env.config.safety.contains(start.position),
         )
+        if joints_mirror_pose(state.joints, start):
+            # printing them as joints would look plausible and be wrong
+            controller = type(getattr(env.backend, "api", env.backend)).__name__
+            report["joints"] = None
+            report["joints_note"] = (f"not reported: {controller} returns the end-effector pose padded with zeros "
+                                     "as joint angles (it models no arm kinematics)")
+            logger.warning("%s joints %s", name, report["joints_note"])
         cams = {}
         for cam_name, cam in env.cameras.items():
             frame = cam.read()

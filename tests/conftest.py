@@ -1,4 +1,9 @@
-"""Test-wide settings: headless MuJoCo rendering, no hub downloads, fast torch on 2 cores."""
+"""Test-wide settings: headless MuJoCo rendering, no hub downloads, fast torch on 2 cores, hypothesis profiles.
+
+Hypothesis profiles: ``ci`` (the default, and always when ``CI`` is set) derandomizes property
+tests, so a run tests the same examples every time and a red CI run is reproducible;
+``HYPOTHESIS_PROFILE=dev pytest ...`` explores with fresh random examples on each run.
+"""
 
 import os
 
@@ -13,6 +18,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+
+
+def hypothesis_profile(environ) -> str:
+    """The hypothesis profile for ``environ``: ``ci`` when ``CI`` is set, else ``HYPOTHESIS_PROFILE`` (default ``ci``)."""
+    return "ci" if environ.get("CI") else environ.get("HYPOTHESIS_PROFILE", "ci")
+
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", derandomize=False)
+settings.load_profile(hypothesis_profile(os.environ))
 
 
 @pytest.fixture(scope="session")

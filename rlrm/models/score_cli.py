@@ -1,9 +1,13 @@
 """``rlrm score``: score a recorded video against a task with a reward model.
 
 * :func:`read_video` - mp4/avi (OpenCV) or .npy (T, H, W, 3) uint8 -> frames + frame rate.
+* :func:`coerce_frames` - a .npy array as (T, H, W, 3) uint8: grayscale and float/integer value
+  ranges converted with a warning, other layouts refused with the conversion to apply.
 * :func:`select_frames` - which frames to score: the dense reward's prefix sampling (first, last and
   a linspace between; :func:`rlrm.sampling.sample_indices`) or every frame, after optional fps resampling.
-* :func:`plot_scores` - PNG of progress and success over the video's frame index, with thumbnails.
+* :func:`score_figure` / :func:`plot_scores` - progress and success over the video's frame index,
+  with thumbnails, titled with the task and the model (a random-weight model is flagged); as a PNG.
+* :data:`RANDOM_WEIGHT_MODELS` - model names whose scores carry no meaning (test models).
 * ``add_arguments`` / ``run`` - the subcommand.
 
 Example::
@@ -16,18 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlrm.types import RewardQuery, validate_frames
+from rlrm.types import ModelInfo, RewardQuery, validate_frames
 
-__all__ = ["read_video", "select_frames", "plot_scores", "add_arguments", "run"]
+__all__ = ["read_video", "coerce_frames", "select_frames", "score_figure", "plot_scores", "add_arguments", "run",
+           "RANDOM_WEIGHT_MODELS"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+RANDOM_WEIGHT_MODELS = ("tiny",)
+"""Registered models with random weights (for tests and plumbing): their scores mean nothing."""
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
@@ -38,7 +46,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         frames = np.load(path, allow_pickle=False)
-        return validate_frames(frames, name=f"{path.name} contents"), None
+        return coerce_frames(frames, name=f"{path.name} contents"), None
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"unsupported video type {suffix!r} for {str(path)!r}; expected .npy or one of {VIDEO_SUFFIXES}")
     import cv2
@@ -59,6 +67,70 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
     if not frames:
         raise ValueError(f"{str(path)!r} holds no decodable frames")
     return np.stack(frames), fps
+
+
+def coerce_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
+    """``frames`` as (T, H, W, 3) uint8, converting the unambiguous cases with a logged warning.
+
+    Converted: grayscale (T, H, W) or (T, H, W, 1) -> three equal channels; RGBA -> RGB; floats in
+    [0, 1] -> x255, floats in [0, 255] or other integers in [0, 255] -> rounded uint8, floats in
+    [-1, 1] -> (x + 1) x 127.5. Refused with a ValueError naming the shape or the value range and the
+    conversion to apply: channel-first arrays, a single (H, W, 3) image, NaN/inf, other ranges.
+
+    >>> coerce_frames(np.full((2, 4, 4, 3), 0.5, np.float32))[0, 0, 0]
+    array([128, 128, 128], dtype=uint8)
+    >>> coerce_frames(np.zeros((2, 4, 4), np.uint8)).shape
+    (2, 4, 4, 3)
+    """
+    if not isinstance(frames, np.ndarray) or (frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3):
+        return validate_frames(frames, name=name)
+    got = f"{name} must be uint8 (T,H,W,3), got {frames.dtype} {tuple(frames.shape)}"
+    steps: list[tuple[str, str]] = []  # (what was found, the expression that converts it)
+    if frames.ndim == 3 and frames.shape[-1] == 3:
+        raise ValueError(f"{got}: that is one (H,W,3) image; for a 1-frame video use frames[None]")
+    if frames.ndim == 4 and frames.shape[1] in (1, 3, 4) and frames.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{got} (looks channel-first: use frames.transpose(0, 2, 3, 1))")
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+        steps.append(("grayscale (T,H,W)", "np.repeat(frames[..., None], 3, axis=-1)"))
+    elif frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+        steps.append(("grayscale (T,H,W,1)", "np.repeat(frames, 3, axis=-1)"))
+    elif frames.ndim == 4 and frames.shape[-1] == 4:
+        frames = frames[..., :3]
+        steps.append(("RGBA (T,H,W,4)", "frames[..., :3]"))
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        return validate_frames(frames, name=name)  # raises, naming the shape
+    if frames.dtype != np.uint8:
+        frames, step = _to_uint8(frames, got)
+        steps.append(step)
+    if steps:
+        log.warning("%s: %s; converted with %s (save (T,H,W,3) uint8 frames to skip this)", name,
+                    ", ".join(found for found, _ in steps), "; then ".join(expr for _, expr in steps))
+    return validate_frames(frames, name=name)
+
+
+def _to_uint8(frames: np.ndarray, got: str) -> tuple[np.ndarray, tuple[str, str]]:
+    """Frames of another dtype as uint8 by their value range, and (what was found, the conversion)."""
+    if frames.dtype.kind not in "fiub" or frames.size == 0:
+        raise ValueError(f"{got}: expected uint8 values 0..255")
+    if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+        raise ValueError(f"{got} holding NaN or inf values; replace them first, e.g. np.nan_to_num(frames)")
+    lo, hi = float(frames.min()), float(frames.max())
+    found = f"{frames.dtype} values in [{lo:g}, {hi:g}]"
+    if frames.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return (frames * 255.0).round().astype(np.uint8), (f"{found} read as 0..1", "(frames * 255).round().astype(np.uint8)")
+    if lo >= 0.0 and hi <= 255.0:
+        if frames.dtype.kind == "f":
+            return frames.round().astype(np.uint8), (f"{found} read as 0..255", "frames.round().astype(np.uint8)")
+        return frames.astype(np.uint8), (found, "frames.astype(np.uint8)")
+    if frames.dtype.kind == "f" and lo >= -1.0 and hi <= 1.0:
+        return (((frames + 1.0) * 127.5).round().astype(np.uint8),
+                (f"{found} read as -1..1", "((frames + 1) * 127.5).round().astype(np.uint8)"))
+    raise ValueError(
+        f"{got} with values in [{lo:g}, {hi:g}]; expected uint8 0..255 (or floats in [0, 1] or [0, 255]): "
+        "rescale first, e.g. ((frames - frames.min()) / np.ptp(frames) * 255).round().astype(np.uint8)"
+    )
 
 
 def select_frames(
@@ -92,21 +164,25 @@ def select_frames(
     return candidates[sample_indices(len(candidates), max_frames, mode="prefix")]
 
 
-def plot_scores(
-    path: str | Path,
+def score_figure(
     frames: np.ndarray,
     indices: np.ndarray,
     progress: np.ndarray,
     success: np.ndarray,
     task: str,
+    model: ModelInfo | str | None = None,
     max_thumbnails: int = 8,
-) -> Path:
-    """PNG with thumbnails of the scored frames above progress and success curves over the frame index."""
+) -> Any:
+    """Matplotlib figure: thumbnails of the scored frames above progress and success over the frame index.
+
+    Titled with the task and ``model`` (its name; a model in :data:`RANDOM_WEIGHT_MODELS` is flagged
+    in red). The curves differ in line style, width and marker, so both stay visible where they coincide.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     thumbs = np.unique(np.rint(np.linspace(0, len(indices) - 1, min(max_thumbnails, len(indices)))).astype(int))
-    fig = Figure(figsize=(max(6.0, 1.1 * len(thumbs)), 4.6), dpi=100)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(thumbs)), 4.8), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, len(thumbs), height_ratios=[1, 2.2])
     for col, i in enumerate(thumbs):
@@ -115,15 +191,38 @@ def plot_scores(
         ax.set_title(f"#{indices[i]}", fontsize=7)
         ax.axis("off")
     ax = fig.add_subplot(grid[1, :])
-    ax.plot(indices, progress, "o-", color="tab:green", label="progress")
-    ax.plot(indices, success, "s-", color="tab:orange", label="success probability")
+    # progress: wide solid line with big dots underneath; success: thin dashed line with small hollow
+    # squares on top, so where the two coincide both are still seen
+    ax.plot(indices, progress, "o-", color="tab:green", linewidth=3.0, markersize=8, zorder=2, label="progress")
+    ax.plot(indices, success, "s--", color="tab:orange", linewidth=1.5, markersize=5, markerfacecolor="white",
+            zorder=3, label="success probability")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("video frame index")
     ax.set_ylabel("model output")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(task[:90], fontsize=9)
+    name = model.name if isinstance(model, ModelInfo) else model
+    if name is not None:
+        random_weights = name in RANDOM_WEIGHT_MODELS
+        label = f"model: {name}" + (" (random weights: these scores mean nothing)" if random_weights else "")
+        ax.set_title(label, fontsize=8, color="tab:red" if random_weights else "black")
+    fig.suptitle(textwrap.shorten(task, 180, placeholder=" ..."), fontsize=9, wrap=True)
     fig.tight_layout()
+    return fig
+
+
+def plot_scores(
+    path: str | Path,
+    frames: np.ndarray,
+    indices: np.ndarray,
+    progress: np.ndarray,
+    success: np.ndarray,
+    task: str,
+    max_thumbnails: int = 8,
+    model: ModelInfo | str | None = None,
+) -> Path:
+    """Write :func:`score_figure` (thumbnails above progress and success curves, titled with task and model) as a PNG."""
+    fig = score_figure(frames, indices, progress, success, task, model=model, max_thumbnails=max_thumbnails)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -160,10 +259,14 @@ def run(args: argparse.Namespace) -> int:
     indices = select_frames(len(frames), args.max_frames, args.all_frames, args.fps, source_fps)
     kwargs: dict[str, Any] = {"device": args.device} if args.device else {}
     model = make_reward_model(args.model, **kwargs)
+    info = model.info()
+    if info.name in RANDOM_WEIGHT_MODELS:
+        log.warning("model %r has random weights (a test model): its scores mean nothing; pass --model with "
+                    "a trained checkpoint, e.g. robometer/Robometer-4B", info.name)
     query = RewardQuery(np.ascontiguousarray(frames[indices]), args.task, frame_index=indices)
     result = model.score([query])[0]
 
-    table = Table(title=f"{Path(args.video).name}: {args.task}")
+    table = Table(title=f"{Path(args.video).name}: {args.task} (model {info.name})")
     for col in ("frame", "time s", "progress", "success"):
         table.add_column(col, justify="right")
     for i, p, s in zip(indices, result.progress, result.success, strict=True):
@@ -174,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "video": str(args.video),
         "task": args.task,
-        "model": model.info().to_dict(),
+        "model": info.to_dict(),
         "num_video_frames": int(len(frames)),
         "source_fps": source_fps,
         "frame_index": [int(i) for i in indices],
@@ -186,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
         log.info("wrote %s", args.json_out)
     if args.plot:
-        plot_scores(args.plot, frames, indices, result.progress, result.success, args.task)
+        plot_scores(args.plot, frames, indices, result.progress, result.success, args.task, model=info)
         log.info("wrote %s", args.plot)
     if args.video_out:
         from rlrm.wrappers.video import write_reward_video

@@ -1,7 +1,10 @@
 """Checking a ``run_rl.py`` config before anything starts (no env, worker or model is built).
 
 * :func:`validate_run_config` - every problem of a config at once, each naming the bad value
-  and the allowed ones; raises :class:`RunConfigError`.
+  and the allowed ones; raises :class:`RunConfigError`. On a valid config it rounds an on-policy
+  budget up to whole rollouts (:func:`round_budget_to_rollouts`) and logs the task text the reward
+  model will receive.
+* :func:`round_budget_to_rollouts` - ``total_steps`` as whole PPO rollouts, with a warning when it changes.
 * :class:`RunConfigError` - the error it raises (a ``ValueError``).
 * :func:`resumed_config` - the config of a run being resumed, with value overrides applied.
 * :data:`REWARD_KINDS`, :data:`REWARD_MODES`, :data:`TRANSPORTS` - accepted values.
@@ -9,11 +12,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["RunConfigError", "validate_run_config", "resumed_config", "RESOLVED_CONFIG", "REWARD_KINDS", "REWARD_MODES", "TRANSPORTS"]
+__all__ = ["RunConfigError", "validate_run_config", "round_budget_to_rollouts", "resumed_config", "RESOLVED_CONFIG",
+           "REWARD_KINDS", "REWARD_MODES", "TRANSPORTS"]
+
+log = logging.getLogger(__name__)
 
 REWARD_KINDS = ("robometer", "env")
 REWARD_MODES = ("sync", "async")
@@ -22,6 +29,8 @@ _SOURCE_SCHEMES = ("tcp://", "ipc://")
 _GROUPS = ("env", "algo", "reward", "transport", "robot")
 RESOLVED_CONFIG = "config.yaml"
 """File name of the resolved run config ``run_rl.py`` writes into every run folder."""
+# true/false switches: Hydra reads `robot_sim=yes` as the string 'yes', which bool() would take as True
+_BOOLEAN_FIELDS = ("robot_sim", "progress_bar", "reward.terminate_on_success")
 
 
 class RunConfigError(ValueError):
@@ -41,16 +50,41 @@ def _int_at_least(errors: list[str], name: str, value: Any, low: int) -> None:
         errors.append(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_booleans(errors: list[str], cfg: Mapping[str, Any]) -> None:
+    for dotted in _BOOLEAN_FIELDS:
+        group, _, key = dotted.rpartition(".")
+        section = cfg.get(group) if group else cfg
+        if not isinstance(section, Mapping) or key not in section:
+            continue  # a group without this switch (reward=env_dense has no terminate_on_success)
+        value = section[key]
+        if not isinstance(value, bool):
+            errors.append(f"{dotted} must be true or false, got {value!r} ({type(value).__name__}); "
+                          f"pass {dotted}=true or {dotted}=false")
+
+
+def _check_task(errors: list[str], cfg: Mapping[str, Any]) -> None:
+    task = cfg.get("task")
+    if task is not None and (not isinstance(task, str) or not task.strip()):
+        errors.append(f"task must be a non-empty instruction, got {task!r}; pass task=\"put the cube in the bowl\" "
+                      "or leave it out (task=null) to use the env's own task")
+
+
 def validate_run_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`RunConfigError` listing every invalid value in ``cfg`` (a resolved plain dict).
 
     Checks the env (a registered gym id unless ``robot`` is set), the algorithm, the reward
     (kind, mode, model or source, task text, shaping and success-detector fields), the
-    transport and the budgets (``total_steps``, ``eval_episodes``, ``checkpoint_every`` ...).
+    transport, the true/false switches and the budgets (``total_steps``, ``eval_episodes``,
+    ``checkpoint_every`` ...). A valid ``cfg`` is then settled in place: an on-policy
+    ``total_steps`` is rounded up to whole rollouts (:func:`round_budget_to_rollouts`), so the
+    config a run saves is the budget it runs; and the task text the reward model will receive is
+    logged at INFO.
     """
     from rlrm.rl.algorithms import ALGORITHMS
 
     errors: list[str] = []
+    _check_task(errors, cfg)
+    _check_booleans(errors, cfg)
     env = cfg.get("env") or {}
     robot = cfg.get("robot")
     if not robot:
@@ -87,8 +121,51 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
     if resume and not os.path.isdir(os.path.join(str(resume), "checkpoints")):
         errors.append(f"resume={resume!r} is not a run folder with a checkpoints/ subfolder")
 
+    if algo.get("name") in ALGORITHMS and not ALGORITHMS[algo["name"]][1] and "n_steps" in algo:
+        _int_at_least(errors, "algo.n_steps", algo.get("n_steps"), 1)
+
     if errors:
         raise RunConfigError("invalid run_rl config:\n  - " + "\n  - ".join(errors))
+    round_budget_to_rollouts(cfg)
+    if kind == "robometer":
+        from rlrm.rl.environment import task_text
+
+        origin = "from task=" if cfg.get("task") else "the env config's task; change it with task=..."
+        log.info("the reward model receives the task %r (%s)", task_text(cfg), origin)
+
+
+def round_budget_to_rollouts(cfg: Mapping[str, Any]) -> int:
+    """The ``total_steps`` a run really trains: for an on-policy algorithm, whole rollouts of ``algo.n_steps``.
+
+    SB3's PPO always finishes the rollout it started, so ``algo=ppo total_steps=300`` with
+    ``n_steps=512`` trains 512 steps. The budget is rounded up here instead, with a warning, and
+    written back into ``cfg`` (when it is a mutable dict) so the saved config and the summary agree
+    with what ran. Off-policy algorithms stop at any step: their budget is returned unchanged.
+
+    >>> cfg = {"algo": {"name": "ppo", "n_steps": 512}, "total_steps": 300}
+    >>> round_budget_to_rollouts(cfg), cfg["total_steps"]
+    (512, 512)
+    """
+    from rlrm.rl.algorithms import ALGORITHMS
+
+    algo = cfg.get("algo") or {}
+    total = int(cfg["total_steps"])
+    if algo.get("name") not in ALGORITHMS or ALGORITHMS[algo["name"]][1]:
+        return total
+    n_steps = algo.get("n_steps")
+    if n_steps is None:  # the algorithm's own default rollout length
+        import inspect
+
+        n_steps = inspect.signature(ALGORITHMS[algo["name"]][0]).parameters["n_steps"].default
+    n_steps = int(n_steps)  # run_rl trains one env, so a rollout is n_steps env steps
+    rounded = -(-total // n_steps) * n_steps
+    if rounded != total:
+        log.warning("algo=%s collects whole rollouts of algo.n_steps=%d env steps: total_steps=%d rounded up to %d "
+                    "(%d x %d); pass a multiple of %d to choose another budget",
+                    algo["name"], n_steps, total, rounded, rounded // n_steps, n_steps, n_steps)
+        if isinstance(cfg, MutableMapping):
+            cfg["total_steps"] = rounded
+    return rounded
 
 
 def _check_robometer_reward(errors: list[str], cfg: Mapping[str, Any], reward: Mapping[str, Any],
