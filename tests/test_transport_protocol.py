@@ -77,7 +77,7 @@ def test_several_items_share_the_buffer_list():
         ([], ErrorCode.BAD_REQUEST, "empty message"),
         ([b"\xc1\xff"], ErrorCode.BAD_REQUEST, "not valid msgpack"),
         ([msgpack.packb([1, 2])], ErrorCode.BAD_REQUEST, "must be a msgpack map"),
-        ([msgpack.packb(header(v=2))], ErrorCode.VERSION, "version 2"),
+        ([msgpack.packb(header(v=3))], ErrorCode.VERSION, "version 3"),
         ([msgpack.packb(header(op="train"))], ErrorCode.BAD_REQUEST, "unknown op 'train'"),
         ([msgpack.packb(header(items=[]))], ErrorCode.BAD_REQUEST, "non-empty list 'items'"),
         ([msgpack.packb(header(deadline_ms=-5))], ErrorCode.BAD_REQUEST, "deadline_ms"),

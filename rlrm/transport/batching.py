@@ -1,13 +1,16 @@
-"""Dynamic batching for the reward worker: one bounded queue for all clients, one model call per batch.
+"""Continuous batching for the reward worker: an idle model runs at once, arrivals meanwhile form the next batch.
 
-* :class:`Job` - a decoded score request waiting in the queue, with its sender and arrival time.
-* :class:`WorkerStats` - counters (requests, items, batch sizes, queue and inference time, errors).
-* :class:`DynamicBatcher` - ``offer`` jobs (refused when the queue is full), ``next_batch``
-  (blocks until ``max_batch`` queries wait or the oldest waited ``max_wait_ms``), ``run`` a
-  batch through the model and get one encoded reply per job.
+* :class:`Job` - a score request admitted to the queue: who sent it, its queries' frames (arrays,
+  decode Futures or stored frames) and vision-feature keys, its arrival time.
+* :class:`WorkerStats` - counters (requests, items, batch sizes, queue/decode/inference time, errors).
+* :class:`ContinuousBatcher` - ``offer`` jobs (refused when the queue is full), ``next_batch``
+  (the oldest job plus the others waiting that fit, without waiting unless ``max_wait_ms`` asks
+  for it), ``run`` a batch through the model and get one encoded reply per job.
 
-No sockets here: :class:`~rlrm.transport.server.RewardWorker` feeds the batcher from its socket
-thread and runs batches on its batcher thread.
+Batches are grouped so padding stays bounded: a job joins the batch only if the padded work
+(items x longest item) stays within ``1 + max_padding`` times the real work. The oldest job is
+always taken, so nothing starves. No sockets here: :class:`~rlrm.transport.server.RewardWorker`
+feeds the batcher from its socket thread and runs batches on its batcher thread.
 """
 
 from __future__ import annotations
@@ -16,24 +19,82 @@ import collections
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlrm.transport.protocol import ErrorCode, Request, encode_error, encode_reply, encode_results
+import numpy as np
+
+from rlrm.transport.protocol import (
+    ErrorCode,
+    ProtocolError,
+    Request,
+    encode_error,
+    encode_reply,
+    encode_results,
+    item_query,
+)
 from rlrm.types import RewardQuery
 
-__all__ = ["Job", "WorkerStats", "DynamicBatcher"]
+__all__ = ["Job", "WorkerStats", "ContinuousBatcher"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Job:
-    """A score request in the queue: who sent it (ROUTER identity), what it asks, when it arrived."""
+    """A score request in the queue.
+
+    Args:
+        identity: the ROUTER identity of the sender.
+        request: the parsed request (id, version, deadline, items).
+        arrived: ``time.monotonic()`` when it was received.
+        sources: per item, its frames: an array, a Future of one (JPEG decoding), or a list of
+            :class:`~rlrm.transport.frame_store.StoredFrame` (a streamed item).
+        lengths: per item, the work it brings to a batch (sum of frame pixels, clamped to the model's bounds).
+    """
 
     identity: bytes
     request: Request
-    arrived: float  # time.monotonic()
+    arrived: float
+    sources: list[Any] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    @property
+    def num_items(self) -> int:
+        """Queries in this job."""
+        return len(self.request.items)
+
+    def ready(self) -> bool:
+        """True when no frame of the job is still decoding."""
+        for source in self.sources:
+            if isinstance(source, list):
+                if not all(s.ready for s in source):
+                    return False
+            elif isinstance(source, Future) and not source.done():
+                return False
+        return True
+
+    def materialize(self) -> tuple[list[RewardQuery], list[list[int] | None]]:
+        """The job's queries and, per query, the vision-feature keys of its frames (None for full frames).
+
+        Waits for pending decodes; a frame that does not decode raises ``bad_request``.
+        """
+        queries: list[RewardQuery] = []
+        keys: list[list[int] | None] = []
+        rid = self.request.id
+        for i, (item, source) in enumerate(zip(self.request.items, self.sources, strict=True)):
+            try:
+                if isinstance(source, list):
+                    frames = np.stack([s.array() for s in source])
+                    keys.append([s.uid for s in source])
+                else:
+                    frames = source.result() if isinstance(source, Future) else source
+                    keys.append(None)
+            except ValueError as e:  # a JPEG that does not decode (codec.decode_jpeg)
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(e), rid) from e
+            queries.append(item_query(item, frames, rid, i))
+        return queries, keys
 
 
 @dataclass
@@ -44,8 +105,10 @@ class WorkerStats:
     items: int = 0
     batches: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # items per batch -> number of batches
+    waited_batches: int = 0  # batches held back by the opt-in max_wait_ms
     queue_ms_total: float = 0.0
     queue_ms_max: float = 0.0
+    decode_wait_ms_total: float = 0.0  # batcher time spent waiting for JPEG decodes
     infer_ms_total: float = 0.0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ErrorCode.ALL, 0))
     expired: int = 0
@@ -59,8 +122,10 @@ class WorkerStats:
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size": max(self.batch_sizes, default=0),
             "mean_batch_size": self.items / self.batches if self.batches else 0.0,
+            "waited_batches": self.waited_batches,
             "queue_ms_mean": self.queue_ms_total / self.items if self.items else 0.0,
             "queue_ms_max": self.queue_ms_max,
+            "decode_wait_ms_total": self.decode_wait_ms_total,
             "infer_ms_total": self.infer_ms_total,
             "infer_ms_mean": self.infer_ms_total / self.batches if self.batches else 0.0,
             "errors": dict(self.errors),
@@ -68,29 +133,39 @@ class WorkerStats:
         }
 
 
-class DynamicBatcher:
+class ContinuousBatcher:
     """Gathers queries from many requests into model calls of up to ``max_batch`` queries.
 
     Args:
-        model: has ``score(list[RewardQuery]) -> list[RewardResult]``.
+        model: has ``score(list[RewardQuery]) -> list[RewardResult]``; if it also has
+            ``forget_features``, streamed frames are scored with ``score(queries, feature_keys=...)``
+            so their vision features are computed once.
         max_batch: queries per model call; a request larger than this is scored alone.
-        max_wait_ms: the longest the oldest waiting query waits for a batch to fill.
+        max_wait_ms: opt-in extra wait: with > 0, a batch waits up to this long (from its oldest
+            query's arrival) for ``max_batch`` queries. 0 (default): run whatever is waiting now.
         max_queue: queries allowed to wait; :meth:`offer` refuses past it.
+        max_padding: a job joins a batch only while items x longest item <= (1 + max_padding) x the sum of lengths.
 
     Thread-safe: ``offer``/``count``/``stats`` from one thread, ``next_batch``/``run`` from another.
     """
 
-    def __init__(self, model: Any, max_batch: int, max_wait_ms: float, max_queue: int) -> None:
+    def __init__(
+        self, model: Any, max_batch: int, max_wait_ms: float = 0.0, max_queue: int = 256, max_padding: float = 0.5
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if max_padding < 0:
+            raise ValueError(f"max_padding must be >= 0, got {max_padding}")
         self.model = model
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
+        self.max_padding = float(max_padding)
+        self.uses_feature_keys = callable(getattr(model, "forget_features", None))
         self._queue: collections.deque[Job] = collections.deque()
         self._queued_items = 0
         self._cond = threading.Condition()
@@ -101,7 +176,7 @@ class DynamicBatcher:
 
     def offer(self, job: Job) -> str | None:
         """Queue ``job``; returns None if accepted, else the ``busy`` message to reply with."""
-        n = len(job.request.queries)
+        n = job.num_items
         with self._cond:
             if self._queued_items + n > self.max_queue:
                 queued = self._queued_items
@@ -128,6 +203,7 @@ class DynamicBatcher:
         with self._cond:
             d["queued_items"] = self._queued_items
         d["max_batch"], d["max_wait_ms"], d["max_queue"] = self.max_batch, self.max_wait_s * 1000, self.max_queue
+        d["max_padding"] = self.max_padding
         return d
 
     def wake(self) -> None:
@@ -138,8 +214,10 @@ class DynamicBatcher:
     # ---------------------------------------------------------------- consumer side
 
     def next_batch(self, stop: threading.Event) -> list[Job]:
-        """Block until a batch is due (max_batch queries waiting or the oldest waited max_wait_ms).
+        """Block until a job waits, then return the oldest job plus the waiting ones that fit.
 
+        With ``max_wait_ms`` > 0 the batch first waits (up to that long since the oldest job's
+        arrival) for ``max_batch`` queries. Jobs still decoding JPEGs join only as the oldest.
         Returns an empty list once ``stop`` is set and nothing is queued.
         """
         with self._cond:
@@ -147,86 +225,119 @@ class DynamicBatcher:
                 if stop.is_set():
                     return []
                 self._cond.wait(0.1)
-            while self._queued_items < self.max_batch and not stop.is_set():
+            waited = False
+            while self.max_wait_s > 0 and self._queued_items < self.max_batch and not stop.is_set():
                 remaining = self._queue[0].arrived + self.max_wait_s - time.monotonic()
                 if remaining <= 0:
                     break
+                waited = True
                 self._cond.wait(remaining)
-            batch: list[Job] = []
-            n = 0
-            while self._queue and (not batch or n + len(self._queue[0].request.queries) <= self.max_batch):
+            batch = [self._queue.popleft()]
+            n, longest, total = batch[0].num_items, max(batch[0].lengths), sum(batch[0].lengths)
+            kept: list[Job] = []
+            while self._queue and n < self.max_batch:
                 job = self._queue.popleft()
-                batch.append(job)
-                n += len(job.request.queries)
+                j_longest, j_total = max(job.lengths), sum(job.lengths)
+                fits = n + job.num_items <= self.max_batch and (n + job.num_items) * max(longest, j_longest) <= (
+                    1 + self.max_padding
+                ) * (total + j_total)
+                if fits and job.ready():
+                    batch.append(job)
+                    n, longest, total = n + job.num_items, max(longest, j_longest), total + j_total
+                else:
+                    kept.append(job)
+            self._queue.extendleft(reversed(kept))  # the rest keep their place, oldest first
             self._queued_items -= n
-            return batch
+        if waited:
+            with self._stats_lock:
+                self._stats.waited_batches += 1
+        return batch
 
     def run(self, batch: list[Job]) -> list[tuple[bytes, list[bytes]]]:
         """Score a batch in one model call; returns ``(identity, reply parts)`` for every job.
 
-        Jobs that waited past their ``deadline_ms`` get ``busy`` without being computed. If the
-        model raises on the batch, each request is retried alone so only the one that breaks it
-        gets ``internal``.
+        Jobs that waited past their ``deadline_ms`` get ``busy`` without being computed; a job
+        whose frames do not decode gets ``bad_request``. If the model raises on the batch, each
+        request is retried alone so only the one that breaks it gets ``internal``.
         """
         start = time.monotonic()
-        live: list[Job] = []
+        live: list[tuple[Job, list[RewardQuery], list[Any]]] = []
         replies: list[tuple[bytes, list[bytes]]] = []
         for job in batch:
             waited_ms = (start - job.arrived) * 1000
+            version = job.request.version
             if job.request.deadline_ms is not None and waited_ms > job.request.deadline_ms:
                 # the client has given up on it; answering costs nothing, computing would
                 msg = f"expired in the queue after {waited_ms:.0f} ms (deadline_ms={job.request.deadline_ms:g})"
-                replies.append((job.identity, encode_error(job.request.id, ErrorCode.BUSY, msg)))
+                replies.append((job.identity, encode_error(job.request.id, ErrorCode.BUSY, msg, v=version)))
                 with self._stats_lock:
                     self._stats.expired += 1
                     self._stats.errors[ErrorCode.BUSY] += 1
-            else:
-                live.append(job)
+                continue
+            try:
+                queries, keys = job.materialize()
+            except ProtocolError as e:
+                self.count(error=e.code)
+                replies.append((job.identity, encode_error(job.request.id, e.code, e.message, v=version)))
+                continue
+            live.append((job, queries, keys))
+        model_start = time.monotonic()
+        decode_ms = (model_start - start) * 1000
         if not live:
             return replies
-        queries = [q for job in live for q in job.request.queries]
+        queries = [q for _, qs, _ in live for q in qs]
+        keys = [k for _, _, ks in live for k in ks]
         outcome: list[Any] = []
         try:
-            results = self._score(queries)
+            results = self._score(queries, keys)
             k = 0
-            for job in live:
-                outcome.append(results[k : k + len(job.request.queries)])
-                k += len(job.request.queries)
+            for job, qs, _ in live:
+                outcome.append(results[k : k + len(qs)])
+                k += len(qs)
         except Exception as e:
             log.exception("model failed on a batch of %d queries from %d requests", len(queries), len(live))
-            outcome = [e] if len(live) == 1 else [self._score_alone(job) for job in live]
-        infer_ms = (time.monotonic() - start) * 1000
-        self._record(live, len(queries), start, infer_ms)
-        for job, out in zip(live, outcome, strict=True):
-            rid = job.request.id
+            outcome = [e] if len(live) == 1 else [self._score_alone(qs, ks) for _, qs, ks in live]
+        infer_ms = (time.monotonic() - model_start) * 1000
+        self._record([job for job, _, _ in live], len(queries), start, decode_ms, infer_ms)
+        for (job, _, _), out in zip(live, outcome, strict=True):
+            rid, version = job.request.id, job.request.version
             if isinstance(out, Exception):
                 self.count(error=ErrorCode.INTERNAL)
-                reply = encode_error(rid, ErrorCode.INTERNAL, f"model raised {type(out).__name__}: {out}")
+                reply = encode_error(rid, ErrorCode.INTERNAL, f"model raised {type(out).__name__}: {out}", v=version)
             else:
-                timing = {"queue_ms": (start - job.arrived) * 1000, "infer_ms": infer_ms, "batch_items": len(queries)}
-                reply = encode_reply(rid, results=encode_results(out), timing=timing)
+                timing = {
+                    "queue_ms": (start - job.arrived) * 1000,
+                    "decode_ms": decode_ms,
+                    "infer_ms": infer_ms,
+                    "batch_items": len(queries),
+                }
+                reply = encode_reply(rid, v=version, results=encode_results(out), timing=timing)
             replies.append((job.identity, reply))
         return replies
 
-    def _score_alone(self, job: Job) -> Any:
+    def _score_alone(self, queries: list[RewardQuery], keys: list[Any]) -> Any:
         try:
-            return self._score(job.request.queries)
+            return self._score(queries, keys)
         except Exception as e:  # becomes this request's `internal` reply
             return e
 
-    def _record(self, live: list[Job], n_items: int, start: float, infer_ms: float) -> None:
+    def _record(self, live: list[Job], n_items: int, start: float, decode_ms: float, infer_ms: float) -> None:
         with self._stats_lock:
             self._stats.batches += 1
             self._stats.items += n_items
             self._stats.batch_sizes[n_items] = self._stats.batch_sizes.get(n_items, 0) + 1
             self._stats.infer_ms_total += infer_ms
+            self._stats.decode_wait_ms_total += decode_ms
             for job in live:
                 q_ms = (start - job.arrived) * 1000
-                self._stats.queue_ms_total += q_ms * len(job.request.queries)
+                self._stats.queue_ms_total += q_ms * job.num_items
                 self._stats.queue_ms_max = max(self._stats.queue_ms_max, q_ms)
 
-    def _score(self, queries: list[RewardQuery]) -> list[Any]:
-        results = self.model.score(queries)
+    def _score(self, queries: list[RewardQuery], keys: list[Any]) -> list[Any]:
+        if self.uses_feature_keys and any(k is not None for k in keys):
+            results = self.model.score(queries, feature_keys=keys)
+        else:
+            results = self.model.score(queries)
         if len(results) != len(queries):
             raise RuntimeError(f"model returned {len(results)} results for {len(queries)} queries")
         for i, (q, r) in enumerate(zip(queries, results, strict=True)):

@@ -1,45 +1,61 @@
 """The reward client: talks to a :class:`~rlrm.transport.server.RewardWorker` over a ZeroMQ DEALER socket.
 
-* :class:`RewardClient` - ``score`` / ``score_async`` / ``info`` / ``ping`` with timeouts, retries
-  and socket re-creation (the lazy-pirate pattern), safe to share between threads.
+* :class:`RewardClient` - ``score`` / ``score_async`` / ``score_deferred`` / ``info`` / ``ping`` with
+  timeouts, retries and socket re-creation (the lazy-pirate pattern), safe to share between threads.
 * :class:`WorkerError` - the worker answered ``ok: false``; ``code`` says why.
 
 One background I/O thread owns the socket; callers hand it requests through a queue and get
 ``concurrent.futures.Future`` objects back, so many requests can be in flight at once (the
 worker batches them). A request without a reply within ``timeout_ms`` is resent on a fresh
 socket up to ``retries`` times; replies whose id is no longer awaited are dropped.
+
+Streaming (protocol v2, on by default): a query with ``episode_id`` and ``frame_index`` names its
+frames; each frame of an episode is uploaded once and later queries name it by index. The I/O
+thread decides what to upload (:class:`~rlrm.transport.uploads.EpisodeUploads`) in send order;
+a worker that lost the episode answers ``unknown_episode`` and the request goes again with all
+its frames, so no query is lost; a v1-only worker makes the client fall back to full frames.
+Where work happens: ``score``/``score_async`` fingerprint frames and JPEG-encode on the caller's
+thread; ``score_deferred`` builds the queries, fingerprints and encodes on the I/O thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import zmq
 
+from rlrm.transport.codec import encode_jpeg, frame_digest
 from rlrm.transport.keys import load_server_public_key
 from rlrm.transport.protocol import (
     ENCODINGS,
+    ErrorCode,
     ProtocolError,
     check_worker_url,
     decode_reply,
     encode_request,
     results_from_reply,
 )
+from rlrm.transport.uploads import EpisodeUploads
 from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
 
 __all__ = ["RewardClient", "WorkerError"]
 
 log = logging.getLogger(__name__)
+
+_MAX_FULL_RESENDS = 2  # after one resend with every frame attached, unknown_episode cannot recur
 
 
 class WorkerError(RuntimeError):
@@ -56,13 +72,20 @@ class WorkerError(RuntimeError):
 class _Pending:
     id: int
     op: str
-    parts: list[Any]
     future: Future
-    queries: Sequence[RewardQuery]
     timeout_s: float
+    queries: Sequence[RewardQuery] = ()
+    build: Callable[[], Sequence[RewardQuery]] | None = None  # score_deferred: run on the I/O thread
+    parts: list[Any] | None = None  # the message; None until built (streamed requests: on the I/O thread)
+    keys: list[str | None] | None = None  # per query, its episode key in the worker's frame store
+    digests: list[list[Any] | None] | None = None
+    jpegs: dict[tuple[int, int], bytes] | None = None
+    with_timing: bool = False
     first_sent: float = 0.0
     sent_at: float = 0.0
     attempts: int = 0
+    sends: int = 0  # every send, including resends that use up no retry (heap entries carry it)
+    full_resends: int = 0
 
 
 class RewardClient:
@@ -76,6 +99,8 @@ class RewardClient:
             directory) when the worker runs with ``--curve-keys``.
         enc: ``"raw"`` (default, zero-copy) or ``"jpeg"`` (smaller on slow links, lossy).
         jpeg_quality: 0-100, for ``enc="jpeg"``.
+        stream: upload each frame of an episode once (queries with ``episode_id`` and
+            ``frame_index``); False sends every query's frames in full (protocol v1).
 
     >>> client = RewardClient("tcp://127.0.0.1:5555", timeout_ms=2000)       # doctest: +SKIP
     >>> results = client.score([RewardQuery(frames, "open the drawer")])      # doctest: +SKIP
@@ -91,6 +116,7 @@ class RewardClient:
         curve_server_key: Any = None,
         enc: str = "raw",
         jpeg_quality: int = 90,
+        stream: bool = True,
     ) -> None:
         check_worker_url(url)
         if timeout_ms <= 0:
@@ -104,9 +130,14 @@ class RewardClient:
         self.retries = int(retries)
         self.enc = enc
         self.jpeg_quality = int(jpeg_quality)
+        self.stream = bool(stream)
         self._server_key = load_server_public_key(curve_server_key) if curve_server_key is not None else None
         self._client_keys = zmq.curve_keypair() if self._server_key is not None else None
         self.stale_replies = 0  # replies dropped because their request had already timed out
+        # episode keys are this client's own: two processes that both call their episode "env:1" never meet
+        self._session = uuid.uuid4().hex[:12]
+        self._uploads = EpisodeUploads()
+        self._transfer = {"requests": 0, "bytes_sent": 0, "frames_uploaded": 0, "unknown_episode_resends": 0}
         self._ids = itertools.count(1)
         self._commands: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -126,24 +157,54 @@ class RewardClient:
             done: Future = Future()
             done.set_result([])
             return done
-        return self._submit("score", queries, timeout_ms)
+        p = self._pending("score", timeout_ms, queries=queries)
+        self._prepare(p)
+        return self._enqueue(p)
+
+    def score_deferred(self, build: Callable[[], Sequence[RewardQuery]], timeout_ms: float | None = None) -> Future:
+        """Like :meth:`score_async`, but ``build()`` makes the queries on the client's I/O thread.
+
+        For callers that must not spend time on a request (an env loop): gathering frames,
+        fingerprinting, JPEG encoding and sending all happen on the I/O thread. ``build`` must
+        only read data that stays unchanged until it runs; its errors end up in the Future.
+        """
+        if not callable(build):
+            raise TypeError(f"build must be a callable returning a list of RewardQuery, got {type(build).__name__}")
+        return self._enqueue(self._pending("score", timeout_ms, build=build))
 
     def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
         """Score queries on the worker and wait for the results (``TimeoutError`` after all retries)."""
         return self.score_async(queries, timeout_ms).result()
 
+    def score_timed(
+        self, queries: Sequence[RewardQuery], timeout_ms: float | None = None
+    ) -> tuple[list[RewardResult], dict[str, Any]]:
+        """Score and also return the worker's timing of the request (``queue_ms``, ``decode_ms``, ``infer_ms``, ...)."""
+        queries = validate_queries(queries)
+        if not queries:
+            return [], {}
+        p = self._pending("score", timeout_ms, queries=queries)
+        p.with_timing = True
+        self._prepare(p)
+        return self._enqueue(p).result()
+
     def info(self, timeout_ms: float | None = None) -> ModelInfo:
         """The worker's :class:`ModelInfo`."""
-        return ModelInfo.from_dict(self._submit("info", (), timeout_ms).result()["info"])
+        return ModelInfo.from_dict(self._enqueue(self._pending("info", timeout_ms)).result()["info"])
 
     def stats(self, timeout_ms: float | None = None) -> dict[str, Any]:
-        """The worker's counters (requests, items, batch sizes, queue/inference ms, errors)."""
-        return self._submit("info", (), timeout_ms).result()["stats"]
+        """The worker's counters (requests, items, batch sizes, queue/inference ms, errors, frame store)."""
+        return self._enqueue(self._pending("info", timeout_ms)).result()["stats"]
+
+    def transfer_stats(self) -> dict[str, Any]:
+        """What this client sent: requests, bytes (all message parts, resends included), frames uploaded
+        by streaming, resends after ``unknown_episode``, and whether streaming is on."""
+        return {**self._transfer, "stream": self.stream}
 
     def ping(self, timeout_ms: float | None = None) -> float:
         """Round trip to the worker in ms (raises ``TimeoutError`` if it does not answer)."""
         t0 = time.perf_counter()
-        self._submit("ping", (), timeout_ms).result()
+        self._enqueue(self._pending("ping", timeout_ms)).result()
         return (time.perf_counter() - t0) * 1000
 
     def close(self) -> None:
@@ -169,20 +230,49 @@ class RewardClient:
 
     # ---------------------------------------------------------------- caller side
 
-    def _submit(self, op: str, queries: Sequence[RewardQuery], timeout_ms: float | None) -> Future:
+    def _pending(self, op: str, timeout_ms: float | None, **fields: Any) -> _Pending:
         if self._closed.is_set():
             raise RuntimeError(f"{self!r} is closed")
         timeout_ms = self.timeout_ms if timeout_ms is None else float(timeout_ms)
-        rid = next(self._ids)
-        # deadline_ms lets the worker skip work the client has already given up on
-        parts = encode_request(
-            rid, op, queries, enc=self.enc, jpeg_quality=self.jpeg_quality, deadline_ms=timeout_ms
-        )
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
-        self._commands.put(_Pending(rid, op, parts, fut, queries, timeout_ms / 1000.0))
+        return _Pending(next(self._ids), op, fut, timeout_ms / 1000.0, **fields)
+
+    def _enqueue(self, p: _Pending) -> Future:
+        if p.op != "score":
+            # deadline_ms lets the worker skip work the client has already given up on
+            p.parts = encode_request(p.id, p.op, deadline_ms=p.timeout_s * 1000)
+        self._commands.put(p)
         self._wake()
-        return fut
+        return p.future
+
+    def _stream_key(self, q: RewardQuery) -> str | None:
+        """The frame-store key of a query's episode, or None to send its frames in full."""
+        if not self.stream or q.episode_id is None or q.frame_index is None:
+            return None
+        index = q.frame_index
+        if index.min() < 0 or len(np.unique(index)) != len(index):
+            return None
+        return f"{self._session}/{q.episode_id}"
+
+    def _prepare(self, p: _Pending) -> None:
+        """Fingerprint streamed frames and JPEG-encode what will likely be sent; plain requests are encoded whole."""
+        keys = [self._stream_key(q) for q in p.queries]
+        deadline_ms = p.timeout_s * 1000
+        if all(k is None for k in keys):
+            p.parts = encode_request(
+                p.id, "score", p.queries, enc=self.enc, jpeg_quality=self.jpeg_quality, deadline_ms=deadline_ms
+            )
+            return
+        p.keys = keys
+        p.digests = [[frame_digest(f) for f in q.frames] if k else None for q, k in zip(p.queries, keys, strict=True)]
+        if self.enc == "jpeg":
+            p.jpegs = {}
+            for i, (q, key) in enumerate(zip(p.queries, keys, strict=True)):
+                # a hint read from the I/O thread's record: a wrong guess only moves an encode there
+                likely = range(q.num_frames) if key is None else self._uploads.predict(key, q.frame_index, p.digests[i])
+                for t in likely:
+                    p.jpegs[(i, t)] = encode_jpeg(q.frames[t], self.jpeg_quality)
 
     def _wake(self) -> None:
         # a full pipe means the I/O thread has wake-ups pending already
@@ -200,33 +290,73 @@ class RewardClient:
         sock.connect(self.url)
         return sock
 
-    def _send(self, sock: zmq.Socket, p: _Pending, now: float) -> None:
+    def _build(self, p: _Pending) -> None:
+        """Decide a streamed request's uploads (in send order) and encode it."""
+        streamed: list[tuple[str, list[int]] | None] = []
+        for i, (q, key) in enumerate(zip(p.queries, p.keys, strict=True)):
+            if key is None:
+                streamed.append(None)
+                continue
+            positions = self._uploads.plan(key, q.frame_index, p.digests[i])
+            self._transfer["frames_uploaded"] += len(positions)
+            streamed.append((key, positions))
+        p.parts = encode_request(
+            p.id, "score", p.queries, enc=self.enc, jpeg_quality=self.jpeg_quality,
+            deadline_ms=p.timeout_s * 1000, streamed=streamed, jpegs=p.jpegs,
+        )
+
+    def _send(self, sock: zmq.Socket, p: _Pending, now: float, deadlines: list) -> None:
         p.attempts += 1
+        p.sends += 1
         p.sent_at = now
         if not p.first_sent:
             p.first_sent = now
+        heapq.heappush(deadlines, (now + p.timeout_s, p.id, p.sends))
+        if p.parts is None:
+            self._build(p)
+        self._transfer["requests"] += 1
+        self._transfer["bytes_sent"] += sum(getattr(part, "nbytes", None) or len(part) for part in p.parts)
         try:
             sock.send_multipart(p.parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # high-water mark reached: counts as a lost attempt, the timeout retries it
             log.debug("send of request %d to %s would block; will retry", p.id, self.url)
 
+    def _admit(self, sock: zmq.Socket, p: _Pending, pending: dict[int, _Pending], deadlines: list) -> None:
+        """Take a new request from the queue: build deferred queries, then send."""
+        if p.build is not None:
+            try:
+                p.queries = validate_queries(p.build())
+                if p.queries:
+                    self._prepare(p)
+            except Exception as e:  # the caller's build() failed: its Future carries the error
+                p.future.set_exception(e)
+                return
+            if not p.queries:
+                p.future.set_result([])
+                return
+        pending[p.id] = p
+        self._send(sock, p, time.monotonic(), deadlines)
+
     def _io_loop(self) -> None:
         pending: dict[int, _Pending] = {}
+        deadlines: list[tuple[float, int, int]] = []  # (when, request id, send number): a min-heap
         sock = self._new_socket()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while True:
-                now = time.monotonic()
-                wait = min((p.sent_at + p.timeout_s - now for p in pending.values()), default=1.0)
+                # drop heap entries of answered requests or superseded sends
+                while deadlines and (
+                    deadlines[0][1] not in pending or pending[deadlines[0][1]].sends != deadlines[0][2]
+                ):
+                    heapq.heappop(deadlines)
+                wait = deadlines[0][0] - time.monotonic() if deadlines else 1.0
                 events = dict(poller.poll(max(0.0, wait) * 1000))
                 if self._wake_r in events:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 4096):
                             pass
-                    except BlockingIOError:
-                        pass
                     while True:
                         try:
                             cmd = self._commands.get_nowait()
@@ -234,12 +364,16 @@ class RewardClient:
                             break
                         if cmd is None:
                             return
-                        pending[cmd.id] = cmd
-                        self._send(sock, cmd, time.monotonic())
+                        self._admit(sock, cmd, pending, deadlines)
                 if sock in events:
-                    self._receive(sock, pending)
+                    self._receive(sock, pending, deadlines)
                 now = time.monotonic()
-                expired = [p for p in pending.values() if now >= p.sent_at + p.timeout_s]
+                expired = []
+                while deadlines and deadlines[0][0] <= now:
+                    _, rid, sends = heapq.heappop(deadlines)
+                    p = pending.get(rid)
+                    if p is not None and p.sends == sends:
+                        expired.append(p)
                 if not expired:
                     continue
                 for p in expired:
@@ -262,12 +396,10 @@ class RewardClient:
                 poller.register(sock, zmq.POLLIN)
                 now = time.monotonic()
                 expired_ids = {p.id for p in expired}
-                for p in pending.values():
-                    if p.id in expired_ids:
-                        self._send(sock, p, now)
-                    else:  # its reply was due on the old socket: resend without using up a retry
+                for p in list(pending.values()):
+                    if p.id not in expired_ids:  # its reply was due on the old socket: resend without using up a retry
                         p.attempts -= 1
-                        self._send(sock, p, now)
+                    self._send(sock, p, now, deadlines)
         except BaseException as e:
             log.exception("reward client I/O thread for %s failed", self.url)
             for p in pending.values():
@@ -287,7 +419,7 @@ class RewardClient:
                 if cmd is not None:
                     cmd.future.set_exception(closed)
 
-    def _receive(self, sock: zmq.Socket, pending: dict[int, _Pending]) -> None:
+    def _receive(self, sock: zmq.Socket, pending: dict[int, _Pending], deadlines: list) -> None:
         while True:
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -305,11 +437,40 @@ class RewardClient:
                 continue
             if not reply["ok"]:
                 err = reply.get("error") or {}
-                p.future.set_exception(WorkerError(self.url, str(err.get("code")), str(err.get("message"))))
+                code, message = str(err.get("code")), str(err.get("message"))
+                if self._resend_in_full(p, code, message):
+                    pending[p.id] = p
+                    p.attempts -= 1  # not a lost attempt: the worker answered
+                    self._send(sock, p, time.monotonic(), deadlines)
+                else:
+                    p.future.set_exception(WorkerError(self.url, code, message))
             elif p.op == "score":
                 try:
-                    p.future.set_result(results_from_reply(reply, p.queries))
+                    results = results_from_reply(reply, p.queries)
                 except (ProtocolError, KeyError, ValueError, TypeError) as e:
                     p.future.set_exception(WorkerError(self.url, "internal", f"malformed score reply: {e}"))
+                else:
+                    p.future.set_result((results, reply.get("timing") or {}) if p.with_timing else results)
             else:
                 p.future.set_result(reply)
+
+    def _resend_in_full(self, p: _Pending, code: str, message: str) -> bool:
+        """After ``unknown_episode`` (or ``version`` from a v1 worker) a streamed request goes again with all its frames."""
+        if p.keys is None or p.full_resends >= _MAX_FULL_RESENDS:
+            return False
+        if code == ErrorCode.UNKNOWN_EPISODE:
+            log.debug("worker at %s lost frames of request %d (%s); resending them", self.url, p.id, message)
+            for key in {k for k in p.keys if k is not None}:
+                self._uploads.forget(key)
+        elif code == ErrorCode.VERSION:
+            log.warning("reward worker at %s speaks only protocol v1 (%s); sending full frames from now on",
+                        self.url, message)
+            self.stream = False
+            p.keys = [None] * len(p.queries)
+        else:
+            return False
+        p.full_resends += 1
+        if code == ErrorCode.UNKNOWN_EPISODE:
+            self._transfer["unknown_episode_resends"] += 1
+        p.parts = None
+        return True

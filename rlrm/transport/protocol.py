@@ -1,28 +1,36 @@
 """The rlrm wire format: ZeroMQ multipart messages with a msgpack header and raw frame buffers.
 
-* :data:`PROTOCOL_VERSION` - the ``v`` every message carries (currently 1).
+* :data:`PROTOCOL_VERSION` / :data:`SUPPORTED_VERSIONS` - the newest ``v`` (2) and the ones a worker serves (1, 2).
 * :data:`URL_SCHEMES` / :func:`check_worker_url` - the endpoints a client reaches a worker on.
 * :class:`ErrorCode` - the error codes a worker replies with.
 * :class:`ProtocolError` - a request or reply that breaks the format; carries an :class:`ErrorCode`.
 * :class:`Limits` - size limits a worker enforces (past them: ``too_large``).
-* :class:`Request` - a decoded request (``op``, ``id``, queries, ``deadline_ms``).
-* :func:`encode_request` / :func:`decode_request` - client side / worker side of a request.
+* :class:`Item` / :class:`Request` - a parsed request and its queries (frames not decoded yet).
+* :func:`encode_request` - client side: queries -> message (full frames, or v2 streamed items).
+* :func:`parse_request` / :func:`decode_request` - worker side: validate a message; decode its frames too.
+* :func:`decode_frames` / :func:`item_query` / :func:`request_version` - worker-side pieces of the above.
 * :func:`encode_reply` / :func:`encode_error` / :func:`decode_reply` - the reply in both directions.
 * :func:`results_from_reply` - the :class:`~rlrm.types.RewardResult` list of an ``ok`` score reply.
-* :func:`jpeg_size` - (H, W) a JPEG declares, read before decoding it.
+* :func:`jpeg_size` - (H, W) a JPEG declares, read before decoding it (from :mod:`rlrm.transport.codec`).
 
 Message layout (frame 0 is the header, the rest are buffers the header refers to by index,
 0 being the first buffer after the header)::
 
-    request  {v: 1, id, op: "score"|"info"|"ping",
-              items: [{task, episode?, frame_index?, frames: {shape, dtype, enc: "raw"|"jpeg", bufs: [i...]}}],
-              deadline_ms?}
-    reply    {v: 1, id, ok: true, results: [{progress: [...], success: [...]}], timing: {queue_ms, infer_ms}}
-             {v: 1, id, ok: false, error: {code, message}}
+    request  {v: 1|2, id, op: "score"|"info"|"ping", items: [item...], deadline_ms?}
+      item, full frames (v1, v2)
+             {task, episode?, frame_index?, frames: {shape: [T,H,W,3], dtype, enc: "raw"|"jpeg", bufs: [i...]}}
+      item, streamed (v2): names frames of an episode the worker stores; uploads the new ones
+             {task, episode, frame_index: [T ints], upload?: {index: [n ints], shape: [n,H,W,3], dtype, enc, bufs: [n]}}
+    reply    {v, id, ok: true, results: [{progress: [...], success: [...]}], timing: {queue_ms, infer_ms, ...}}
+             {v, id, ok: false, error: {code, message}}
 
-``enc="raw"`` items have one buffer holding the C-ordered (T, H, W, 3) uint8 array;
-``enc="jpeg"`` items have T buffers, one JPEG per frame (OpenCV, RGB order on both ends).
-Buffers are sent and received without copies (``copy=False``); nothing is ever pickled.
+Full frames: ``enc="raw"`` has one buffer holding the C-ordered (T, H, W, 3) uint8 array,
+``enc="jpeg"`` one JPEG per frame (OpenCV, RGB order on both ends). Uploads have one buffer per
+frame in both encodings, so a worker can keep each received frame as it is. A worker stores an
+upload under (episode, index) before resolving ``frame_index``; if it holds none of the frames an
+item names (restart, eviction) it answers ``unknown_episode`` and the client resends them.
+A request without streamed items is sent as ``v: 1`` (readable by v1 workers); replies carry
+the request's version. Buffers are sent and received without copies; nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from rlrm.transport.codec import FrameBlock, encode_jpeg, jpeg_size
 from rlrm.types import RewardQuery, RewardResult
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "OPS",
     "ENCODINGS",
     "URL_SCHEMES",
@@ -45,9 +55,14 @@ __all__ = [
     "ErrorCode",
     "ProtocolError",
     "Limits",
+    "Item",
     "Request",
     "encode_request",
+    "parse_request",
     "decode_request",
+    "decode_frames",
+    "item_query",
+    "request_version",
     "encode_reply",
     "encode_error",
     "decode_reply",
@@ -56,7 +71,8 @@ __all__ = [
     "jpeg_size",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 OPS = ("score", "info", "ping")
 ENCODINGS = ("raw", "jpeg")
 URL_SCHEMES = ("tcp://", "ipc://")
@@ -88,8 +104,9 @@ class ErrorCode:
     BUSY = "busy"  # the worker's queue is full; try again later
     VERSION = "version"  # protocol version the worker does not speak
     INTERNAL = "internal"  # the model raised; the message says what
+    UNKNOWN_EPISODE = "unknown_episode"  # v2: the worker does not hold frames a streamed item names; resend them
 
-    ALL = (BAD_REQUEST, TOO_LARGE, BUSY, VERSION, INTERNAL)
+    ALL = (BAD_REQUEST, TOO_LARGE, BUSY, VERSION, INTERNAL, UNKNOWN_EPISODE)
 
 
 class ProtocolError(ValueError):
@@ -108,7 +125,7 @@ class Limits:
 
     Args:
         max_items: queries per request.
-        max_frames: frames per query (T).
+        max_frames: frames per query (T), and frames uploaded per streamed item.
         max_pixels: H * W of one frame.
         max_bytes: total bytes of all buffers of one request (raw or JPEG as sent).
         max_header_bytes: bytes of the msgpack header.
@@ -122,79 +139,48 @@ class Limits:
 
 
 @dataclass
+class Item:
+    """One query of a parsed score request; its frames are not decoded yet.
+
+    Args:
+        task: the instruction.
+        episode: episode id (a streamed item's key in the worker's frame store).
+        frame_index: (T,) step index of each frame; for a streamed item, the stored frames it names.
+        frames: the full frames (v1 form), or None for a streamed item.
+        upload: a streamed item's new frames, stored under ``upload_index`` before ``frame_index`` is resolved.
+        upload_index: frame index of each uploaded frame.
+    """
+
+    task: str
+    episode: str | None = None
+    frame_index: list[int] | None = None
+    frames: FrameBlock | None = None
+    upload: FrameBlock | None = None
+    upload_index: list[int] = field(default_factory=list)
+
+    @property
+    def streamed(self) -> bool:
+        """True if the item names stored frames instead of carrying all of them (protocol v2)."""
+        return self.frames is None
+
+
+@dataclass
 class Request:
-    """A decoded request: ``op`` with its ``id``, the queries of a score request, and the deadline."""
+    """A parsed request: ``op`` with its ``id``, its items, the deadline and the protocol version.
+
+    ``queries`` holds the decoded queries after :func:`decode_request` (empty after :func:`parse_request`).
+    """
 
     op: str
     id: Any
     queries: list[RewardQuery] = field(default_factory=list)
     deadline_ms: float | None = None
+    items: list[Item] = field(default_factory=list)
+    version: int = 1
 
 
 def _packb(header: dict[str, Any]) -> bytes:
     return msgpack.packb(header, use_bin_type=True)
-
-
-def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise ValueError(f"OpenCV could not JPEG-encode a frame of shape {frame.shape}")
-    return buf.tobytes()
-
-
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame: carries H and W
-
-
-def jpeg_size(buf: bytes | memoryview) -> tuple[int, int] | None:
-    """(H, W) from a JPEG's frame header without decoding the image; None if there is no valid header."""
-    data = bytes(buf[:65536]) if len(buf) > 65536 else bytes(buf)
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker in _SOF_MARKERS:
-            if i + 9 > len(data):
-                return None
-            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
-        if marker == 0xDA or length < 2:  # image data before any frame header: malformed
-            return None
-        i += 2 + length
-    return None
-
-
-def _decode_jpeg(buf: memoryview, expected_hw: tuple[int, int], where: str) -> np.ndarray:
-    import cv2
-
-    # read the declared size first, so a tiny JPEG claiming 60000x60000 is never decoded
-    size = jpeg_size(buf)
-    if size is None:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: JPEG buffer of {len(buf)} bytes does not decode")
-    if size != expected_hw:
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST,
-            f"{where}: JPEG decodes to {size[0]}x{size[1]}, header says {expected_hw[0]}x{expected_hw[1]}",
-        )
-    img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where}: JPEG buffer of {len(buf)} bytes does not decode")
-    if img.shape[:2] != expected_hw:
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST,
-            f"{where}: JPEG decodes to {img.shape[0]}x{img.shape[1]}, header says {expected_hw[0]}x{expected_hw[1]}",
-        )
-    return img[..., ::-1]
 
 
 def encode_request(
@@ -205,11 +191,19 @@ def encode_request(
     enc: str = "raw",
     jpeg_quality: int = 90,
     deadline_ms: float | None = None,
+    streamed: Sequence[tuple[str, Sequence[int]] | None] | None = None,
+    jpegs: dict[tuple[int, int], bytes] | None = None,
 ) -> list[Any]:
     """Build the multipart message of a request: ``[header, buffer, ...]`` ready for ``send_multipart``.
 
     Raw frames go out as the caller's (C-contiguous) arrays without a copy; JPEG frames are
-    encoded one by one with OpenCV at ``jpeg_quality`` (0-100).
+    encoded with OpenCV at ``jpeg_quality`` (0-100) unless ``jpegs`` already holds them, keyed by
+    (query position, frame position).
+
+    Args:
+        streamed: per query, None (send all its frames) or ``(episode_key, upload_positions)``:
+            the item names its ``frame_index`` in the worker's store of ``episode_key`` and
+            carries only the frames at ``upload_positions``. Any streamed query makes the message v2.
 
     >>> import numpy as np
     >>> q = RewardQuery(np.zeros((2, 4, 4, 3), np.uint8), "open the drawer")
@@ -221,30 +215,58 @@ def encode_request(
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     if enc not in ENCODINGS:
         raise ValueError(f"enc must be one of {ENCODINGS}, got {enc!r}")
-    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request_id, "op": op}
+    if streamed is not None and len(streamed) != len(queries):
+        raise ValueError(f"streamed needs one entry per query ({len(queries)}), got {len(streamed)}")
+    jpegs = jpegs or {}
+    version = 2 if streamed is not None and any(s is not None for s in streamed) else 1
+    header: dict[str, Any] = {"v": version, "id": request_id, "op": op}
     if deadline_ms is not None:
         header["deadline_ms"] = float(deadline_ms)
     buffers: list[Any] = []
+
+    def jpeg(i: int, t: int, frame: np.ndarray) -> bytes:
+        cached = jpegs.get((i, t))
+        return cached if cached is not None else encode_jpeg(frame, jpeg_quality)
+
     if op == "score":
         items = []
-        for q in queries:
+        for i, q in enumerate(queries):
             if not isinstance(q, RewardQuery):
                 raise TypeError(f"queries must be RewardQuery objects, got {type(q).__name__}")
             frames = np.ascontiguousarray(q.frames)
-            if enc == "raw":
-                bufs = [len(buffers)]
-                buffers.append(frames)
+            stream = streamed[i] if streamed is not None else None
+            item: dict[str, Any] = {"task": q.task}
+            if stream is None:
+                if enc == "raw":
+                    bufs = [len(buffers)]
+                    buffers.append(frames)
+                else:
+                    bufs = list(range(len(buffers), len(buffers) + frames.shape[0]))
+                    buffers.extend(jpeg(i, t, f) for t, f in enumerate(frames))
+                item["frames"] = {"shape": list(frames.shape), "dtype": "uint8", "enc": enc, "bufs": bufs}
+                if q.episode_id is not None:
+                    item["episode"] = str(q.episode_id)
+                if q.frame_index is not None:
+                    item["frame_index"] = q.frame_index.tolist()
             else:
-                bufs = list(range(len(buffers), len(buffers) + frames.shape[0]))
-                buffers.extend(_encode_jpeg(f, jpeg_quality) for f in frames)
-            item: dict[str, Any] = {
-                "task": q.task,
-                "frames": {"shape": list(frames.shape), "dtype": str(frames.dtype), "enc": enc, "bufs": bufs},
-            }
-            if q.episode_id is not None:
-                item["episode"] = str(q.episode_id)
-            if q.frame_index is not None:
-                item["frame_index"] = [int(i) for i in q.frame_index]
+                episode, positions = stream
+                if q.frame_index is None:
+                    raise ValueError(f"queries[{i}] is streamed but has no frame_index to name its frames by")
+                item["episode"] = episode
+                item["frame_index"] = q.frame_index.tolist()
+                if len(positions):
+                    first = len(buffers)
+                    if enc == "raw":
+                        buffers.extend(frames[t] for t in positions)
+                    else:
+                        buffers.extend(jpeg(i, t, frames[t]) for t in positions)
+                    item["upload"] = {
+                        "index": [int(q.frame_index[t]) for t in positions],
+                        "shape": [len(positions), *frames.shape[1:]],
+                        "dtype": "uint8",
+                        "enc": enc,
+                        "bufs": list(range(first, len(buffers))),
+                    }
             items.append(item)
         header["items"] = items
     return [_packb(header), *buffers]
@@ -283,10 +305,19 @@ def _check_id(header: dict[str, Any]) -> Any:
     return rid
 
 
-def decode_request(parts: Sequence[Any], limits: Limits | None = None) -> Request:
-    """Parse and validate a request message (worker side); raises :class:`ProtocolError` with its code.
+def request_version(parts: Sequence[Any]) -> int:
+    """The version a reply to ``parts`` should carry: the request's own if served, else 1 (readable by all)."""
+    try:
+        version = _decode_header(parts[0], None).get("v")
+    except (ProtocolError, IndexError):
+        return 1
+    return version if version in SUPPORTED_VERSIONS and not isinstance(version, bool) else 1
 
-    Raw frame arrays are read-only views on the received buffers (no copy).
+
+def parse_request(parts: Sequence[Any], limits: Limits | None = None) -> Request:
+    """Validate a request message (worker side) without decoding JPEGs; raises :class:`ProtocolError` with its code.
+
+    Raw frames stay views on the received buffers; JPEG sizes are read from their headers.
     """
     limits = limits or Limits()
     if len(parts) == 0:
@@ -294,9 +325,11 @@ def decode_request(parts: Sequence[Any], limits: Limits | None = None) -> Reques
     header = _decode_header(parts[0], limits)
     rid = _check_id(header)
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
-            ErrorCode.VERSION, f"protocol version {version!r} not supported, this worker speaks v={PROTOCOL_VERSION}", rid
+            ErrorCode.VERSION,
+            f"protocol version {version!r} not supported, this worker speaks v in {list(SUPPORTED_VERSIONS)}",
+            rid,
         )
     op = header.get("op")
     if op not in OPS:
@@ -307,7 +340,7 @@ def decode_request(parts: Sequence[Any], limits: Limits | None = None) -> Reques
     ):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"deadline_ms must be a positive number, got {deadline!r}", rid)
     if op != "score":
-        return Request(op=op, id=rid, deadline_ms=deadline)
+        return Request(op=op, id=rid, deadline_ms=deadline, version=version)
     buffers = [_buffer(p) for p in parts[1:]]
     total = sum(len(b) for b in buffers)
     if total > limits.max_bytes:
@@ -324,18 +357,57 @@ def decode_request(parts: Sequence[Any], limits: Limits | None = None) -> Reques
             ErrorCode.TOO_LARGE, f"request has {len(items)} items, limit is {limits.max_items}", rid
         )
     used: set[int] = set()
-    queries = [_decode_item(i, item, buffers, used, limits, rid) for i, item in enumerate(items)]
+    parsed = [_parse_item(i, item, buffers, used, limits, rid, version) for i, item in enumerate(items)]
     if len(used) != len(buffers):
         unused = sorted(set(range(len(buffers))) - used)
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, f"buffers {unused} are not referenced by any item ({len(buffers)} sent)", rid
         )
-    return Request(op=op, id=rid, queries=queries, deadline_ms=deadline)
+    return Request(op=op, id=rid, deadline_ms=deadline, items=parsed, version=version)
 
 
-def _decode_item(
-    index: int, item: Any, buffers: list[memoryview], used: set[int], limits: Limits, rid: Any
-) -> RewardQuery:
+def decode_request(parts: Sequence[Any], limits: Limits | None = None) -> Request:
+    """Parse a request and decode the frames of its items into ``queries`` (raises :class:`ProtocolError`).
+
+    Raw frame arrays are read-only views on the received buffers (no copy). Streamed (v2) items
+    name frames a worker stores, so they cannot become queries here: they raise ``bad_request``.
+    """
+    request = parse_request(parts, limits)
+    for i, item in enumerate(request.items):
+        if item.streamed:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"items[{i}] names stored frames of episode {item.episode!r} (protocol v2 streaming); "
+                "only a worker with a frame store can resolve it",
+                request.id,
+            )
+        request.queries.append(item_query(item, decode_frames(item.frames, request.id), request.id, i))
+    return request
+
+
+def decode_frames(block: FrameBlock, request_id: Any = None) -> np.ndarray:
+    """All frames of ``block`` as (n, H, W, 3) uint8; a JPEG that does not decode raises ``bad_request``."""
+    try:
+        return block.frames()
+    except ValueError as e:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, str(e), request_id) from e
+
+
+def item_query(item: Item, frames: np.ndarray, request_id: Any = None, index: int = 0) -> RewardQuery:
+    """The :class:`RewardQuery` of ``item`` given its (T, H, W, 3) frames; ``bad_request`` if they do not fit."""
+    try:
+        return RewardQuery(frames=frames, task=item.task, episode_id=item.episode, frame_index=item.frame_index)
+    except ValueError as e:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"items[{index}]: {e}", request_id) from e
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _parse_item(
+    index: int, item: Any, buffers: list[memoryview], used: set[int], limits: Limits, rid: Any, version: int
+) -> Item:
     where = f"items[{index}]"
 
     def bad(msg: str, code: str = ErrorCode.BAD_REQUEST) -> ProtocolError:
@@ -346,16 +418,62 @@ def _decode_item(
     task = item.get("task")
     if not isinstance(task, str) or not task.strip():
         raise bad(f"task must be a non-empty string, got {task!r:.80}")
+    episode = item.get("episode")
+    if episode is not None and not isinstance(episode, str):
+        raise bad(f"episode must be a string, got {type(episode).__name__}")
     spec = item.get("frames")
+    if version >= 2 and spec is None:
+        return _parse_streamed_item(item, task, episode, buffers, used, limits, bad, where)
     if not isinstance(spec, dict):
         raise bad(f"frames must be a map {{shape, dtype, enc, bufs}}, got {spec!r:.80}")
-    shape, dtype, enc, bufs = (spec.get(k) for k in ("shape", "dtype", "enc", "bufs"))
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 4
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
-        or shape[3] != 3
+    block = _frame_block(spec, buffers, used, limits, bad, where, one_raw_buffer=True)
+    t = block.shape[0]
+    frame_index = item.get("frame_index")
+    if frame_index is not None and (
+        not isinstance(frame_index, list) or len(frame_index) != t or not all(_is_int(i) for i in frame_index)
     ):
+        raise bad(f"frame_index must be a list of {t} ints, got {frame_index!r:.80}")
+    return Item(task=task, episode=episode, frame_index=frame_index, frames=block)
+
+
+def _parse_streamed_item(
+    item: dict, task: str, episode: Any, buffers: list[memoryview], used: set[int], limits: Limits, bad: Any,
+    where: str,
+) -> Item:
+    if not isinstance(episode, str) or not episode:
+        raise bad(f"a streamed item (no 'frames') needs a non-empty episode string, got {episode!r:.80}")
+    frame_index = item.get("frame_index")
+    if (
+        not isinstance(frame_index, list)
+        or not frame_index
+        or not all(_is_int(i) and 0 <= i < 2**63 for i in frame_index)
+    ):
+        raise bad(f"a streamed item needs frame_index: a non-empty list of ints >= 0, got {frame_index!r:.80}")
+    if len(frame_index) > limits.max_frames:
+        raise bad(f"{len(frame_index)} frames, limit is {limits.max_frames}", ErrorCode.TOO_LARGE)
+    spec = item.get("upload")
+    if spec is None:
+        return Item(task=task, episode=episode, frame_index=frame_index)
+    if not isinstance(spec, dict):
+        raise bad(f"upload must be a map {{index, shape, dtype, enc, bufs}}, got {spec!r:.80}")
+    block = _frame_block(spec, buffers, used, limits, bad, f"{where} upload", one_raw_buffer=False)
+    upload_index = spec.get("index")
+    if (
+        not isinstance(upload_index, list)
+        or len(upload_index) != block.shape[0]
+        or not all(_is_int(i) and 0 <= i < 2**63 for i in upload_index)
+        or len(set(upload_index)) != len(upload_index)
+    ):
+        raise bad(f"upload.index must be {block.shape[0]} distinct ints >= 0, got {upload_index!r:.80}")
+    return Item(task=task, episode=episode, frame_index=frame_index, upload=block, upload_index=upload_index)
+
+
+def _frame_block(
+    spec: dict, buffers: list[memoryview], used: set[int], limits: Limits, bad: Any, where: str, one_raw_buffer: bool
+) -> FrameBlock:
+    """Check a ``{shape, dtype, enc, bufs}`` spec against the buffers; raw buffers are sized, JPEG headers read."""
+    shape, dtype, enc, bufs = (spec.get(k) for k in ("shape", "dtype", "enc", "bufs"))
+    if not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(s) for s in shape) or shape[3] != 3:
         raise bad(f"frames must be uint8 (T,H,W,3), got shape {shape!r:.80}")
     if dtype != "uint8":
         raise bad(f"frames must be uint8 (T,H,W,3), got dtype {dtype!r:.40} shape {tuple(shape)}")
@@ -368,10 +486,8 @@ def _decode_item(
         raise bad(f"frames of {h}x{w} = {h * w} pixels, limit is {limits.max_pixels}", ErrorCode.TOO_LARGE)
     if enc not in ENCODINGS:
         raise bad(f"enc must be one of {list(ENCODINGS)}, got {enc!r:.40}")
-    want = 1 if enc == "raw" else t
-    if not isinstance(bufs, list) or len(bufs) != want or not all(
-        isinstance(b, int) and not isinstance(b, bool) for b in bufs
-    ):
+    want = 1 if enc == "raw" and one_raw_buffer else t
+    if not isinstance(bufs, list) or len(bufs) != want or not all(_is_int(b) for b in bufs):
         raise bad(f"enc={enc!r} with T={t} needs bufs = a list of {want} buffer indices, got {bufs!r:.80}")
     for b in bufs:
         if not 0 <= b < len(buffers):
@@ -379,40 +495,33 @@ def _decode_item(
         if b in used:
             raise bad(f"buffer index {b} is already used by another item or frame")
         used.add(b)
+    views = tuple(buffers[b] for b in bufs)
     if enc == "raw":
-        buf = buffers[bufs[0]]
-        expected = t * h * w * 3
-        if len(buf) != expected:
-            raise bad(f"raw buffer {bufs[0]} has {len(buf)} bytes, shape {tuple(shape)} uint8 needs {expected}")
-        frames = np.frombuffer(buf, dtype=np.uint8).reshape(t, h, w, 3)
+        expected = (t if want == 1 else 1) * h * w * 3
+        for b, view in zip(bufs, views, strict=True):
+            if len(view) != expected:
+                what = f"shape {tuple(shape)}" if want == 1 else f"a {h}x{w} frame"
+                raise bad(f"raw buffer {b} has {len(view)} bytes, {what} uint8 needs {expected}")
     else:
-        frames = np.stack([_decode_jpeg(buffers[b], (h, w), f"{where} frame {k}") for k, b in enumerate(bufs)])
-    episode = item.get("episode")
-    if episode is not None and not isinstance(episode, str):
-        raise bad(f"episode must be a string, got {type(episode).__name__}")
-    frame_index = item.get("frame_index")
-    if frame_index is not None and (
-        not isinstance(frame_index, list)
-        or len(frame_index) != t
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in frame_index)
-    ):
-        raise bad(f"frame_index must be a list of {t} ints, got {frame_index!r:.80}")
-    try:
-        return RewardQuery(frames=frames, task=task, episode_id=episode, frame_index=frame_index)
-    except ValueError as e:
-        raise bad(str(e)) from e
+        for k, view in enumerate(views):
+            size = jpeg_size(view)
+            if size is None:
+                raise bad(f"frame {k}: JPEG buffer of {len(view)} bytes does not decode")
+            if size != (h, w):
+                raise bad(f"frame {k}: JPEG decodes to {size[0]}x{size[1]}, header says {h}x{w}")
+    return FrameBlock(shape=(t, h, w, 3), enc=enc, bufs=views, where=where)
 
 
-def encode_reply(request_id: Any, **body: Any) -> list[bytes]:
-    """Build an ``ok: true`` reply; ``body`` holds ``results``/``timing`` or ``info``/``stats`` etc."""
-    return [_packb({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, **body})]
+def encode_reply(request_id: Any, v: int = 1, **body: Any) -> list[bytes]:
+    """Build an ``ok: true`` reply (protocol version ``v``); ``body`` holds ``results``/``timing`` or ``info``/``stats`` etc."""
+    return [_packb({"v": v, "id": request_id, "ok": True, **body})]
 
 
-def encode_error(request_id: Any, code: str, message: str) -> list[bytes]:
+def encode_error(request_id: Any, code: str, message: str, v: int = 1) -> list[bytes]:
     """Build an ``ok: false`` reply with an error ``code`` (see :class:`ErrorCode`) and a message."""
     if code not in ErrorCode.ALL:
         raise ValueError(f"error code must be one of {ErrorCode.ALL}, got {code!r}")
-    return [_packb({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": {"code": code, "message": message}})]
+    return [_packb({"v": v, "id": request_id, "ok": False, "error": {"code": code, "message": message}})]
 
 
 def encode_results(results: Sequence[RewardResult]) -> list[dict[str, list[float]]]:
@@ -425,9 +534,10 @@ def decode_reply(parts: Sequence[Any]) -> dict[str, Any]:
     if len(parts) == 0:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "empty reply: expected a msgpack header frame")
     header = _decode_header(parts[0], None)
-    if header.get("v") != PROTOCOL_VERSION:
+    if header.get("v") not in SUPPORTED_VERSIONS or isinstance(header.get("v"), bool):
         raise ProtocolError(
-            ErrorCode.VERSION, f"reply has protocol version {header.get('v')!r}, this client speaks v={PROTOCOL_VERSION}"
+            ErrorCode.VERSION,
+            f"reply has protocol version {header.get('v')!r}, this client speaks v in {list(SUPPORTED_VERSIONS)}",
         )
     if not isinstance(header.get("ok"), bool):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"reply needs a boolean 'ok', got {header.get('ok')!r:.40}")

@@ -1,14 +1,16 @@
-"""The reward worker: a reward model served on a ZeroMQ ROUTER socket with dynamic batching.
+"""The reward worker: a reward model served on a ZeroMQ ROUTER socket with continuous batching.
 
-* :class:`RewardWorker` - binds a ROUTER, answers ``ping``/``info`` at once, queues ``score``
-  requests from all clients in a :class:`~rlrm.transport.batching.DynamicBatcher`, and a batcher
-  thread runs the model on up to ``max_batch`` queries at a time.
+* :class:`RewardWorker` - binds a ROUTER, answers ``ping``/``info`` at once, keeps streamed
+  frames in a :class:`~rlrm.transport.frame_store.FrameStore`, queues ``score`` requests from all
+  clients in a :class:`~rlrm.transport.batching.ContinuousBatcher`, and a batcher thread runs the
+  model: at once when it is idle, on everything that arrived meanwhile when it is busy.
 * :func:`is_loopback` - whether a bind address stays on this machine.
 
-Threads: the socket thread owns the ROUTER and an inproc PAIR; the batcher thread owns the
-other PAIR end and sends finished replies through it, so no socket is ever shared across
-threads. The model runs only on the batcher thread, so while a batch computes the worker still
-answers ``ping``/``info``, rejects bad input, and replies ``busy`` when the queue is full.
+Threads: the socket thread owns the ROUTER, an inproc PAIR and the frame store; JPEG frames
+are decoded on a small thread pool while the model runs; the batcher thread owns the other
+PAIR end and sends finished replies through it, so no socket is ever shared across threads.
+The model runs only on the batcher thread, so while a batch computes the worker still answers
+``ping``/``info``, stores uploads, rejects bad input, and replies ``busy`` when the queue is full.
 """
 
 from __future__ import annotations
@@ -19,19 +21,24 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
 
-from rlrm.transport.batching import DynamicBatcher, Job, WorkerStats
+from rlrm.transport.batching import ContinuousBatcher, Job, WorkerStats
+from rlrm.transport.frame_store import FrameStore, StoredFrame
 from rlrm.transport.keys import load_server_keys
 from rlrm.transport.protocol import (
     ErrorCode,
     Limits,
     ProtocolError,
-    decode_request,
+    Request,
+    decode_frames,
     encode_error,
     encode_reply,
+    parse_request,
+    request_version,
 )
 
 __all__ = ["RewardWorker", "WorkerStats", "is_loopback"]
@@ -61,15 +68,20 @@ class RewardWorker:
     """Serve a reward model to many clients over ZeroMQ, batching their queries.
 
     Args:
-        model: anything with ``info() -> ModelInfo`` and ``score(list[RewardQuery]) -> list[RewardResult]``.
+        model: anything with ``info() -> ModelInfo`` and ``score(list[RewardQuery]) -> list[RewardResult]``;
+            a model with ``forget_features`` (Robometer) also gets ``feature_keys`` for streamed frames.
         bind: ZeroMQ endpoint; ``tcp://127.0.0.1:0`` lets the OS pick a free port (see :attr:`url`).
             Addresses other than loopback/ipc need ``curve_keys``.
-        max_batch: run the model once this many queries are waiting (1 = no batching).
-        max_wait_ms: or once the oldest waiting query has waited this long.
+        max_batch: most queries per model call (1 = no batching).
+        max_wait_ms: opt-in extra wait for a batch to fill (default 0: an idle model starts at once).
         max_queue: queries allowed to wait; a request past it gets ``busy`` at once.
         limits: size limits of one request (past them: ``too_large``).
         curve_keys: directory made by ``rlrm keys`` (or a ``(public, secret)`` z85 pair): enables
             CurveZMQ, and then only clients that hold the server public key get answers.
+        store_mb: memory cap of the frame store of streamed episodes (MiB).
+        store_idle_s: a streamed episode untouched this long is dropped.
+        decode_threads: threads decoding JPEG frames while the model runs.
+        max_padding: batch grouping bound (see :class:`~rlrm.transport.batching.ContinuousBatcher`).
 
     >>> from rlrm.models import make_reward_model                      # doctest: +SKIP
     >>> with RewardWorker(make_reward_model("tiny"), bind="tcp://127.0.0.1:0") as worker:  # doctest: +SKIP
@@ -81,15 +93,29 @@ class RewardWorker:
         model: Any,
         bind: str = "tcp://127.0.0.1:5555",
         max_batch: int = 16,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         max_queue: int = 256,
         limits: Limits | None = None,
         curve_keys: Any = None,
+        store_mb: float = 512.0,
+        store_idle_s: float = 600.0,
+        decode_threads: int = 2,
+        max_padding: float = 0.5,
     ) -> None:
         if not (hasattr(model, "score") and hasattr(model, "info")):
             raise TypeError(f"model must have score() and info() (a RewardModel), got {type(model).__name__}")
+        if decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
         self.model = model
-        self.batcher = DynamicBatcher(model, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)
+        self.batcher = ContinuousBatcher(
+            model, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, max_padding=max_padding
+        )
+        forget = getattr(model, "forget_features", None)
+        self.frame_store = FrameStore(
+            max_bytes=int(store_mb * 2**20), idle_s=store_idle_s, on_evict=forget if callable(forget) else None
+        )
+        self._decode_threads = int(decode_threads)
+        self._decoder: ThreadPoolExecutor | None = None
         self.bind = re.sub(r"^(tcp://.+):0$", r"\1:*", bind)
         if curve_keys is None and not is_loopback(self.bind):
             raise ValueError(
@@ -100,6 +126,9 @@ class RewardWorker:
         self._curve = load_server_keys(curve_keys) if curve_keys is not None else None
         self.limits = limits or Limits()
         self._model_info = model.info().to_dict()
+        extra = self._model_info.get("extra") or {}
+        # a query's share of a batch's work: frame pixels as the model will see them (resized into its bounds)
+        self._pixel_bounds = (int(extra.get("min_pixels") or 1), int(extra.get("max_pixels") or 2**62))
         self._ctx = zmq.Context()
         self._pair_addr = f"inproc://rlrm-worker-{next(_instances)}"
         self._stop = threading.Event()
@@ -122,11 +151,13 @@ class RewardWorker:
         """Bind and start the socket and batcher threads; returns once the socket is bound."""
         if self._threads:
             raise RuntimeError("worker already started")
+        self._decoder = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="rlrm-worker-decode")
         sock_thread = threading.Thread(target=self._serve, name="rlrm-worker-socket", daemon=True)
         sock_thread.start()
         self._ready.wait()
         if self._start_error is not None:
             sock_thread.join()
+            self._decoder.shutdown(wait=False)
             self._ctx.term()
             raise OSError(f"reward worker cannot bind {self.bind!r}: {self._start_error}") from self._start_error
         self._started_at = time.monotonic()
@@ -134,9 +165,9 @@ class RewardWorker:
         batch_thread.start()
         self._threads = [sock_thread, batch_thread]
         log.info(
-            "reward worker %s serving %s (max_batch=%d, max_wait_ms=%.1f, curve=%s)",
+            "reward worker %s serving %s (max_batch=%d, max_wait_ms=%.1f, frame store %.0f MiB, curve=%s)",
             self._model_info.get("name"), self._url, self.batcher.max_batch, self.batcher.max_wait_s * 1000,
-            self._curve is not None,
+            self.frame_store.max_bytes / 2**20, self._curve is not None,
         )
         return self
 
@@ -165,6 +196,8 @@ class RewardWorker:
             log.warning("reward worker threads %s still running after %.0f s; leaving them", alive, timeout_s)
         elif self._threads and not self._ctx.closed:
             self._ctx.term()
+        if self._decoder is not None and not alive:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> RewardWorker:
         return self.start()
@@ -173,9 +206,18 @@ class RewardWorker:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """The counters (see :class:`WorkerStats`) plus queue depth, batching settings and uptime."""
+        """The counters (see :class:`WorkerStats`), queue depth, batching settings, uptime, the frame
+        store (``frame_store``) and the model's vision feature cache (``vision_cache``, if it has one).
+
+        Call it from the socket thread (the ``info`` op does) or while the worker is stopped: the
+        frame store belongs to the socket thread.
+        """
         d = self.batcher.stats()
         d["uptime_s"] = time.monotonic() - self._started_at
+        d["frame_store"] = self.frame_store.stats()
+        cache_stats = getattr(self.model, "feature_cache_stats", None)
+        if callable(cache_stats):
+            d["vision_cache"] = cache_stats()
         return d
 
     # ---------------------------------------------------------------- socket thread
@@ -207,6 +249,7 @@ class RewardWorker:
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(100))
+                self.frame_store.expire(time.monotonic())
                 if pair in events:
                     self._forward_replies(pair, router)
                 if router in events:
@@ -237,22 +280,84 @@ class RewardWorker:
 
     def _on_message(self, router: zmq.Socket, parts: list[zmq.Frame]) -> None:
         identity, body = parts[0].bytes, parts[1:]
+        arrived = time.monotonic()
         try:
-            request = decode_request(body, self.limits)
+            request = parse_request(body, self.limits)
+            job = self._admit(identity, request, arrived) if request.op == "score" else None
         except ProtocolError as e:
             self.batcher.count(error=e.code)
             log.debug("rejected request %r: %s", e.request_id, e)
-            router.send_multipart([identity, *encode_error(e.request_id, e.code, e.message)])
+            router.send_multipart([identity, *encode_error(e.request_id, e.code, e.message, v=request_version(body))])
             return
         self.batcher.count(op=request.op)
+        v = request.version
         if request.op == "ping":
-            router.send_multipart([identity, *encode_reply(request.id, pong=True)])
+            router.send_multipart([identity, *encode_reply(request.id, v=v, pong=True)])
         elif request.op == "info":
-            router.send_multipart([identity, *encode_reply(request.id, info=self._model_info, stats=self.stats())])
+            router.send_multipart([identity, *encode_reply(request.id, v=v, info=self._model_info, stats=self.stats())])
         else:
-            busy = self.batcher.offer(Job(identity, request, time.monotonic()))
+            busy = self.batcher.offer(job)
             if busy is not None:
-                router.send_multipart([identity, *encode_error(request.id, ErrorCode.BUSY, busy)])
+                router.send_multipart([identity, *encode_error(request.id, ErrorCode.BUSY, busy, v=v)])
+
+    def _admit(self, identity: bytes, request: Request, arrived: float) -> Job:
+        """A queued job for a score request: start JPEG decodes, store uploads, resolve streamed items.
+
+        Items are taken in order, each after its own upload: a frame index names the latest upload
+        of it in this request, else the stored frame. If a streamed item names a frame that is
+        neither, nothing is stored and the request gets ``unknown_episode``.
+        """
+        latest: dict[tuple[str, int], tuple[int, int]] = {}  # (episode, index) -> (item, upload position)
+        plans: list[list[Any]] = []  # per streamed item, per frame: (item, position) or a StoredFrame
+        for i, item in enumerate(request.items):
+            if not item.streamed:
+                plans.append([])
+                continue
+            for k, index in enumerate(item.upload_index):
+                latest[(item.episode, index)] = (i, k)
+            plan: list[Any] = [latest.get((item.episode, index)) for index in item.frame_index]
+            wanted = [index for index, p in zip(item.frame_index, plan, strict=True) if p is None]
+            found, missing = self.frame_store.lookup(item.episode, wanted, arrived)
+            if missing:
+                shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_EPISODE,
+                    f"items[{i}]: episode {item.episode!r} holds no frame {shown} (never uploaded, evicted, "
+                    "or the worker restarted); resend them",
+                    request.id,
+                )
+            stored_iter = iter(found)
+            plans.append([p if p is not None else next(stored_iter) for p in plan])
+        uploaded: dict[tuple[int, int], StoredFrame] = {}
+        for i, item in enumerate(request.items):
+            if item.upload is None:
+                continue
+            _, h, w, _ = item.upload.shape
+            for k, index in enumerate(item.upload_index):
+                block = item.upload
+                frame = self._decoder.submit(block.frame, k) if block.needs_decoding else block.frame(k)
+                uploaded[(i, k)] = self.frame_store.put(item.episode, index, frame, (h, w), arrived)
+        job = Job(identity, request, arrived)
+        for i, item in enumerate(request.items):
+            if item.streamed:
+                frames = [uploaded[p] if isinstance(p, tuple) else p for p in plans[i]]
+                sizes = {f.hw for f in frames}
+                if len(sizes) > 1:
+                    raise ProtocolError(
+                        ErrorCode.BAD_REQUEST,
+                        f"items[{i}]: frames of one query must share one size, got {sorted(sizes)}",
+                        request.id,
+                    )
+                job.sources.append(frames)
+                (h, w), t = frames[0].hw, len(frames)
+            else:
+                block = item.frames
+                job.sources.append(
+                    self._decoder.submit(decode_frames, block, request.id) if block.needs_decoding else block.frames()
+                )
+                t, h, w, _ = block.shape
+            job.lengths.append(t * min(max(h * w, self._pixel_bounds[0]), self._pixel_bounds[1]))
+        return job
 
     # ---------------------------------------------------------------- batcher thread
 

@@ -36,6 +36,8 @@ READY_MARKER = "RLRM_WORKER_READY"
 class SlowModel:
     """Test/benchmark aid: a reward model that sleeps ``delay_ms`` before scoring each batch.
 
+    Other attributes (``forget_features``, ``feature_cache_stats``) are the wrapped model's.
+
     >>> slow = SlowModel(model, delay_ms=500)   # doctest: +SKIP
     """
 
@@ -43,16 +45,21 @@ class SlowModel:
         self.model = model
         self.delay_ms = float(delay_ms)
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not set yet (e.g. while unpickling): avoid recursing
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
     def info(self):
         """The wrapped model's info, with the delay recorded in ``extra``."""
         info = self.model.info()
         info.extra = {**info.extra, "slow_ms": self.delay_ms}
         return info
 
-    def score(self, queries):
-        """Sleep, then score with the wrapped model."""
+    def score(self, queries, **kwargs):
+        """Sleep, then score with the wrapped model (``kwargs`` such as ``feature_keys`` pass through)."""
         time.sleep(self.delay_ms / 1000.0)
-        return self.model.score(queries)
+        return self.model.score(queries, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,9 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ZeroMQ endpoint (default %(default)s; port 0 = any free port; "
                         "non-loopback addresses need --curve-keys)")
     parser.add_argument("--max-batch", type=int, default=16, help="queries per model call (1 = no batching)")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0,
-                        help="longest the oldest waiting query waits for a batch to fill")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="opt-in extra wait for a batch to fill (default 0: an idle model runs a request "
+                        "at once; requests arriving while it is busy form the next batch)")
     parser.add_argument("--max-queue", type=int, default=256, help="queries allowed to wait before 'busy'")
+    parser.add_argument("--store-mb", type=float, default=512.0,
+                        help="memory cap of the frames streamed clients upload once per episode (MiB)")
+    parser.add_argument("--store-idle-s", type=float, default=600.0,
+                        help="drop a streamed episode's frames after this long without a query")
+    parser.add_argument("--decode-threads", type=int, default=2, help="threads decoding JPEG frames")
     parser.add_argument("--device", default="auto", help="'auto' (the model's default: the checkpoint loader picks a GPU when available), 'cpu', 'cuda:1'")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the model's own)")
     parser.add_argument("--threads", type=int, default=None,
@@ -177,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         limits=limits,
         curve_keys=args.curve_keys,
+        store_mb=args.store_mb,
+        store_idle_s=args.store_idle_s,
+        decode_threads=args.decode_threads,
     )
 
     def _on_signal(signum: int, _frame: Any) -> None:
