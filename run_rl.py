@@ -32,6 +32,7 @@ from rlrm.rl.callbacks import CheckpointCallback, RewardLoggingCallback
 from rlrm.rl.checkpoints import resume_point
 from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
 from rlrm.rl.evaluation import evaluate_policy
+from rlrm.rl.interventions import InterventionLoggingCallback
 from rlrm.rl.reward_source import open_reward_source, record_reward_model
 from rlrm.rl.run_config import RESOLVED_CONFIG, resumed_config, validate_run_config
 from rlrm.wrappers import RewardVideoRecorder
@@ -41,6 +42,10 @@ log = logging.getLogger("run_rl")
 
 def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Run one training job described by the resolved config ``cfg``; returns the summary it writes."""
+    if (cfg.get("distributed") or {}).get("runners", 0) != 0:  # env runners + a learner on Ray (docs/distributed.md)
+        from rlrm.distributed.run import run_distributed
+
+        return run_distributed(cfg, run_dir)
     validate_run_config(cfg)  # before any env, worker or model exists
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +77,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         start_steps = model.num_timesteps
         model.learn(
             total_timesteps=cfg["total_steps"] - start_steps,
-            callback=[RewardLoggingCallback(labeler),
+            callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(),
                       CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
                                          cfg["heartbeat_every"])],
             progress_bar=cfg["progress_bar"],
