@@ -193,7 +193,9 @@ class AsyncRobometerReward(gym.Wrapper):
 
     ``reset`` starts the episode's frames with the reset frame; each ``step`` sends frames 0..t
     subsampled to ``max_frames`` (:func:`rlrm.sampling.sample_indices`) with ``scorer.score_async``
-    and returns reward ``placeholder`` at once, with ``info["rlrm_ticket"]``. Rewards and
+    and returns reward ``placeholder`` at once, with ``info["rlrm_ticket"]``. With a scorer that
+    has ``score_deferred`` (a :class:`~rlrm.transport.RewardClient`) the step only copies the frame
+    and enqueues: gathering, encoding and sending happen on the client's I/O thread. Rewards and
     success terminations arrive through :attr:`labeler` (consumed by the relabelling replay
     buffer). The env's own termination and truncation pass through unchanged.
 
@@ -250,10 +252,17 @@ class AsyncRobometerReward(gym.Wrapper):
         self._episode: int | None = None
 
     def _query(self) -> cf.Future:
-        idx = sample_indices(len(self.frame_buffer), self.max_frames, self.sampling)
-        query = RewardQuery(self.frame_buffer.gather(idx), self.task, episode_id=f"async:{self._episode}",
-                            frame_index=idx)
-        return self.scorer.score_async([query])
+        buffer, num_frames, episode_id = self.frame_buffer, len(self.frame_buffer), f"async:{self._episode}"
+
+        def build() -> list[RewardQuery]:
+            # frames 0..num_frames-1 of this episode's buffer never change (reset starts a new buffer)
+            idx = sample_indices(num_frames, self.max_frames, self.sampling)
+            return [RewardQuery(buffer.gather(idx), self.task, episode_id=episode_id, frame_index=idx)]
+
+        deferred = getattr(self.scorer, "score_deferred", None)
+        if callable(deferred):  # a RewardClient gathers, encodes and sends on its I/O thread
+            return deferred(build)
+        return self.scorer.score_async(build())
 
     def reset(self, **kwargs):
         """Reset the env and start a new episode of frames with the reset frame."""
@@ -261,7 +270,7 @@ class AsyncRobometerReward(gym.Wrapper):
         if self._episode is not None:
             self.labeler.end_episode(self._episode)
         self._episode = self.labeler.start_episode()
-        self.frame_buffer.clear()
+        self.frame_buffer = FrameBuffer()  # not clear(): queries still being built may read the old one
         self.frame_buffer.append(self.frame_source.read(obs))
         return obs, info
 

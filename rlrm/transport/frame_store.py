@@ -26,13 +26,17 @@ __all__ = ["StoredFrame", "FrameStore"]
 
 log = logging.getLogger(__name__)
 
+# one sequence for the whole process: uids key vision features in the model's cache, and two
+# workers (or a restarted one) serving the same model object must never hand out the same uid
+_UIDS = itertools.count(1)
+
 
 @dataclass(frozen=True)
 class StoredFrame:
     """One frame held for an episode.
 
     Args:
-        uid: unique within the worker's lifetime; a re-upload with other pixels gets a new one.
+        uid: unique within the process; a re-upload with other pixels gets a new one.
         frame: (H, W, 3) uint8, or a Future of it while its JPEG decodes.
         hw: (H, W).
     """
@@ -95,7 +99,6 @@ class FrameStore:
         self.on_evict = on_evict
         self._frames: OrderedDict[tuple[str, int], StoredFrame] = OrderedDict()  # least recently used first
         self._episodes: OrderedDict[str, _Episode] = OrderedDict()  # least recently used first
-        self._uids = itertools.count(1)
         self.nbytes = 0
         self.counts = {
             "uploads": 0,  # frames stored
@@ -155,7 +158,7 @@ class FrameStore:
             self._touch(episode, now)
             self.counts["reuploads"] += 1
             return old
-        stored = StoredFrame(next(self._uids), frame, (int(hw[0]), int(hw[1])))
+        stored = StoredFrame(next(_UIDS), frame, (int(hw[0]), int(hw[1])))
         evicted: list[int] = []
         if old is not None:
             evicted.append(self._remove(key))
@@ -188,6 +191,14 @@ class FrameStore:
             self._episodes.pop(episode, None)
             self.counts["expired_episodes"] += 1
         self._notify(evicted)
+
+    def clear(self) -> None:
+        """Drop every frame (e.g. when the worker stops), telling ``on_evict``."""
+        uids = [stored.uid for stored in self._frames.values()]
+        self._frames.clear()
+        self._episodes.clear()
+        self.nbytes = 0
+        self._notify(uids)
 
     def stats(self) -> dict[str, Any]:
         """Episodes, frames, bytes (now, peak, cap), idle timeout and the counters."""

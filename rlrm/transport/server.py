@@ -198,6 +198,7 @@ class RewardWorker:
             self._ctx.term()
         if self._decoder is not None and not alive:
             self._decoder.shutdown(wait=False, cancel_futures=True)
+            self.frame_store.clear()  # the socket thread is gone; frees the model's cached features too
 
     def __enter__(self) -> RewardWorker:
         return self.start()
