@@ -1,7 +1,8 @@
 """The interface every robot backend implements, and the errors it raises.
 
 * :class:`RobotState` - what a backend reads: end-effector pose, gripper opening, joint positions.
-* :class:`RobotBackend` - connect / read_state / command_ee / stop / recover / home / disconnect.
+* :class:`RobotBackend` - connect / read_state / command_ee / stop / recover / home / disconnect, and
+  ``ee_path``: where the tool will go for a target (checked against the box before it is sent).
 * :class:`ControllerError` - the controller refused or faulted; :meth:`RobotBackend.recover` may fix it.
 * :class:`RobotError` - a fault that recovery could not fix; a person has to look at the robot.
 * :class:`RecordingBackend` - a proxy that records every commanded target (for tests and checks).
@@ -87,6 +88,16 @@ class RobotBackend(ABC):
     def resume(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
         """Re-enable motion after :meth:`stop` (default: nothing to do)."""
 
+    def ee_path(self, pose: EEPose, state: RobotState) -> np.ndarray:
+        """(k, 3) m: the tool's way if ``pose`` is commanded now, from where ``state`` has it (first row) to the end.
+
+        The last row is where the joints the backend solves for ``pose`` put the tool. Backends that solve the
+        joints themselves (SO-101) return the forward kinematics of those joints and of the way to them; the
+        default, for arms whose controller tracks the Cartesian pose itself (franky, xArm servo mode), is the
+        straight segment's ends, measured position -> target. Raises ControllerError when ``pose`` is out of reach.
+        """
+        return np.stack([np.asarray(state.pose.position, dtype=float), np.asarray(pose.position, dtype=float)])
+
 
 class RecordingBackend(RobotBackend):
     """Wraps a backend and records every target it is told to command.
@@ -143,6 +154,10 @@ class RecordingBackend(RobotBackend):
     def resume(self) -> None:
         """Forward."""
         self.inner.resume()
+
+    def ee_path(self, pose: EEPose, state: RobotState) -> np.ndarray:
+        """Forward (the wrapped backend's prediction, not the default)."""
+        return self.inner.ee_path(pose, state)
 
     def __getattr__(self, item):
         return getattr(self.inner, item)

@@ -7,8 +7,10 @@
 
 Per step: teleop may replace the action -> NaN/inf check (robot holds, error raised) -> scale by
 step sizes -> :class:`~robots.safety.SafetyFilter` (orientation range, per-step limits, workspace
-box; in joint mode :class:`~robots.safety.JointSafetyFilter`: joint limits, per-step joint limit, FK
-inside the box) -> backend (with bounded controller-error recovery) -> rate limiter -> observation.
+box) -> :class:`~robots.safety.ReachFilter` (the tool path the backend predicts for the target, e.g. the
+FK of the SO-101's joint goals, inside the box; in joint mode :class:`~robots.safety.JointSafetyFilter`:
+joint limits, per-step joint limit, FK inside the box) -> backend (with bounded controller-error
+recovery) -> rate limiter -> observation.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from robots.geometry import EEPose, matrix_to_rotvec, rpy_to_matrix
 from robots.safety import (
     JointSafetyFilter,
     RateLimiter,
+    ReachFilter,
     SafetyConfig,
     SafetyFilter,
     UnsafeActionError,
@@ -163,6 +166,7 @@ class RobotEnv(gym.Env):
         self.task = self.config.task
         self._home = EEPose.from_vector(self.config.home_pose)
         self.safety = SafetyFilter(self.config.safety, self._home.rotation)
+        self.reach = ReachFilter(self.config.safety)
         self.joint_safety: JointSafetyFilter | None = None
         self._joint_target: np.ndarray | None = None
         self.backend.connect()
@@ -301,20 +305,23 @@ class RobotEnv(gym.Env):
         state = self._read_state()
         desired = self._desired_pose(state.pose, action[: self._n_axes])
         safe = self.safety.apply(desired, self._target)
+        # where the tool really goes for this target (FK of the joints the backend would send) must be in the box too
+        pose, clipped_reach = self.reach.apply(safe.pose, self._target, lambda p: self.backend.ee_path(p, state))
         gripper = float((action[-1] + 1.0) / 2.0)
-        sent = self._sent_action(state.pose, self._target.rotation, safe.pose, gripper)
+        sent = self._sent_action(state.pose, self._target.rotation, pose, gripper)
         with self._command_lock:
             if not self.stopped:
-                info["recovered"] = self._with_recovery("command", lambda: self.backend.command_ee(safe.pose, gripper))
-                self._target, self._gripper_target = safe.pose, gripper
+                info["recovered"] = self._with_recovery("command", lambda: self.backend.command_ee(pose, gripper))
+                self._target, self._gripper_target = pose, gripper
         info["overrun_s"] = self.rate.wait()
         state = self._read_state()
         obs = self._observe(state)
         info.update(
             action=sent,
-            commanded_pose=safe.pose.as_vector(),
-            clipped=safe.clipped,
-            clipped_workspace=safe.clipped_workspace,
+            commanded_pose=pose.as_vector(),
+            clipped=safe.clipped or clipped_reach,
+            clipped_workspace=safe.clipped_workspace or clipped_reach,
+            clipped_reach=clipped_reach,
             clipped_step=safe.clipped_step,
             clipped_rotation=safe.clipped_rotation,
             stopped=self.stopped,

@@ -4,7 +4,8 @@
 * :class:`MotorCalibration` - one motor's LeRobot calibration entry.
 * :func:`load_calibration` / :func:`save_calibration` - LeRobot calibration JSON files.
 * :func:`normalize` / :func:`unnormalize` - raw ticks <-> LeRobot units (degrees or 0..100).
-* :class:`FeetechBus` - ping, sync read of positions, sync write of goals, calibration registers.
+* :class:`FeetechBus` - ping, sync read of positions, sync write of goals (optionally with per-servo
+  speed and acceleration, as the SDK's ``SyncWritePosEx``), calibration registers.
 
 LeRobot stores calibrations as ``{motor: {id, drive_mode, homing_offset, range_min, range_max}}``
 (``~/.cache/huggingface/lerobot/calibration/robots/so101_follower/<id>.json``); the same files load here.
@@ -32,7 +33,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# STS3215 control table: name -> (address, size in bytes)
+# STS3215 control table: name -> (address, size in bytes); Goal_Velocity in steps/s, 0 = the servo's maximum
 STS3215 = {
     "Model_Number": (3, 2),
     "ID": (5, 1),
@@ -43,6 +44,8 @@ STS3215 = {
     "Torque_Enable": (40, 1),
     "Acceleration": (41, 1),
     "Goal_Position": (42, 2),
+    "Goal_Time": (44, 2),
+    "Goal_Velocity": (46, 2),
     "Lock": (55, 1),
     "Present_Position": (56, 2),
     "Moving": (66, 1),
@@ -233,6 +236,27 @@ class FeetechBus:
                 group.addParam(self.motors[name], data)
             result = group.txPacket()
         self._check(result, 0, f"sync write {register}")
+
+    def sync_write_moves(self, moves: dict[str, tuple[int, int, int]]) -> None:
+        """One sync write of ``(goal ticks, velocity steps/s, acceleration 100 steps/s^2)`` per motor.
+
+        Writes Acceleration, Goal_Position, Goal_Time (0) and Goal_Velocity (addresses 41..47) in one
+        transaction, the block the SDK's ``SyncWritePosEx`` writes; 0 means the servo's maximum for both.
+        """
+        addr = STS3215["Acceleration"][0]
+        with self.lock:
+            group = self._scs.GroupSyncWrite(self.port, self.packet, addr, 7)
+            for name, (position, velocity, acceleration) in moves.items():
+                position, velocity, acceleration = int(position), int(velocity), int(acceleration)
+                if not (0 <= position < 1 << 16 and 0 <= velocity < 1 << 15 and 0 <= acceleration <= 254):
+                    raise ValueError(
+                        f"{name}: goal must be 0..65535 ticks, velocity 0..32767 steps/s, acceleration 0..254, "
+                        f"got {position}, {velocity}, {acceleration}"
+                    )
+                data = [acceleration, position & 0xFF, position >> 8, 0, 0, velocity & 0xFF, velocity >> 8]
+                group.addParam(self.motors[name], data)
+            result = group.txPacket()
+        self._check(result, 0, "sync write goal moves")
 
     def set_torque(self, enabled: bool) -> None:
         """Torque on/off on every motor (Lock follows, as LeRobot does)."""

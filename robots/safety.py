@@ -2,6 +2,8 @@
 
 * :class:`SafetyConfig` - workspace box, per-step translation/rotation limits, orientation range.
 * :class:`SafetyFilter` - turns a desired end-effector target into a safe one (clip to box, limit step).
+* :class:`ReachFilter` - moves a safe end-effector target back toward the previous one until the tool positions
+  the backend predicts for it (FK of the joint goals it would send, and of the way there) lie in the box.
 * :class:`JointSafetyFilter` - the same for joint targets: joint limits, per-step limit, FK inside the box.
 * :class:`BrakingVelocityCap` - for velocity-controlled arms: a twist toward the safe target, capped by the
   per-step limits and, per axis, so that the arm can brake before the walls of the box.
@@ -25,7 +27,7 @@ import numpy as np
 from robots.geometry import EEPose, matrix_to_rotvec, rotvec_to_matrix
 
 __all__ = ["SafetyConfig", "SafetyFilter", "UnsafeActionError", "check_action", "RateLimiter", "SafeTarget",
-           "JointSafetyFilter", "SafeJointTarget", "BrakingVelocityCap"]
+           "ReachFilter", "JointSafetyFilter", "SafeJointTarget", "BrakingVelocityCap"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +181,91 @@ class SafetyFilter:
         """Whether a rotation lies within ``rotation_range_rad`` of the home orientation."""
         rel = matrix_to_rotvec(self.home_rotation.T @ rotation)
         return bool(np.all(np.abs(rel) <= np.asarray(self.config.rotation_range_rad) + tol))
+
+
+class ReachFilter:
+    """Moves a target back toward the previous one until the arm reaches it by a way inside the box.
+
+    A target inside the box is not enough when joints are solved from it: the goals are rounded to
+    servo ticks and the servos reach them along a joint-space line whose forward kinematics bows away
+    from the Cartesian segment. ``path(pose) -> (k, 3)`` m is the tool's way if ``pose`` is sent now,
+    from where the tool is (first row) to where the joints solved for ``pose`` put it (last row)
+    (:meth:`~robots.backend.RobotBackend.ee_path`; it raises ControllerError or ValueError when ``pose``
+    is out of reach). A target is accepted when no point of the way lies farther outside the box than
+    the tool already is (0 when it is inside), the end lies inside, and the end is within ``reach_tol_m``
+    of the target. Otherwise its position is moved back along the segment from ``previous`` (bisection
+    on the fraction; the already safe rotation is kept, so the step and rotation limits still hold);
+    when even the previous position fails, the previous target is held.
+
+    >>> f = ReachFilter(SafetyConfig([0.3, -0.2, 0.05], [0.6, 0.2, 0.4]))
+    >>> start = np.array([0.45, 0.0, 0.38])
+    >>> bows = lambda pose: np.stack([start, pose.position + [0.0, 0.0, 0.01], pose.position])  # 1 cm above on the way
+    >>> pose, clipped = f.apply(EEPose([0.45, 0.0, 0.4], np.eye(3)), EEPose(start, np.eye(3)), bows)
+    >>> round(float(pose.position[2]), 4), clipped
+    (0.39, True)
+
+    Args:
+        config: the workspace box.
+        reach_tol_m: largest distance (m) between the target and where the joints solved for it put the tool.
+        iterations: bisection steps (the last one moves the target by 2**-iterations of the step).
+    """
+
+    def __init__(self, config: SafetyConfig, reach_tol_m: float = 1e-3, iterations: int = 16) -> None:
+        if not reach_tol_m > 0:
+            raise ValueError(f"reach_tol_m must be > 0 (m), got {reach_tol_m}")
+        self.config = config
+        self.reach_tol_m = float(reach_tol_m)
+        self.iterations = int(iterations)
+
+    def excursion(self, points) -> float:
+        """How far (m) the farthest of ``points`` (k, 3) lies outside the box (0 inside)."""
+        p = np.asarray(points, dtype=float).reshape(-1, 3)
+        return float(np.max(np.maximum(self.config.low - p, 0.0) + np.maximum(p - self.config.high, 0.0)))
+
+    def problem(self, pose: EEPose, path: Callable[[EEPose], np.ndarray]) -> str | None:
+        """Why ``pose`` cannot be sent as it is (None: it can)."""
+        from robots.backend import ControllerError
+
+        try:
+            points = np.asarray(path(pose), dtype=float).reshape(-1, 3)
+        except (ControllerError, ValueError) as exc:  # out of reach: this target cannot be sent
+            return f"out of reach ({exc})"
+        way, start, end = self.excursion(points), self.excursion(points[0]), self.excursion(points[-1])
+        miss = float(np.linalg.norm(points[-1] - pose.position))
+        if way > start + 1e-9:
+            return f"the way leaves the box by {way * 1e3:.2f} mm"
+        if end > 1e-9:
+            return f"the solved joints put the tool {end * 1e3:.2f} mm outside the box"
+        if miss > self.reach_tol_m:
+            return f"the solved joints miss it by {miss * 1e3:.2f} mm"
+        return None
+
+    def apply(
+        self, target: EEPose, previous: EEPose, path: Callable[[EEPose], np.ndarray]
+    ) -> tuple[EEPose, bool]:
+        """``(pose to send, whether it was moved back)``: ``target`` itself when it is reached by a way in the box."""
+        why = self.problem(target, path)
+        if why is None:
+            return target, False
+
+        def along(t: float) -> EEPose:
+            return EEPose(previous.position + t * (target.position - previous.position), target.rotation)
+
+        if self.problem(along(0.0), path) is not None:
+            logger.debug("target %s: %s, and so is the previous position; holding the previous target",
+                         target.position.round(4).tolist(), why)
+            return previous.copy(), True
+        lo, hi = 0.0, 1.0
+        for _ in range(self.iterations):
+            mid = (lo + hi) / 2
+            if self.problem(along(mid), path) is None:
+                lo = mid
+            else:
+                hi = mid
+        pose = along(lo)
+        logger.debug("target %s: %s; moved back to %s (%.0f%% of the step)", target.position.round(4).tolist(), why,
+                     pose.position.round(4).tolist(), lo * 100)
+        return pose, True
 
 
 @dataclass

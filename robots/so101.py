@@ -4,7 +4,10 @@
 * :class:`SO101Kinematics` - forward/inverse kinematics of the arm with the gripper pointing down.
 * :class:`SO101Config` - serial port, LeRobot calibration file, kinematic zero offsets, joint step limit.
 * :class:`SO101Backend` - reads/writes positions by sync read/write; EE targets -> IK -> goals, or
-  joint targets (``action_mode="joints"``) straight to goals.
+  joint targets (``action_mode="joints"``) straight to goals. Goals go out as coordinated moves (per-servo
+  speed and acceleration in proportion to each joint's travel, so all joints arrive together and the
+  arm follows the joint-space line), and :meth:`SO101Backend.ee_path` predicts the tool positions on
+  that line so that the env can check them against the workspace box before anything is sent.
 
 Joint units are LeRobot's: degrees (0 at the middle of the calibrated range) for the body, 0..100 for
 the gripper, so existing LeRobot calibrations and datasets line up. Link lengths come from the SO-101
@@ -104,10 +107,18 @@ class SO101Config:
         calibration_path: LeRobot calibration JSON (``.../calibration/robots/so101_follower/<id>.json``).
         joint_sign, joint_offset_deg: kinematic angle = sign * (LeRobot degrees) + offset, per body joint;
             check them once with ``python -m robots.check so101`` (the printed pose must match the arm).
-        max_joint_step_deg: largest change of any joint goal per command (second fence after the env's limits).
+        max_joint_step_deg: largest change of any joint goal from the present position per command (second fence
+            after the env's limits; a longer move is cut short along its joint-space line and finished by later commands).
         joint_limits_deg: optional ``[[low, high]] * 5`` (LeRobot deg) narrowing the calibrated ranges.
         home_step_s: period of the joint-space interpolation used for homing.
         kinematics: link lengths and tool pitch.
+        max_speed_steps_s: Goal_Velocity (steps/s, 4096 per turn) of the joint with the largest travel in a
+            coordinated move; the other tip joints get proportionally less, so all arrive together. Keep it below
+            what the servos reach under load (STS3215: ~3000 steps/s at 7.4 V), or the fast joint lags and the
+            arm leaves the joint-space line.
+        acceleration: Acceleration register (100 steps/s^2, 1..254; LeRobot writes 254) of that joint, scaled
+            like the speed for the others.
+        path_samples: points along the joint-space line at which :meth:`SO101Backend.ee_path` predicts the tool.
     """
 
     port: str = "/dev/ttyACM0"
@@ -118,10 +129,19 @@ class SO101Config:
     joint_limits_deg: list[list[float]] | None = None
     home_step_s: float = 0.02
     kinematics: SO101Kinematics = field(default_factory=SO101Kinematics)
+    max_speed_steps_s: int = 2000
+    acceleration: int = 254
+    path_samples: int = 8
 
     def __post_init__(self) -> None:
         if isinstance(self.kinematics, dict):
             self.kinematics = SO101Kinematics(**self.kinematics)
+        if not 1 <= int(self.max_speed_steps_s) <= 32767:
+            raise ValueError(f"max_speed_steps_s must be in 1..32767 (steps/s), got {self.max_speed_steps_s}")
+        if not 1 <= int(self.acceleration) <= 254:
+            raise ValueError(f"acceleration must be in 1..254 (100 steps/s^2), got {self.acceleration}")
+        if int(self.path_samples) < 1:
+            raise ValueError(f"path_samples must be >= 1, got {self.path_samples}")
         if self.joint_limits_deg is not None:
             lim = np.asarray(self.joint_limits_deg, dtype=float)
             if lim.shape != (5, 2) or not np.all(lim[:, 0] < lim[:, 1]):
@@ -156,6 +176,8 @@ class SO101Backend(RobotBackend):
         self.calibration = calibration
         self.sleep = sleep
         self.kin = self.config.kinematics
+        # goals (5,) deg planned by ee_path since the last command/stop/home, by pose: command_ee sends exactly these
+        self._planned: dict[bytes, np.ndarray] = {}
 
     # -- units
     def _to_degrees(self, raw: dict[str, int]) -> np.ndarray:
@@ -184,7 +206,8 @@ class SO101Backend(RobotBackend):
         self.bus.set_torque(False)
         self.bus.write_calibration(self.calibration)
         present = self.bus.sync_read("Present_Position")
-        self.bus.sync_write("Goal_Position", present)  # hold where it is before torque comes on
+        # hold where it is before torque comes on, at top speed (a previous session may have left slow speeds)
+        self.bus.sync_write_moves({m: (t, 0, self.config.acceleration) for m, t in present.items()})
         self.bus.set_torque(True)
 
     def disconnect(self) -> None:
@@ -198,19 +221,66 @@ class SO101Backend(RobotBackend):
         pose = self.kin.forward(self._to_kinematic(degrees))
         return RobotState(pose, float(degrees[5] / 100.0), degrees)
 
-    def joint_goals(self, pose: EEPose, gripper: float, present_deg: np.ndarray) -> dict[str, int]:
-        """IK -> LeRobot degrees -> per-command joint step limit -> raw ticks clamped to calibrated ranges."""
+    def joint_target(self, pose: EEPose) -> np.ndarray:
+        """Body-joint goals (5,) LeRobot deg that put the tool at ``pose``: IK, rounded to servo ticks.
+
+        Raises ControllerError when ``pose`` is out of reach.
+        """
         yaw = float(matrix_to_rpy(pose.rotation)[2])
         try:
             q = self.kin.inverse(pose.position, yaw)
         except ValueError as exc:
             raise ControllerError(f"so101 IK failed: {exc}") from exc
-        deg = self._from_kinematic(q)
+        return self.quantize_joints(self._from_kinematic(q))
+
+    def metered(self, goals_deg, present_deg) -> np.ndarray:
+        """The goals (5,) deg one command may send toward ``goals_deg``: at most ``max_joint_step_deg`` per joint.
+
+        The step of the four joints that place the tip is scaled as a whole, so a goal cut short still lies
+        on the joint-space line to ``goals_deg`` (the way :meth:`ee_path` checked); the roll is clipped alone.
+        """
+        goals, present = np.asarray(goals_deg, dtype=float), np.asarray(present_deg, dtype=float)[:5]
+        step = goals - present
         lim = self.config.max_joint_step_deg
-        deg = np.clip(deg, present_deg[:5] - lim, present_deg[:5] + lim)
-        goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, deg, strict=True)}
-        goals["gripper"] = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
-        return goals
+        longest = float(np.max(np.abs(step[:4])))
+        if longest <= lim and abs(step[4]) <= lim:
+            return goals
+        if longest > lim:
+            step[:4] *= lim / longest
+        step[4] = np.clip(step[4], -lim, lim)
+        return self.quantize_joints(present + step)
+
+    def ee_path(self, pose: EEPose, state: RobotState) -> np.ndarray:
+        """(k, 3) m: the tool's way from where ``state`` has it (first row) to where the goals for ``pose`` put it (last).
+
+        A coordinated move follows the joint-space line from the present joints to the goals, so the tool
+        passes through the FK of points on that line (``path_samples`` of them), not along the Cartesian
+        segment; a goal metered by the per-command joint limit (:meth:`metered`) lies on it and is included.
+        The goals are remembered: :meth:`command_ee` with the same pose sends exactly them.
+        """
+        present = np.asarray(state.joints, dtype=float)[:5]
+        goals = self.joint_target(pose)
+        sent = self.metered(goals, present)
+        self._planned[_pose_key(pose)] = sent
+        fractions = np.linspace(0.0, 1.0, int(self.config.path_samples) + 1)
+        way = [self.joint_pose(present + f * (goals - present)).position for f in fractions]
+        return np.array([*way[:-1], self.joint_pose(sent).position, way[-1]])
+
+    def _move(self, goals_deg, gripper: float, present_deg: np.ndarray) -> None:
+        """One sync write: body goals as a coordinated move from ``present_deg``, the gripper at top speed."""
+        goals_deg = np.asarray(goals_deg, dtype=float)
+        travel = np.abs(goals_deg - present_deg[:5])
+        cfg = self.config
+        longest = float(travel[:4].max())  # pan, lift, elbow, wrist flex place the tip; the roll only turns it
+        share = travel / longest if longest > 0 else np.ones(5)
+        moves = {}
+        for i, m in enumerate(BODY):
+            speed, acc = (0, cfg.acceleration) if i == 4 else (
+                max(1, round(cfg.max_speed_steps_s * share[i])), max(1, round(cfg.acceleration * share[i])))
+            moves[m] = (unnormalize(float(goals_deg[i]), self.calibration[m], "degrees"), speed, acc)
+        grip = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
+        moves["gripper"] = (grip, 0, cfg.acceleration)
+        self.bus.sync_write_moves(moves)
 
     # -- joint-space control (RobotEnv action_mode="joints")
     def joint_limits_deg(self) -> tuple[np.ndarray, np.ndarray]:
@@ -235,28 +305,30 @@ class SO101Backend(RobotBackend):
         return self.kin.forward(self._to_kinematic(np.asarray(degrees, dtype=float)))
 
     def command_joints(self, degrees, gripper: float) -> None:
-        """One sync write of body-joint goals (5,) deg (already safe) and the gripper opening in [0, 1]."""
+        """One coordinated move to body-joint goals (5,) deg (already safe) and the gripper opening in [0, 1]."""
         with self.bus.lock:
             present = self._to_degrees(self.bus.sync_read("Present_Position"))
-            lim = self.config.max_joint_step_deg
-            deg = np.clip(np.asarray(degrees, dtype=float), present[:5] - lim, present[:5] + lim)
-            goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, deg, strict=True)}
-            goals["gripper"] = unnormalize(float(np.clip(gripper, 0, 1)) * 100.0, self.calibration["gripper"], "range_0_100")
-            self.bus.sync_write("Goal_Position", goals)
+            self._move(self.metered(degrees, present), gripper, present)
 
     def command_ee(self, pose: EEPose, gripper: float) -> None:
-        """One sync write of all six goal positions."""
+        """One coordinated move to the goals for ``pose``: those :meth:`ee_path` checked, else IK from the present."""
         with self.bus.lock:
             present = self._to_degrees(self.bus.sync_read("Present_Position"))
-            self.bus.sync_write("Goal_Position", self.joint_goals(pose, gripper, present))
+            goals = self._planned.get(_pose_key(pose))
+            if goals is None:
+                goals = self.metered(self.joint_target(pose), present)
+            self._planned.clear()
+            self._move(goals, gripper, present)
 
     def stop(self) -> None:
         """Goals := present positions (the arm holds; torque stays on)."""
+        self._planned.clear()  # planned from a state the arm is no longer heading from
         with self.bus.lock:
             self.bus.sync_write("Goal_Position", self.bus.sync_read("Present_Position"))
 
     def recover(self) -> None:
         """Torque off/on clears an overload; re-hold the present position."""
+        self._planned.clear()
         with self.bus.lock:
             self.bus.set_torque(False)
             self.bus.sync_write("Goal_Position", self.bus.sync_read("Present_Position"))
@@ -269,6 +341,7 @@ class SO101Backend(RobotBackend):
         (joint-space interpolation would bow out of the workspace). Falls back to joint-space
         interpolation only where a waypoint is out of reach (e.g. starting from the folded rest pose).
         """
+        self._planned.clear()
         yaw = float(matrix_to_rpy(pose.rotation)[2])
         try:
             target_deg = self._from_kinematic(self.kin.inverse(pose.position, yaw))
@@ -289,10 +362,13 @@ class SO101Backend(RobotBackend):
             except ValueError:
                 goal_deg = target_deg
             goal_deg = present[:5] + np.clip(goal_deg - present[:5], -step_deg, step_deg)
-            goals = {m: unnormalize(float(d), self.calibration[m], "degrees") for m, d in zip(BODY, goal_deg, strict=True)}
-            goals["gripper"] = unnormalize(gripper * 100.0, self.calibration["gripper"], "range_0_100")
-            self.bus.sync_write("Goal_Position", goals)
+            self._move(goal_deg, gripper, present)
             self.sleep(self.config.home_step_s)
         raise ControllerError(
             f"so101 did not reach home {np.round(target_deg, 1).tolist()} deg within {max_steps} steps"
         )
+
+
+def _pose_key(pose: EEPose) -> bytes:
+    """Exact identity of a pose (position and rotation bytes), to find the goals planned for it."""
+    return pose.position.tobytes() + pose.rotation.tobytes()

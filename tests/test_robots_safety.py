@@ -24,7 +24,7 @@ from robots.geometry import (
     rotvec_to_matrix,
     rpy_to_matrix,
 )
-from robots.safety import RateLimiter, SafetyConfig, SafetyFilter, UnsafeActionError, check_action
+from robots.safety import RateLimiter, ReachFilter, SafetyConfig, SafetyFilter, UnsafeActionError, check_action
 from robots.sim.kinematic import KinematicBackend
 
 
@@ -158,6 +158,45 @@ def test_filter_clips_workspace_step_and_rotation():
     assert rotation_angle(prev.rotation, out.pose.rotation) == pytest.approx(0.1)
     inside = f.apply(EEPose([0.98, 0.5, 0.5], np.eye(3)), prev)
     assert not inside.clipped
+
+
+def test_reach_filter_moves_back_along_the_step_or_holds():
+    box = SafetyConfig([0.3, -0.2, 0.05], [0.6, 0.2, 0.4])
+    f = ReachFilter(box)
+    start = np.array([0.45, 0.0, 0.38])
+    previous = EEPose(start, np.eye(3))
+    target = EEPose([0.47, 0.0, 0.40], np.eye(3))
+
+    def bows(pose):  # an arm whose way to the target passes 1 cm above it
+        return np.stack([start, pose.position + [0.0, 0.0, 0.01], pose.position])
+
+    pose, clipped = f.apply(target, previous, bows)
+    assert clipped and f.excursion(bows(pose)) <= 1e-9
+    np.testing.assert_allclose(pose.position, [0.46, 0.0, 0.39], atol=1e-4)  # on the segment, 1 cm below the lid
+    straight = lambda p: np.stack([start, p.position])  # noqa: E731
+    assert f.apply(target, previous, straight) == (target, False)  # a way inside: untouched
+
+    def falls_short(pose):  # joints that end short in x of targets beyond x = 0.46 (half of the way past it)
+        return np.stack([start, pose.position - [max(pose.position[0] - 0.46, 0.0) * 0.5, 0.0, 0.0]])
+
+    pose, clipped = f.apply(target, previous, falls_short)
+    assert clipped and pose.position[0] == pytest.approx(0.462, abs=1e-4)  # the farthest target missed by <= 1 mm
+
+    def unreachable_beyond(pose):
+        if pose.position[0] > 0.455:
+            raise ControllerError("out of reach")
+        return np.stack([start, pose.position])
+
+    pose, clipped = f.apply(target, previous, unreachable_beyond)
+    assert clipped and pose.position[0] == pytest.approx(0.455, abs=1e-4)
+    # a tool already outside (within reset's tolerance) may move on a way no farther out, toward a target inside
+    outside = np.array([0.45, 0.0, 0.405])
+    way_from_outside = lambda p: np.stack([outside, (outside + p.position) / 2, p.position])  # noqa: E731
+    assert f.apply(target, EEPose(outside, np.eye(3)), way_from_outside) == (target, False)
+    # and nothing is sent whose solved joints end outside: the previous target is held
+    ends_above = lambda p: np.stack([start, p.position + [0.0, 0.0, 0.03]])  # noqa: E731
+    pose, clipped = f.apply(target, previous, ends_above)
+    assert clipped and np.array_equal(pose.position, previous.position)
 
 
 # ---------------------------------------------------------------- rate limiter

@@ -24,7 +24,7 @@ from robots.feetech import (  # noqa: E402
 from robots.geometry import EEPose  # noqa: E402
 from robots.sim.feetech_bus import ERRBIT_OVERLOAD, EmulatedServoPort  # noqa: E402
 from robots.sim.so101_sim import SIM_HOMING_OFFSET, sim_calibration, sim_port_at  # noqa: E402
-from robots.so101 import SO101_MOTORS, SO101Backend, SO101Config, SO101Kinematics  # noqa: E402
+from robots.so101 import BODY, SO101_MOTORS, SO101Backend, SO101Config, SO101Kinematics  # noqa: E402
 
 # the layout `lerobot-calibrate --robot.type=so101_follower` writes
 LEROBOT_CALIBRATION = {
@@ -148,6 +148,33 @@ def test_command_ee_moves_the_arm_and_limits_joint_steps():
         arm.command_ee(target, 0.5)
     np.testing.assert_allclose(arm.read_state().pose.position, target.position, atol=0.002)
     assert arm.read_state().gripper == pytest.approx(0.5, abs=0.02)
+
+
+def test_coordinated_move_keeps_the_joints_on_one_line():
+    """Goal_Velocity in proportion to each tip joint's travel: the joints arrive together, the tool follows
+    the joint-space line that ee_path predicted (not the per-servo top-speed dash that bowed out of the box)."""
+    arm = make_arm()
+    start = arm.read_state()
+    target = EEPose(start.pose.position + [0.02, 0.015, 0.02], start.pose.rotation)
+    path = arm.ee_path(target, start)
+    solved = arm.joint_target(target)
+    goals = arm.metered(solved, start.joints)  # this far, one command is cut at max_joint_step_deg, on the line
+    assert np.max(np.abs(goals - start.joints[:5])) == pytest.approx(arm.config.max_joint_step_deg, abs=0.1)
+    np.testing.assert_allclose(path[0], start.pose.position)
+    np.testing.assert_allclose(path[-1], target.position, atol=5e-4)
+    np.testing.assert_allclose(path[-2], arm.joint_pose(goals).position)  # the cut-short goal is on the checked way
+    arm.command_ee(target, 1.0)
+    speeds = [arm.bus.port.servos[SO101_MOTORS[m]]._get("Goal_Velocity") for m in BODY[:4]]
+    travel = np.abs(goals - start.joints[:5])[:4]
+    np.testing.assert_allclose(np.array(speeds) / max(speeds), travel / travel.max(), atol=0.01)
+    line = solved[:4] - start.joints[:4]
+    for _ in range(40):  # every reading lies on the line start -> goals, within a tick or two
+        now = arm.read_state().joints[:4] - start.joints[:4]
+        off_line = now - line * float(np.dot(now, line) / np.dot(line, line))
+        assert np.max(np.abs(off_line)) <= 0.2, (now, line)
+    np.testing.assert_allclose(arm.read_state().joints[:5], goals, atol=0.1)
+    with pytest.raises(ValueError, match="max_speed_steps_s"):
+        SO101Config(max_speed_steps_s=0)
 
 
 def test_overload_error_raises_and_recover_clears_it():

@@ -7,7 +7,9 @@
 
 Servo behaviour modelled: Present_Position = actual - Homing_Offset (sign-magnitude, bit 11),
 goals clamped to Min/Max_Position_Limit, no motion with torque off, motion toward the goal at
-``ticks_per_transaction`` per bus transaction, and injectable error bits (e.g. overload).
+``ticks_per_transaction`` per bus transaction (the servo's top speed), or slower when Goal_Velocity
+(steps/s, 0 = top speed) asks for less, and injectable error bits (e.g. overload). Acceleration
+ramps are not modelled: a servo moves at its speed from the first transaction.
 """
 
 from __future__ import annotations
@@ -26,13 +28,25 @@ ERRBIT_OVERLOAD = 32
 
 
 class EmulatedServo:
-    """One STS3215: control table bytes plus an actual shaft position in ticks (0..4095)."""
+    """One STS3215: control table bytes plus an actual shaft position in ticks (0..4095).
 
-    def __init__(self, servo_id: int, actual: int = 2048, ticks_per_transaction: int = 40) -> None:
+    Args:
+        servo_id: bus id.
+        actual: initial shaft position (ticks).
+        ticks_per_transaction: how far the shaft moves per bus transaction at top speed.
+        max_speed_steps_s: the top speed (steps/s) that ``ticks_per_transaction`` stands for, so that a
+            Goal_Velocity of ``v`` steps/s moves ``v / max_speed_steps_s * ticks_per_transaction`` per transaction.
+    """
+
+    def __init__(
+        self, servo_id: int, actual: int = 2048, ticks_per_transaction: int = 40, max_speed_steps_s: float = 3000.0
+    ) -> None:
         self.id = servo_id
         self.memory = bytearray(256)
         self.actual = int(actual)
         self.ticks_per_transaction = ticks_per_transaction
+        self.max_speed_steps_s = float(max_speed_steps_s)
+        self._carry = 0.0  # fraction of a tick travelled at a low Goal_Velocity (the shaft reports whole ticks)
         self.error_bits = 0
         self._set("Model_Number", STS3215_MODEL_NUMBER)
         self._set("ID", servo_id)
@@ -64,7 +78,13 @@ class EmulatedServo:
         if self._get("Torque_Enable") and not self.error_bits:
             goal_actual = self._get("Goal_Position") + self._offset()
             delta = goal_actual - self.actual
-            step = max(-self.ticks_per_transaction, min(self.ticks_per_transaction, delta))
+            velocity = self._get("Goal_Velocity")
+            reach = float(self.ticks_per_transaction)
+            if 0 < velocity < self.max_speed_steps_s:
+                reach *= velocity / self.max_speed_steps_s
+            reach += self._carry
+            step = max(-int(reach), min(int(reach), delta))
+            self._carry = reach - int(reach) if abs(delta) > abs(step) else 0.0
             self.actual += step
         self._refresh()
 
@@ -91,7 +111,8 @@ class EmulatedServoPort(PortHandler):
 
     Args:
         actual_positions: servo id -> initial shaft position (ticks).
-        ticks_per_transaction: how far a servo moves per bus transaction (its speed).
+        ticks_per_transaction: how far a servo moves per bus transaction at top speed.
+        max_speed_steps_s: the top speed (steps/s) ``ticks_per_transaction`` stands for (see :class:`EmulatedServo`).
 
     >>> import scservo_sdk as scs
     >>> port = EmulatedServoPort({1: 1000}); port.openPort()
@@ -100,9 +121,13 @@ class EmulatedServoPort(PortHandler):
     (1000, 0)
     """
 
-    def __init__(self, actual_positions: dict[int, int], ticks_per_transaction: int = 40) -> None:
+    def __init__(
+        self, actual_positions: dict[int, int], ticks_per_transaction: int = 40, max_speed_steps_s: float = 3000.0
+    ) -> None:
         super().__init__("emulated-sts3215-bus")
-        self.servos = {i: EmulatedServo(i, p, ticks_per_transaction) for i, p in actual_positions.items()}
+        self.servos = {
+            i: EmulatedServo(i, p, ticks_per_transaction, max_speed_steps_s) for i, p in actual_positions.items()
+        }
         self._rx = bytearray()
         self._lock = threading.Lock()
         self.packets_handled = 0
