@@ -58,7 +58,7 @@ class DistributedConfig:
             waits (keeps the update-to-data ratio of single-process SAC and bounds policy lag).
         max_restarts: how often Ray restarts a runner that died (SIGKILL, env exception).
         runner_resources / learner_resources: Ray resources per actor, e.g. ``{robot_franka: 1}`` or
-            ``{GPU: 1}``; ``CPU``/``GPU`` become ``num_cpus``/``num_gpus``; nothing is reserved by default.
+            ``{GPU: 1}``; ``CPU``/``GPU`` become ``num_cpus``/``num_gpus``; nothing is reserved by default (null).
     """
 
     runners: int = 0
@@ -125,6 +125,8 @@ def distributed_config(cfg: Mapping[str, Any]) -> DistributedConfig:
         errors.append(f"unknown distributed keys {unknown}; expected some of {sorted(known)}")
     values = {k: v for k, v in block.items() if k in known}
     merged = {**DistributedConfig().__dict__, **values}
+    for name in ("runner_resources", "learner_resources"):
+        merged[name] = {} if merged[name] is None else merged[name]  # null: reserve nothing
     _int_field(errors, "runners", merged["runners"], 1, "env-runner actors; 0 means one process, without Ray")
     _check_address(errors, merged["address"])
     _int_field(errors, "sync_every", merged["sync_every"], 1, "gradient steps between weight publications")

@@ -96,17 +96,17 @@ class _Driver:
     def start(self) -> None:
         """Create the runners (each builds its env), then the learner on the runners' spaces."""
         ray, dcfg = self.ray, self.dcfg
-        runner_cls = ray.remote(EnvRunner)
+        runner_cls = _remote_runner_class(ray)
         for i in range(dcfg.runners):
             actor = runner_cls.options(
                 name=f"rlrm-runner-{self.run_id}-{i}", max_restarts=dcfg.max_restarts, max_task_retries=0,
-                max_concurrency=2, **actor_options(dcfg.runner_resources),  # 2: stop() while collect() runs
+                **actor_options(dcfg.runner_resources),
             ).remote(self.cfg, i, self.endpoint)
             self.slots.append(_Slot(i, actor))
         placed = ray.get([s.actor.ready.remote() for s in self.slots])
         for where in placed:
             log.info("runner %d: pid %d on %s", where["runner"], where["pid"], where["host"])
-        spaces = ray.get(self.slots[0].actor.spaces.remote())
+        spaces = ray.get([s.actor.spaces.remote() for s in self.slots])[0]  # builds every env; errors show here
         learner_cls = ray.remote(Learner).options(name=f"rlrm-learner-{self.run_id}", max_restarts=0,
                                                   **actor_options(dcfg.learner_resources))
         self.learner = learner_cls.remote(self.cfg, str(self.run_dir), *spaces, sync_every=dcfg.sync_every,
@@ -286,6 +286,29 @@ class _Driver:
         ray.wait(closing, num_returns=len(closing), timeout=30)
         for actor in [s.actor for s in self.slots] + ([self.learner] if self.learner is not None else []):
             ray.kill(actor, no_restart=True)
+
+
+def _remote_runner_class(ray: Any) -> Any:
+    """:class:`EnvRunner` as a Ray actor class: env calls on one thread, ``ready``/``stop`` on a second one."""
+
+    class RemoteEnvRunner(EnvRunner):
+        """An :class:`EnvRunner` whose liveness probe and stop answer while ``collect`` runs.
+
+        Env methods stay in Ray's default concurrency group (one thread): GL contexts and robot SDKs
+        belong to the thread that made them.
+        """
+
+        @ray.method(concurrency_group="control")
+        def ready(self) -> dict[str, Any]:
+            """See :meth:`EnvRunner.ready`."""
+            return EnvRunner.ready(self)
+
+        @ray.method(concurrency_group="control")
+        def stop(self) -> None:
+            """See :meth:`EnvRunner.stop`."""
+            EnvRunner.stop(self)
+
+    return ray.remote(concurrency_groups={"control": 1})(RemoteEnvRunner)
 
 
 def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:

@@ -152,19 +152,12 @@ class EnvRunner:
     """
 
     def __init__(self, cfg: Mapping[str, Any], index: int, reward: Any) -> None:
-        import torch
-
-        from rlrm.rl.async_reward import AsyncRobometerReward
-        from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
-
-        torch.set_num_threads(int(cfg.get("torch_threads", 1)))
         self.cfg = dict(cfg)
         self.index = int(index)
         self.reward = reward
-        self.scorer = reward.connect()
-        self.env = wrap_with_reward(make_env(cfg), cfg, self.scorer)
-        async_reward = find_wrapper(self.env, AsyncRobometerReward)
-        self.labeler = async_reward.labeler if async_reward is not None else None
+        self.scorer: Any = None
+        self._env: Any = None  # built by the first call that needs it, on the thread that steps it
+        self.labeler: Any = None
         self.seed = int(cfg.get("seed", 0)) + 1000 * (self.index + 1)
         self.normalize_obs = bool(cfg["algo"].get("normalize_obs", False))
         self.policy: Any = None
@@ -186,6 +179,30 @@ class EnvRunner:
             log.warning("runner %d restarted by Ray (pid %d); it resumes with the next published weights",
                         self.index, os.getpid())
 
+    @property
+    def env(self) -> Any:
+        """The reward-wrapped env (built on first use: GL renderers and robot SDKs belong to the thread
+        that creates them, which in a Ray actor must be the thread that steps them)."""
+        if self._env is None:
+            self._build_env()
+        return self._env
+
+    @env.setter
+    def env(self, env: Any) -> None:
+        self._env = env
+
+    def _build_env(self) -> None:
+        import torch
+
+        from rlrm.rl.async_reward import AsyncRobometerReward
+        from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
+
+        torch.set_num_threads(int(self.cfg.get("torch_threads", 1)))
+        self.scorer = self.reward.connect()
+        self._env = wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer)
+        async_reward = find_wrapper(self._env, AsyncRobometerReward)
+        self.labeler = async_reward.labeler if async_reward is not None else None
+
     @staticmethod
     def _was_restarted() -> bool:
         import warnings
@@ -201,11 +218,11 @@ class EnvRunner:
 
     # ------------------------------------------------------------------ small queries
     def ready(self) -> dict[str, Any]:
-        """Where this runner lives (answers once the env is built; the driver's liveness probe)."""
+        """Where this runner lives (the driver's liveness probe; answers while ``collect`` runs in an actor)."""
         return {"runner": self.index, "pid": os.getpid(), "host": socket.gethostname(), "restarted": self.restarted}
 
     def spaces(self) -> tuple[Any, Any]:
-        """The (observation_space, action_space) the policy sees (after the reward and residual wrappers)."""
+        """The (observation_space, action_space) the policy sees (after the reward and residual wrappers); builds the env."""
         return self.env.observation_space, self.env.action_space
 
     # ------------------------------------------------------------------ weights
@@ -412,7 +429,9 @@ class EnvRunner:
     def stop(self) -> None:
         """Stop now, from any thread: the current ``collect`` returns after its step; a robot halts (its stop path)."""
         self._stop.set()
-        robot_stop = getattr(self.env.unwrapped, "stop", None)
+        if self._env is None or self.env_closed:
+            return
+        robot_stop = getattr(self._env.unwrapped, "stop", None)
         if callable(robot_stop):
             robot_stop()
 
@@ -425,7 +444,7 @@ class EnvRunner:
 
     def close(self) -> None:
         """Close the env (robots disconnect, which stops them) and the reward connection."""
-        if not self.env_closed:
+        if self._env is not None and not self.env_closed:
             self._close_env()
         if self.scorer is not None:
             self.scorer.close()
