@@ -30,7 +30,7 @@ from rlrm.rl.algorithms import load_algorithm, make_algorithm
 from rlrm.rl.async_reward import AsyncRobometerReward
 from rlrm.rl.callbacks import CheckpointCallback, RewardLoggingCallback
 from rlrm.rl.checkpoints import resume_point
-from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
+from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
 from rlrm.rl.evaluation import evaluate_policy
 from rlrm.rl.interventions import InterventionLoggingCallback
 from rlrm.rl.reward_source import open_reward_source, record_reward_model
@@ -60,13 +60,16 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         async_reward = find_wrapper(env, AsyncRobometerReward)
         labeler = async_reward.labeler if async_reward is not None else None
 
-        # 2. the algorithm: fresh, or the last checkpoint with its replay buffer and step counter
+        # 2. the algorithm (on normalised observations if algo.normalize_obs): fresh, or the last
+        #    checkpoint with its replay buffer, observation statistics and step counter
+        venv = vectorize(env, bool(cfg["algo"].get("normalize_obs", False)),
+                         load_from=resume.checkpoint / VECNORMALIZE_FILE if resume else None)
         if resume is None:
-            model = make_algorithm(cfg["algo"], env, seed=cfg["seed"], relabel=labeler is not None,
+            model = make_algorithm(cfg["algo"], venv, seed=cfg["seed"], relabel=labeler is not None,
                                    device=cfg["device"])
         else:
             log.warning(resume.describe())
-            model = load_algorithm(cfg["algo"]["name"], str(resume.checkpoint / "model.zip"), env, cfg["device"])
+            model = load_algorithm(cfg["algo"]["name"], str(resume.checkpoint / "model.zip"), venv, cfg["device"])
             if (resume.checkpoint / "replay_buffer.pkl").exists():
                 model.load_replay_buffer(str(resume.checkpoint / "replay_buffer.pkl"))
         if labeler is not None:
@@ -91,10 +94,14 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         if n_videos:
             every = max(1, -(-cfg["eval_episodes"] // n_videos))
             eval_env = RewardVideoRecorder(eval_env, run_dir / "videos", every_n_episodes=every, name_prefix="eval")
-        metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=10_000 + cfg["seed"])
+        obs_stats = model.get_vec_normalize_env()
+        if obs_stats is not None:
+            obs_stats.training = False  # evaluation uses the statistics the policy was trained on
+        metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=10_000 + cfg["seed"],
+                                  obs_transform=obs_stats.normalize_obs if obs_stats is not None else None)
         videos = list(getattr(eval_env, "written", []))
         eval_env.close()
-        env.close()
+        venv.close()
 
     summary = {
         "eval_success_rate": metrics["success_rate"],

@@ -5,6 +5,9 @@
   (p_t - p_{t-1}) or ``potential`` (gamma * p_t - p_{t-1}); a dataclass Hydra can fill.
 * :class:`SuccessDetector` - success once at least ``min_votes`` of the last ``window``
   success probabilities exceed ``threshold``; latched for the rest of the episode.
+* :class:`RewardState` - the one reward state machine every wrapper drives (sync, async, vector,
+  :class:`~rlrm.wrappers.SuccessTermination`): the progress baseline p_{-1}, held progress, the
+  success detector, the one-time bonus and the termination decision; :class:`StepOutcome` is one step.
 * :data:`PROGRESS_TERMS` - the accepted names of ``f``.
 
 Both are plain numpy/python: no gymnasium, no torch. The wrappers in ``rlrm.wrappers``
@@ -17,7 +20,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Shaping", "SuccessDetector", "PROGRESS_TERMS"]
+__all__ = ["Shaping", "SuccessDetector", "RewardState", "StepOutcome", "PROGRESS_TERMS"]
 
 PROGRESS_TERMS = ("delta", "absolute", "potential")
 
@@ -178,3 +181,113 @@ class SuccessDetector:
             "detected": self._detected,
             "detected_at_update": self._detected_at,
         }
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What :meth:`RewardState.step` decided for one env step.
+
+    Args:
+        reward: the shaped reward (sum of ``terms``).
+        terms: weighted reward terms (see :meth:`Shaping.terms`).
+        progress / success_prob: the values the step used (held ones between queries; NaN before any).
+        newly_detected: success was first detected on this step (the bonus is in ``terms``).
+        detected: success has been detected in this episode (latched).
+        terminate: end the episode now (``newly_detected`` and termination on success is on).
+    """
+
+    reward: float
+    terms: dict
+    progress: float
+    success_prob: float
+    newly_detected: bool
+    detected: bool
+    terminate: bool
+
+
+class RewardState:
+    """One episode's reward state: progress baseline, held progress, success detector, bonus once.
+
+    Every wrapper drives this one object, so the conventions hold everywhere:
+
+    * :meth:`set_baseline` gives p_{-1}, the reset frame's progress (the first value of a query that
+      starts at frame 0); ``delta`` rewards then sum over an episode to p_last - p_{-1}.
+    * :meth:`step` with fresh model outputs (``progress``/``success_prob``) updates the held values and
+      feeds the detector; with None it holds them (no query this step, or a timed-out one), so the
+      ``delta`` term is 0 and the detector sees only fresh probabilities.
+    * The success bonus is paid on the step the detector first fires, never again in the episode.
+
+    Args:
+        shaping: how terms combine (default :class:`Shaping`).
+        success: detector settings (copied), or None to not detect success here.
+        terminate_on_success: :attr:`StepOutcome.terminate` on the detection step.
+
+    >>> st = RewardState(Shaping(), SuccessDetector(threshold=0.5, window=1, min_votes=1))
+    >>> st.start(); st.set_baseline(0.1)
+    >>> out = st.step(0.0, progress=0.4, success_prob=0.2)
+    >>> round(out.reward, 3), out.terminate
+    (0.3, False)
+    >>> out = st.step(0.0, progress=0.9, success_prob=0.8)
+    >>> round(out.reward, 3), out.newly_detected, out.terminate
+    (1.5, True, True)
+    """
+
+    def __init__(
+        self,
+        shaping: Shaping | None = None,
+        success: SuccessDetector | None = None,
+        terminate_on_success: bool = True,
+    ) -> None:
+        if shaping is not None and not isinstance(shaping, Shaping):
+            raise ValueError(f"shaping must be an rlrm.shaping.Shaping, got {type(shaping).__name__}")
+        if success is not None and not isinstance(success, SuccessDetector):
+            raise ValueError(f"success must be an rlrm.shaping.SuccessDetector or None, got {type(success).__name__}")
+        self.shaping = shaping if shaping is not None else Shaping()
+        self.detector = success.fresh() if success is not None else None
+        self.terminate_on_success = bool(terminate_on_success) and success is not None
+        self.start()
+
+    def start(self) -> None:
+        """Begin an episode: no baseline, nothing held, detector cleared."""
+        self.baseline: float | None = None
+        self.progress: float | None = None
+        self.success_prob: float | None = None
+        if self.detector is not None:
+            self.detector.reset()
+
+    @property
+    def detected(self) -> bool:
+        """Success detected in this episode (False without a detector)."""
+        return bool(self.detector is not None and self.detector.detected)
+
+    def set_baseline(self, progress: float) -> None:
+        """p_{-1}, the reset frame's progress; only the first call of an episode counts."""
+        if self.baseline is None:
+            self.baseline = float(progress)
+
+    def step(self, env_reward: float, progress: float | None = None, success_prob: float | None = None,
+             ) -> StepOutcome:
+        """Close one env step; ``progress``/``success_prob`` are fresh model outputs or None (held)."""
+        held_before = self.progress
+        newly = False
+        if progress is not None:
+            self.progress = float(progress)
+        if success_prob is not None and not math.isnan(float(success_prob)):
+            self.success_prob = float(success_prob)
+            if self.detector is not None and not self.detector.detected:
+                newly = self.detector.update(self.success_prob)
+        if self.progress is None:
+            terms = self.shaping.terms(0.0, 0.0, newly, env_reward)
+            terms["progress"] = 0.0  # nothing scored yet this episode: no progress term
+        else:
+            prev = held_before if held_before is not None else self.baseline
+            terms = self.shaping.terms(self.progress, self.progress if prev is None else prev, newly, env_reward)
+        return StepOutcome(
+            reward=self.shaping.reward(terms),
+            terms=terms,
+            progress=self.progress if self.progress is not None else math.nan,
+            success_prob=self.success_prob if self.success_prob is not None else math.nan,
+            newly_detected=newly,
+            detected=self.detected,
+            terminate=newly and self.terminate_on_success,
+        )

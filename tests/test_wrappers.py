@@ -39,12 +39,15 @@ def _run(env, actions, seed=0):
 def test_check_env_passes_on_wrapped_envs(tiny_model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # measured latencies differ between two identical runs; check_env wants identical infos
-        env = RobometerReward(fetch_env(), TASK, tiny_model, timing_in_info=False)
+        # with default arguments: timings live in env.reward_stats, so two identical runs give equal infos
+        env = RobometerReward(fetch_env(), TASK, tiny_model)
+        check_env(env, skip_render_check=True)
+        assert env.reward_stats.queries > 0 and env.reward_stats.last_latency_ms > 0
+        env.close()
+        env = RobometerReward(cartpole_env(), "balance the pole", tiny_model)
         check_env(env, skip_render_check=True)
         env.close()
-        env = SuccessTermination(RobometerReward(cartpole_env(), "balance the pole", tiny_model, success=None,
-                                                 timing_in_info=False))
+        env = SuccessTermination(RobometerReward(cartpole_env(), "balance the pole", tiny_model, success=None))
         check_env(env, skip_render_check=True)
         env.close()
 
@@ -152,10 +155,10 @@ def test_success_termination_misuse_is_explained(tiny_model):
     env.reset(seed=0)
     with pytest.raises(KeyError, match="needs info\\['rlrm'\\]\\['success_prob'\\].*RobometerReward"):
         env.step(0)
-    env = SuccessTermination(RobometerReward(cartpole_env(), "balance the pole", tiny_model))
-    env.reset(seed=0)
-    with pytest.raises(ValueError, match="already detects success.*success=None"):
-        env.step(0)
+    inner = RobometerReward(cartpole_env(), "balance the pole", tiny_model)
+    with pytest.raises(ValueError, match="RobometerReward below already detects success.*success=None"):
+        SuccessTermination(inner)  # refused when built, not on the first step
+    inner.close()
 
 
 def test_camera_key_of_dict_observation_gives_the_same_rewards(tiny_model):
@@ -230,7 +233,7 @@ def slow_worker():
 def test_worker_url_gives_in_process_rewards(tiny_model, slow_worker):
     actions = [np.full(4, -0.3, np.float32)] * 3
     local = _run(RobometerReward(fetch_env(), TASK, tiny_model, success=None), actions)
-    env = RobometerReward(fetch_env(), TASK, slow_worker.url, success=None)
+    env = RobometerReward(fetch_env(), TASK, slow_worker.url, success=None, timing_in_info=True)
     remote = _run(env, actions)  # closes env
     np.testing.assert_allclose([s[0] for s in remote], [s[0] for s in local], atol=1e-5)
     np.testing.assert_allclose([s[3]["rlrm"]["progress"] for s in remote],

@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from wrappers_support import TASK, RecordingScorer, fetch_env
 
 from rlrm.shaping import SuccessDetector
-from rlrm.wrappers import FrameInInfo, RobometerReward, RobometerVecReward
+from rlrm.wrappers import FrameInInfo, RobometerReward, RobometerSB3VecReward, RobometerVecReward
 from rlrm.wrappers.vector_gym import GymVecReward
 from rlrm.wrappers.vector_sb3 import SB3VecReward
 
@@ -116,7 +116,7 @@ def _run_sb3(model, camera):
     base = DummyVecEnv(fns)
     base.seed(SEEDS[0])  # SB3 seeds sub-env i with seed + i
     scorer = RecordingScorer(model)
-    venv = RobometerVecReward(base, TASK, scorer, camera=camera, **KW)
+    venv = RobometerSB3VecReward(base, TASK, scorer, camera=camera, **KW)
     assert isinstance(venv, SB3VecReward)
     venv.reset()
     vec = {0: [], 1: []}
@@ -161,6 +161,8 @@ def test_sb3_vecenv_equals_single_envs(tiny_model):
 def test_vector_misuse_is_explained(tiny_model):
     sb3 = DummyVecEnv([fetch_env])
     with pytest.raises(ValueError, match="wrapper_class=rlrm.wrappers.FrameInInfo"):
+        RobometerSB3VecReward(sb3, TASK, tiny_model)
+    with pytest.raises(TypeError, match="use rlrm.wrappers.RobometerSB3VecReward for a Stable-Baselines3 VecEnv"):
         RobometerVecReward(sb3, TASK, tiny_model)
     sb3.close()
     same_step = gym.vector.SyncVectorEnv([fetch_env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -181,7 +183,7 @@ def test_sb3_vecenv_success_ends_the_episode_like_a_single_env(tiny_model):
     kw = dict(max_frames=4, every=1, success=SuccessDetector(threshold=0.0, window=2, min_votes=2))
     base = DummyVecEnv([lambda n=n: FrameInInfo(fetch_env(max_episode_steps=n)) for n in EPISODE_STEPS])
     base.seed(SEEDS[0])
-    venv = RobometerVecReward(base, TASK, tiny_model, terminate_on_success=True, **kw)
+    venv = RobometerSB3VecReward(base, TASK, tiny_model, terminate_on_success=True, **kw)
     first_obs = venv.reset()
     actions = _actions()[:4]
     got = []

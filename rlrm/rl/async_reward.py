@@ -32,7 +32,7 @@ import gymnasium as gym
 
 from rlrm.rl.relabel_buffer import TICKET_KEY
 from rlrm.sampling import sample_indices
-from rlrm.shaping import Shaping, SuccessDetector
+from rlrm.shaping import RewardState, Shaping, SuccessDetector
 from rlrm.types import RewardQuery
 from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
@@ -74,12 +74,11 @@ class _Pending:
 
 
 class _EpisodeLabels:
-    """Shaping state of one episode: previous progress and its success detector."""
+    """One episode's in-flight requests and its reward state machine (:class:`rlrm.shaping.RewardState`)."""
 
-    def __init__(self, detector: SuccessDetector) -> None:
+    def __init__(self, state: RewardState) -> None:
         self.pending: deque[_Pending] = deque()
-        self.prev_progress: float | None = None
-        self.detector = detector
+        self.state = state
         self.closed = False  # no more steps will be submitted
 
 
@@ -125,7 +124,7 @@ class AsyncRewardLabeler:
     def start_episode(self) -> int:
         """Open a new episode and return its id; the previous ones keep draining."""
         ep = next(self._episode_ids)
-        self._episodes[ep] = _EpisodeLabels(self.success.fresh())
+        self._episodes[ep] = _EpisodeLabels(RewardState(self.shaping, self.success, self.terminate_on_success))
         return ep
 
     def end_episode(self, ep: int) -> None:
@@ -156,8 +155,7 @@ class AsyncRewardLabeler:
             while state.pending and state.pending[0].future.done():
                 item = state.pending.popleft()
                 result = item.future.result()[0]
-                if state.prev_progress is None:
-                    state.prev_progress = float(result.progress[0])  # p_{-1}: the reset frame
+                state.state.set_baseline(float(result.progress[0]))  # p_{-1}: the reset frame (first query only)
                 label = self._label(state, item, float(result.progress[-1]), float(result.success[-1]), now)
                 labels.append(label)
                 self.finished.append(label)
@@ -167,16 +165,11 @@ class AsyncRewardLabeler:
 
     def _label(self, state: _EpisodeLabels, item: _Pending, progress: float, success_prob: float,
                now: float) -> StepLabel:
-        newly = not state.detector.detected and state.detector.update(success_prob)
-        detected = state.detector.detected
-        terms = self.shaping.terms(
-            progress=progress, prev_progress=state.prev_progress, success=newly, env_reward=item.env_reward,
-        )
-        state.prev_progress = progress
+        outcome = state.state.step(item.env_reward, progress, success_prob)
         return StepLabel(
-            ticket=item.ticket, reward=self.shaping.reward(terms),
-            terminated=bool(detected and self.terminate_on_success),
-            progress=progress, success_prob=success_prob, terms=terms,
+            ticket=item.ticket, reward=outcome.reward,
+            terminated=bool(outcome.detected and self.terminate_on_success),
+            progress=progress, success_prob=success_prob, terms=outcome.terms,
             latency_ms=(now - item.sent_at) * 1000.0,
         )
 

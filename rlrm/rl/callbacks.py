@@ -37,14 +37,24 @@ class RewardLoggingCallback(BaseCallback):
 
     Args:
         labeler: the :class:`~rlrm.rl.async_reward.AsyncRewardLabeler` of an asynchronous run, else None.
+        stats: the reward wrapper's :class:`~rlrm.wrappers.episode.RewardStats` (query latencies); None
+            finds it in the training env's wrapper chain.
 
     >>> from stable_baselines3 import SAC                         # doctest: +SKIP
     >>> SAC("MlpPolicy", env).learn(1000, callback=RewardLoggingCallback())   # doctest: +SKIP
     """
 
-    def __init__(self, labeler: Any = None) -> None:
+    def __init__(self, labeler: Any = None, stats: Any = None) -> None:
         super().__init__()
         self.labeler = labeler
+        self.stats = stats
+
+    def _on_training_start(self) -> None:
+        if self.stats is None:  # the reward wrapper's RewardStats, found through the training env
+            for env in getattr(self.training_env, "envs", [])[:1]:
+                while env is not None and self.stats is None:
+                    self.stats = getattr(env, "reward_stats", None) if "reward_stats" in vars(env) else None
+                    env = getattr(env, "env", None)
 
     def _record(self, progress: Any, success_prob: Any, terms: dict, latency_ms: Any) -> None:
         if _finite(progress):
@@ -68,6 +78,9 @@ class RewardLoggingCallback(BaseCallback):
                              rlrm.get("latency_ms"))
             if done and "is_success" in info:
                 self.logger.record_mean("env/is_success", float(info["is_success"]))
+        if self.stats is not None:
+            for latency_ms in self.stats.drain():
+                self.logger.record_mean("worker/latency_ms", latency_ms)
         if self.labeler is not None:
             while self.labeler.finished:
                 label = self.labeler.finished.popleft()

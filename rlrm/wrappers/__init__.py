@@ -2,15 +2,18 @@
 
 * :class:`RobometerReward` - a single env's reward from the reward model (``reward.py``).
 * :class:`SuccessTermination` - end the episode on detected success (``termination.py``).
-* :class:`RobometerVecReward` - batched rewards for gymnasium / SB3 vector envs (``vector.py``,
-  ``vector_gym.py``, ``vector_sb3.py``);
-  :class:`FrameInInfo` hands SB3 vector envs' terminal frames over.
+* :class:`RobometerVecReward` - batched rewards for gymnasium vector envs (``vector_gym.py``);
+  :class:`RobometerSB3VecReward` the same for SB3 ``VecEnv`` (``vector_sb3.py``), where
+  :class:`FrameInInfo` hands terminal frames over; both hold a ``VecRewardCore`` (``vector.py``).
 * :class:`RewardVideoRecorder`, :func:`write_reward_video`, :func:`write_reward_curves` - episode
   videos with progress/success curves (``video.py``).
 * :class:`FrameSource`, :class:`FrameBuffer` - where frames come from and where an episode keeps them
-  (``frames.py``); :class:`EpisodeReward` - per-episode bookkeeping shared by the wrappers (``episode.py``).
+  (``frames.py``); :class:`EpisodeReward` - per-episode bookkeeping shared by the wrappers (``episode.py``),
+  driving the one reward state machine :class:`rlrm.shaping.RewardState`.
+* :class:`AsyncRobometerReward` - the same reward computed in the background and relabelled in the
+  replay buffer (``async_reward.py``; re-exported from ``rlrm.rl.async_reward``).
 
-The vector modules import Stable-Baselines3 (and so torch); they are loaded on first use.
+The vector modules are loaded on first use; only ``vector_sb3`` imports Stable-Baselines3.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "RobometerReward",
     "SuccessTermination",
     "RobometerVecReward",
+    "RobometerSB3VecReward",
     "FrameInInfo",
     "RewardVideoRecorder",
     "write_reward_video",
@@ -34,9 +38,15 @@ __all__ = [
     "FrameSource",
     "FrameBuffer",
     "EpisodeReward",
+    "AsyncRobometerReward",
 ]
 
-_LAZY = {"RobometerVecReward": "rlrm.wrappers.vector", "FrameInInfo": "rlrm.wrappers.vector_sb3"}
+_LAZY = {
+    "RobometerVecReward": "rlrm.wrappers.vector_gym",
+    "RobometerSB3VecReward": "rlrm.wrappers.vector_sb3",
+    "FrameInInfo": "rlrm.wrappers.vector_sb3",
+    "AsyncRobometerReward": "rlrm.rl.async_reward",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,16 @@
 """Per-episode reward bookkeeping shared by the single-env and the vector wrappers.
 
-* :class:`EpisodeReward` - one episode's frames, when to query, which frames to send,
-  progress held between queries, the reset-frame progress p_{-1}, success detection and
-  the ``info["rlrm"]`` record of each step.
+* :class:`EpisodeReward` - one episode's frames, when to query and which frames to send; the
+  reward itself comes from the one state machine :class:`rlrm.shaping.RewardState` (progress
+  baseline p_{-1}, held progress, success detector, one-time bonus).
+* :class:`StepQuery` - the queries planned for one step, handed back explicitly to
+  :meth:`EpisodeReward.finish_step` with their results.
+* :class:`RewardStats` - query counts and latencies of a wrapper (for TensorBoard; never in step
+  info, so infos stay reproducible and gymnasium's ``check_env`` passes).
 * :func:`score_timed` - one scorer call with its latency, turning a timeout into the
   configured behaviour (raise an instructive error, or report it for holding).
 
-Progress conventions (DESIGN.md "Reward and termination"):
+Progress conventions (docs/architecture.md, "Reward and termination"):
 
 * The reward at step t uses the model's value at the last sent frame, the current one: p_t.
 * p_{-1} is the model's progress for the reset frame alone. Attention is causal, so it is the
@@ -23,16 +27,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from rlrm.sampling import SAMPLING_MODES, sample_indices
-from rlrm.shaping import Shaping, SuccessDetector
+from rlrm.shaping import RewardState, Shaping, SuccessDetector
 from rlrm.types import RewardQuery, RewardResult
 from rlrm.wrappers.frames import FrameBuffer
 
-__all__ = ["EpisodeReward", "score_timed", "ON_TIMEOUT"]
+__all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "ON_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +75,46 @@ def score_timed(scorer: Any, queries: list[RewardQuery], on_timeout: str) -> tup
     return results, latency_ms
 
 
+@dataclass
+class StepQuery:
+    """The queries of one step: the sampled frames (``indices``, episode step numbers) and, while
+    p_{-1} is unknown and the sample does not start at the reset frame, the reset frame alone."""
+
+    indices: np.ndarray
+    queries: list[RewardQuery]
+
+
+@dataclass
+class RewardStats:
+    """Reward-query statistics of a wrapper: counts and recent latencies (for logging, not step info)."""
+
+    queries: int = 0
+    timeouts: int = 0
+    last_latency_ms: float | None = None
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def record(self, latency_ms: float | None, timed_out: bool) -> None:
+        """Count one scorer call and its latency."""
+        self.queries += 1
+        self.timeouts += int(timed_out)
+        if latency_ms is not None:
+            self.last_latency_ms = float(latency_ms)
+            self.latencies_ms.append(float(latency_ms))
+
+    def drain(self) -> list[float]:
+        """Latencies recorded since the last drain (the TensorBoard callback empties them)."""
+        out = list(self.latencies_ms)
+        self.latencies_ms.clear()
+        return out
+
+
 class EpisodeReward:
-    """The reward state of one episode of one env: frames, query schedule, held values, detector.
+    """The reward state of one episode of one env: frames, query schedule, and its :class:`RewardState`.
 
     Usage per episode: :meth:`start` with the reset frame; per step :meth:`add_frame`, then
-    if :meth:`wants_query` build :meth:`queries`, score them (batched with other envs if you
-    like) and pass the results to :meth:`finish_step` (None when not queried or timed out).
+    if :meth:`wants_query` plan the step's :meth:`queries`, score ``step_query.queries`` (batched
+    with other envs if you like) and pass both to :meth:`finish_step` (None when not queried;
+    results None when the query timed out).
 
     Args:
         task: instruction text sent with every query.
@@ -83,15 +123,17 @@ class EpisodeReward:
         shaping: how terms combine into the reward.
         success: detector settings (copied), or None to not detect success.
         name: prefix of episode ids sent to the worker (for its logs).
+        terminate_on_success: :meth:`finish_step` reports termination on the detection step.
 
     >>> ep = EpisodeReward("reach the target", max_frames=8, sampling="prefix", every=1,
     ...                    shaping=Shaping(), success=SuccessDetector())
     >>> ep.start(np.zeros((8, 8, 3), np.uint8)); ep.add_frame(np.ones((8, 8, 3), np.uint8))
-    >>> [q.frame_index.tolist() for q in ep.queries()]
+    >>> sq = ep.queries()
+    >>> [q.frame_index.tolist() for q in sq.queries]
     [[0, 1]]
     >>> res = [RewardResult(progress=[0.2, 0.5], success=[0.1, 0.3])]
-    >>> reward, info, newly = ep.finish_step(0.0, res, latency_ms=3.0)
-    >>> round(reward, 3), info["progress"], newly
+    >>> out, info = ep.finish_step(0.0, sq, res)
+    >>> round(out.reward, 3), info["progress"], out.newly_detected
     (0.3, 0.5, False)
     """
 
@@ -104,6 +146,7 @@ class EpisodeReward:
         shaping: Shaping,
         success: SuccessDetector | None,
         name: str = "env",
+        terminate_on_success: bool = True,
     ) -> None:
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be a non-empty instruction string, got {task!r}")
@@ -112,24 +155,30 @@ class EpisodeReward:
         sample_indices(1, max_frames, sampling)  # validates max_frames for this mode
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an int >= 1 (query every k steps), got {every!r}")
-        if not isinstance(shaping, Shaping):
-            raise ValueError(f"shaping must be an rlrm.shaping.Shaping, got {type(shaping).__name__}")
-        if success is not None and not isinstance(success, SuccessDetector):
-            raise ValueError(f"success must be an rlrm.shaping.SuccessDetector or None, got {type(success).__name__}")
         self.task = task
         self.max_frames = int(max_frames)
         self.sampling = sampling
         self.every = every
-        self.shaping = shaping
-        self.detector = success.fresh() if success is not None else None
+        self.state = RewardState(shaping, success, terminate_on_success)
         self.name = name
         self.buffer = FrameBuffer()
         self.episode = -1
         self._step = 0
-        self._progress: float | None = None
-        self._success_prob: float | None = None
-        self.reset_progress: float | None = None
-        self._pending: np.ndarray | None = None
+
+    @property
+    def shaping(self) -> Shaping:
+        """The reward shaping in use."""
+        return self.state.shaping
+
+    @property
+    def detector(self) -> SuccessDetector | None:
+        """This episode's success detector (None when success is not detected here)."""
+        return self.state.detector
+
+    @property
+    def reset_progress(self) -> float | None:
+        """p_{-1}, the reset frame's progress (None until the first answer)."""
+        return self.state.baseline
 
     @property
     def step_index(self) -> int:
@@ -142,12 +191,7 @@ class EpisodeReward:
         self.buffer.append(frame)
         self.episode += 1
         self._step = 0
-        self._progress = None
-        self._success_prob = None
-        self.reset_progress = None
-        self._pending = None
-        if self.detector is not None:
-            self.detector.reset()
+        self.state.start()
 
     def add_frame(self, frame: np.ndarray) -> None:
         """Append the frame observed after this step's action."""
@@ -159,35 +203,29 @@ class EpisodeReward:
         """Whether this step is scored: steps 0, every, 2*every, ... and the env's final step."""
         return self._step % self.every == 0 or bool(env_done)
 
-    def queries(self) -> list[RewardQuery]:
-        """The queries for this step: the sampled frames, plus the reset frame alone while p_{-1} is unknown."""
+    def queries(self) -> StepQuery:
+        """This step's queries: the sampled frames, plus the reset frame alone while p_{-1} is unknown."""
         indices = sample_indices(len(self.buffer), self.max_frames, self.sampling)
-        self._pending = indices
         episode_id = f"{self.name}:{self.episode}"
         out = [RewardQuery(self.buffer.gather(indices), self.task, episode_id, indices)]
         if self.reset_progress is None and indices[0] != 0:
             out.append(RewardQuery(self.buffer.gather([0]), self.task, episode_id, np.zeros(1, np.int64)))
-        return out
+        return StepQuery(indices, out)
 
     def finish_step(
         self,
         env_reward: float,
+        step_query: StepQuery | None,
         results: list[RewardResult] | None,
-        latency_ms: float | None = None,
-        stale: bool = False,
-    ) -> tuple[float, dict[str, Any], bool]:
-        """Close the step: returns ``(reward, info_rlrm, newly_detected)``.
+    ) -> tuple[Any, dict[str, Any]]:
+        """Close the step: returns ``(outcome, info_rlrm)`` (:class:`rlrm.shaping.StepOutcome`, the step record).
 
-        ``results`` are the scorer's answers to :meth:`queries` of this step, or None when the
-        step was not queried (``stale=False``) or its query timed out (``stale=True``).
+        ``step_query`` is what :meth:`queries` planned this step (None: not queried); ``results`` the
+        scorer's answers to ``step_query.queries``, or None when the query timed out (the step is stale).
         """
-        indices = self._pending
-        self._pending = None
-        held_before = self._progress
-        fresh = results is not None
-        if fresh:
-            if indices is None:
-                raise RuntimeError("finish_step got results but queries() was not called this step")
+        progress = success_prob = None
+        if step_query is not None and results is not None:
+            indices = step_query.indices
             main = results[0]
             if len(main) != len(indices):
                 raise ValueError(
@@ -195,34 +233,23 @@ class EpisodeReward:
                 )
             if self.reset_progress is None:
                 first = main if indices[0] == 0 else results[1]
-                self.reset_progress = float(first.progress[0])
-            self._progress = float(main.progress[-1])
-            self._success_prob = float(main.success[-1])
-        newly = False
-        if fresh and self.detector is not None:
-            newly = not self.detector.detected and self.detector.update(self._success_prob)
-        if self._progress is None:
-            # Nothing scored yet this episode (its first query timed out): no progress term.
-            terms = self.shaping.terms(0.0, 0.0, newly, env_reward)
-            terms["progress"] = 0.0
-        else:
-            prev = held_before if held_before is not None else self.reset_progress
-            terms = self.shaping.terms(self._progress, prev, newly, env_reward)
-        reward = self.shaping.reward(terms)
+                self.state.set_baseline(float(first.progress[0]))
+            progress, success_prob = float(main.progress[-1]), float(main.success[-1])
+        outcome = self.state.step(float(env_reward), progress, success_prob)
+        queried = step_query is not None
         info = {
-            "progress": self._progress if self._progress is not None else math.nan,
-            "success_prob": self._success_prob if self._success_prob is not None else math.nan,
-            "success": bool(self.detector.detected) if self.detector is not None else False,
+            "progress": outcome.progress,
+            "success_prob": outcome.success_prob,
+            "success": outcome.detected,
             "detector": self.detector.state() if self.detector is not None else None,
-            "reward_terms": terms,
+            "reward_terms": outcome.terms,
             "env_reward": float(env_reward),
-            "latency_ms": latency_ms,
-            "queried": indices is not None,
-            "frames_sent": int(len(indices)) if indices is not None else 0,
-            "frame_index": indices.tolist() if indices is not None else None,
+            "queried": queried,
+            "frames_sent": int(len(step_query.indices)) if queried else 0,
+            "frame_index": step_query.indices.tolist() if queried else None,
             "reset_progress": self.reset_progress if self.reset_progress is not None else math.nan,
-            "stale": bool(stale),
+            "stale": queried and results is None,
             "step": self._step,
         }
         self._step += 1
-        return reward, info, newly
+        return outcome, info

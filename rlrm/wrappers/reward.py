@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, score_timed
+from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
 from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
 
@@ -89,13 +89,13 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             success here (e.g. to put :class:`SuccessTermination` on top).
         terminate_on_success: return ``terminated=True`` on detection (ignored when ``success`` is None).
         on_timeout: ``"raise"`` (default) or ``"hold"``: keep the last progress, flag ``info["rlrm"]["stale"]``.
-        timing_in_info: report the query latency in ``info["rlrm"]["latency_ms"]``; False makes infos
-            reproducible bit for bit (gymnasium's ``check_env`` compares the infos of two identical runs).
+        timing_in_info: also put the query latency in ``info["rlrm"]["latency_ms"]`` (off by default:
+            step infos stay reproducible bit for bit, which gymnasium's ``check_env`` checks); latencies
+            are always in :attr:`reward_stats` (and TensorBoard through ``RewardLoggingCallback``).
 
     Notes:
         ``info["rlrm"]`` each step: ``progress`` (p_t), ``success_prob``, ``success`` (latched),
-        ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``latency_ms`` (None
-        when not queried), ``queried``, ``frames_sent`` and ``frame_index`` (episode steps sent this step,
+        ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``queried``, ``frames_sent`` and ``frame_index`` (episode steps sent this step,
         the reset frame is 0; also set when the query timed out), ``reset_progress`` (p_{-1}), ``stale``, ``step``.
         ``delta`` rewards sum over an episode to ``progress`` at the end minus ``reset_progress``.
     """
@@ -113,7 +113,7 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per wrapper, never mutated
         terminate_on_success: bool = True,
         on_timeout: str = "raise",
-        timing_in_info: bool = True,
+        timing_in_info: bool = False,
         views: str = "tile",
     ) -> None:
         # no deepcopy: source may be a model or a live client
@@ -134,8 +134,10 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             shaping=shaping if shaping is not None else Shaping(),
             success=success,
             name=getattr(env.spec, "id", None) or type(env.unwrapped).__name__,
+            terminate_on_success=terminate_on_success,
         )
         self.terminate_on_success = bool(terminate_on_success) and success is not None
+        self.reward_stats = RewardStats()
         self.on_timeout = on_timeout
         self.timing_in_info = bool(timing_in_info)
         self.scorer, self._owns_scorer = open_scorer(source)
@@ -166,18 +168,17 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         ep = self.episode_reward
         ep.add_frame(self.frame_source.read(obs))
-        results, latency_ms, stale = None, None, False
+        step_query = results = latency_ms = None
         if ep.wants_query(terminated or truncated):
-            results, latency_ms = score_timed(self.scorer, ep.queries(), self.on_timeout)
-            stale = results is None
-        if not self.timing_in_info:
-            latency_ms = None
-        reward, rlrm_info, newly = ep.finish_step(float(env_reward), results, latency_ms, stale)
-        if newly and self.terminate_on_success:
-            terminated = True
+            step_query = ep.queries()
+            results, latency_ms = score_timed(self.scorer, step_query.queries, self.on_timeout)
+            self.reward_stats.record(latency_ms, timed_out=results is None)
+        outcome, rlrm_info = ep.finish_step(float(env_reward), step_query, results)
+        if self.timing_in_info:
+            rlrm_info["latency_ms"] = latency_ms
         info = dict(info)
         info["rlrm"] = rlrm_info
-        return obs, reward, terminated, truncated, info
+        return obs, outcome.reward, terminated or outcome.terminate, truncated, info
 
     def close(self) -> None:
         """Close the env, and the scorer if this wrapper created it."""

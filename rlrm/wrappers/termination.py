@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from rlrm.shaping import SuccessDetector
+from rlrm.shaping import RewardState, Shaping, SuccessDetector
 
 __all__ = ["SuccessTermination"]
 
@@ -66,13 +66,28 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"detector must be an rlrm.shaping.SuccessDetector, got {type(detector).__name__}")
         if isinstance(bonus, bool) or not isinstance(bonus, (int, float)) or not math.isfinite(bonus):
             raise ValueError(f"bonus must be a finite number, got {bonus!r}")
-        self.detector = detector.fresh()
         self.bonus = float(bonus)
         self.terminate = bool(terminate)
+        # The same state machine RobometerReward drives, with only the success term switched on.
+        self.state = RewardState(Shaping(w_progress=0.0, success_bonus=self.bonus), detector, self.terminate)
+        below = env
+        while below is not None:
+            episode = getattr(below, "episode_reward", None)
+            if episode is not None and episode.detector is not None:
+                raise ValueError(
+                    f"{type(below).__name__} below already detects success (it was created with a success detector); "
+                    "create it with success=None, or drop SuccessTermination and use its terminate_on_success"
+                )
+            below = getattr(below, "env", None)
+
+    @property
+    def detector(self) -> SuccessDetector:
+        """This episode's detector."""
+        return self.state.detector
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset the env and the detector."""
-        self.detector.reset()
+        self.state.start()
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action):
@@ -91,16 +106,13 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         prob = float(published["success_prob"])
         fresh = published.get("queried", True) and not published.get("stale", False) and not math.isnan(prob)
-        newly = fresh and not self.detector.detected and self.detector.update(prob)
+        outcome = self.state.step(0.0, success_prob=prob if fresh else None)
         published = dict(published)
         terms = dict(published.get("reward_terms") or {})
-        terms["success"] = terms.get("success", 0.0) + (self.bonus if newly else 0.0)
+        terms["success"] = terms.get("success", 0.0) + outcome.terms["success"]
         published["reward_terms"] = terms
-        published["success"] = self.detector.detected
+        published["success"] = outcome.detected
         published["detector"] = self.detector.state()
         info = dict(info)
         info["rlrm"] = published
-        if newly:
-            reward = float(reward) + self.bonus
-            terminated = terminated or self.terminate
-        return obs, reward, terminated, truncated, info
+        return obs, float(reward) + outcome.reward, terminated or outcome.terminate, truncated, info

@@ -1,12 +1,15 @@
 """Robometer rewards for vectorised envs, with one batched reward request per vector step.
 
-* :class:`RobometerVecReward` - wraps a gymnasium ``VectorEnv`` or a Stable-Baselines3
-  ``VecEnv`` (returns a :class:`rlrm.wrappers.vector_gym.GymVecReward` or a
-  :class:`rlrm.wrappers.vector_sb3.SB3VecReward`, both built on it); every sub-env keeps its own
-  episode (:class:`rlrm.wrappers.episode.EpisodeReward`) and all sub-envs due for a query are
-  scored in one ``scorer.score`` call. Rewards equal those of :class:`RobometerReward` on each
+* :class:`VecRewardCore` - the part both vector wrappers share (they hold one, they do not inherit
+  it): one task and one :class:`rlrm.wrappers.episode.EpisodeReward` per sub-env, the frames of
+  each sub-env (one camera or several tiled), and one batched ``scorer.score`` call per vector
+  step for all sub-envs due for a query. Rewards equal those of :class:`RobometerReward` on each
   sub-env alone.
-  The shared part lives here: task per sub-env, episode state, one batched scorer call.
+
+The wrappers are plain sibling classes, as gymnasium keeps its vector wrappers:
+:class:`rlrm.wrappers.vector_gym.RobometerVecReward` for a gymnasium ``VectorEnv`` and
+:class:`rlrm.wrappers.vector_sb3.RobometerSB3VecReward` for a Stable-Baselines3 ``VecEnv``
+(only that one imports SB3).
 
 Auto-reset:
 
@@ -31,77 +34,67 @@ sub-env in :class:`RobometerReward` (or :class:`SuccessTermination`) instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, score_timed
-from rlrm.wrappers.frames import FrameSource
+from rlrm.views import ViewMeanScorer, check_views, tile_views
+from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
+from rlrm.wrappers.frames import check_frame, frame_from_observation
 from rlrm.wrappers.reward import open_scorer
 
-__all__ = ["RobometerVecReward"]
+__all__ = ["VecRewardCore"]
 
 log = logging.getLogger(__name__)
 
 
-class RobometerVecReward:
-    """Robometer rewards for all sub-envs of a vector env, scored in one batched request per step.
+def camera_list(camera: str | Sequence[str] | None) -> list[str] | None:
+    """None, or the camera names as a list (one name, or several to tile); a clear error otherwise."""
+    if camera is None:
+        return None
+    names = [camera] if isinstance(camera, str) else list(camera)
+    if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
+        raise ValueError(f"camera must be None, an image key / camera name, or a list of distinct names, got {camera!r}")
+    return names
 
-    ``RobometerVecReward(venv, ...)`` returns a :class:`GymVecReward` for a gymnasium
-    ``VectorEnv`` and an :class:`SB3VecReward` for a Stable-Baselines3 ``VecEnv``; arguments
-    mean what they mean for :class:`RobometerReward` (``task`` may also be one instruction per
-    sub-env). Success is detected and its bonus paid; ``terminate_on_success=True`` also ends the
-    sub-env's episode, on SB3 ``VecEnv`` only (see the module notes).
 
-    >>> import gymnasium as gym
-    >>> from rlrm.models import make_reward_model
-    >>> venv = gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array")
-    >>> venv = RobometerVecReward(venv, "balance the pole", make_reward_model("tiny"))
-    >>> _ = venv.reset(seed=0)
-    >>> obs, rewards, terms, truncs, infos = venv.step(venv.action_space.sample())
-    >>> rewards.shape, infos["rlrm"]["progress"].shape
-    ((2,), (2,))
-    >>> venv.close()
+class VecRewardCore:
+    """Reward state of every sub-env of a vector env, and the one batched scorer call per step.
+
+    Args:
+        num_envs: sub-envs.
+        task: one instruction, or one per sub-env.
+        source / max_frames / sampling / every / shaping / success / on_timeout / views: as for
+            :class:`rlrm.wrappers.RobometerReward`.
+        camera: None (the wrapper renders), or observation keys / render cameras (tiled).
+        terminate_on_success: episodes report termination on the detection step.
     """
 
-    def __new__(cls, venv: Any, *args: Any, **kwargs: Any):
-        if cls is RobometerVecReward:
-            from stable_baselines3.common.vec_env import VecEnv
-
-            if isinstance(venv, gym.vector.VectorEnv):
-                from rlrm.wrappers.vector_gym import GymVecReward as cls
-            elif isinstance(venv, VecEnv):
-                from rlrm.wrappers.vector_sb3 import SB3VecReward as cls
-            else:
-                raise TypeError(
-                    f"RobometerVecReward wraps a gymnasium VectorEnv or an SB3 VecEnv, got {type(venv).__name__}; "
-                    "use RobometerReward for a single env"
-                )
-        return super().__new__(cls)
-
-    def _setup_rewards(
+    def __init__(
         self,
-        venv: Any,
         num_envs: int,
         task: str | Sequence[str] | None,
         source: Any,
-        camera: str | None,
+        camera: str | Sequence[str] | None,
         max_frames: int,
         sampling: str,
         every: int,
         shaping: Shaping | None,
         success: SuccessDetector | None,
         on_timeout: str,
+        terminate_on_success: bool = False,
+        views: str = "tile",
     ) -> None:
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
-        tasks = self._resolve_tasks(venv, task, num_envs)
-        self.camera = camera
+        tasks = self._resolve_tasks(task, num_envs)
+        self.cameras = camera_list(camera)
+        self.views = check_views(views)
         self.on_timeout = on_timeout
-        self.frame_source = FrameSource(venv, camera)
+        self.view_widths: list[int] = []
+        self._shape: tuple[int, ...] | None = None
         self.episodes = [
             EpisodeReward(
                 tasks[i],
@@ -111,13 +104,18 @@ class RobometerVecReward:
                 shaping=shaping if shaping is not None else Shaping(),
                 success=success,
                 name=f"env{i}",
+                terminate_on_success=terminate_on_success,
             )
             for i in range(num_envs)
         ]
         self.scorer, self._owns_scorer = open_scorer(source)
+        if self.views == "mean" and self.cameras and len(self.cameras) > 1:
+            self.scorer = ViewMeanScorer(self.scorer, lambda: self.view_widths, owns=self._owns_scorer)
+        self.reward_stats = RewardStats()
+        self.timing_in_info = False
 
     @staticmethod
-    def _resolve_tasks(venv: Any, task: Any, num_envs: int) -> list[str]:
+    def _resolve_tasks(task: Any, num_envs: int) -> list[str]:
         if isinstance(task, str):
             return [task] * num_envs
         if task is None:
@@ -127,23 +125,55 @@ class RobometerVecReward:
             raise ValueError(f"task must be one instruction or {num_envs} (one per sub-env), got {len(tasks)}")
         return tasks
 
-    def _score_due(self, due: list[int]) -> tuple[dict[int, Any], float | None, bool]:
-        """One batched scorer call for the episodes in ``due``; returns per-env results, latency, stale."""
+    def check(self, frame: Any, where: str) -> np.ndarray:
+        """Validate one sub-env frame (fully the first time, by shape afterwards)."""
+        if isinstance(frame, np.ndarray) and frame.shape == self._shape and frame.dtype == np.uint8:
+            return frame
+        frame = check_frame(frame, where)
+        if self._shape is not None and frame.shape != self._shape:
+            raise ValueError(f"{where} changed image size mid-run: got {frame.shape}, earlier frames were {self._shape}")
+        self._shape = frame.shape
+        if not self.view_widths:
+            self.view_widths = [int(frame.shape[1])]
+        return frame
+
+    def tile(self, views: list[np.ndarray], where: str) -> np.ndarray:
+        """Tile one sub-env's views (in camera order) into its frame and validate it."""
+        if len(views) > 1 and len(self.view_widths) <= 1:
+            self.view_widths = [int(v.shape[1]) for v in views]
+        return self.check(tile_views(views, self.cameras), where)
+
+    def frames_from(self, obs: Any, render_camera: Callable[[str], Sequence[np.ndarray]], num_envs: int,
+                    ) -> list[np.ndarray]:
+        """Per-sub-env frames for ``self.cameras``: batched observation keys, else ``render_camera(name)``."""
+        per_camera = []
+        for name in self.cameras or []:
+            try:
+                images = frame_from_observation(obs, name)
+            except (KeyError, ValueError):
+                images = render_camera(name)
+            per_camera.append(images)
+        return [self.tile([np.asarray(images[i]) for images in per_camera], f"sub-env {i} cameras {self.cameras}")
+                for i in range(num_envs)]
+
+    def _score_due(self, due: list[int]) -> tuple[dict[int, Any], float | None]:
+        """One batched scorer call for the episodes in ``due``; returns per-env (step query, results)."""
         if not due:
-            return {}, None, False
+            return {}, None
         spans, batch = [], []
         for i in due:
-            queries = self.episodes[i].queries()
-            spans.append((i, len(batch), len(batch) + len(queries)))
-            batch.extend(queries)
+            step_query = self.episodes[i].queries()
+            spans.append((i, step_query, len(batch), len(batch) + len(step_query.queries)))
+            batch.extend(step_query.queries)
         results, latency_ms = score_timed(self.scorer, batch, self.on_timeout)
+        self.reward_stats.record(latency_ms, timed_out=results is None)
         if results is None:
-            return {i: None for i in due}, latency_ms, True
-        return {i: results[a:b] for i, a, b in spans}, latency_ms, False
+            return {i: (sq, None) for i, sq, _, _ in spans}, latency_ms
+        return {i: (sq, results[a:b]) for i, sq, a, b in spans}, latency_ms
 
-    def _finish(self, frames_after: list[np.ndarray | None], env_rewards: np.ndarray, dones: np.ndarray,
-                restarting: np.ndarray) -> tuple[np.ndarray, list[dict | None], np.ndarray]:
-        """Add frames, score due episodes in one batch; returns shaped rewards, per-env info, newly detected."""
+    def finish(self, frames_after: list[np.ndarray | None], env_rewards: np.ndarray, dones: np.ndarray,
+               restarting: np.ndarray) -> tuple[np.ndarray, list[dict | None], np.ndarray]:
+        """Add frames, score due episodes in one batch; returns shaped rewards, per-env info, terminate flags."""
         n = len(self.episodes)
         due = []
         for i in range(n):
@@ -152,19 +182,21 @@ class RobometerVecReward:
             self.episodes[i].add_frame(frames_after[i])
             if self.episodes[i].wants_query(bool(dones[i])):
                 due.append(i)
-        results, latency_ms, stale = self._score_due(due)
+        results, latency_ms = self._score_due(due)
         rewards = np.zeros(n, dtype=np.float32)
-        newly = np.zeros(n, dtype=bool)
+        terminate = np.zeros(n, dtype=bool)
         infos: list[dict | None] = [None] * n
         for i in range(n):
             if restarting[i]:
                 continue
-            queried = i in results
-            rewards[i], infos[i], newly[i] = self.episodes[i].finish_step(
-                float(env_rewards[i]), results.get(i), latency_ms if queried else None, stale and queried
-            )
-        return rewards, infos, newly
+            step_query, answer = results.get(i, (None, None))
+            outcome, infos[i] = self.episodes[i].finish_step(float(env_rewards[i]), step_query, answer)
+            rewards[i], terminate[i] = outcome.reward, outcome.terminate
+            if self.timing_in_info:
+                infos[i]["latency_ms"] = latency_ms if step_query is not None else None
+        return rewards, infos, terminate
 
-    def _close_scorer(self) -> None:
+    def close(self) -> None:
+        """Close the scorer if the core created it."""
         if self._owns_scorer:
             self.scorer.close()

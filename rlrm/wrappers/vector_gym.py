@@ -1,7 +1,8 @@
-"""The gymnasium ``VectorEnv`` side of :class:`rlrm.wrappers.RobometerVecReward`.
+"""Batched Robometer rewards for gymnasium vector envs (no Stable-Baselines3 import).
 
-* :class:`GymVecReward` - batched Robometer rewards for a gymnasium 1.x ``VectorEnv`` in
+* :class:`RobometerVecReward` - batched Robometer rewards for a gymnasium 1.x ``VectorEnv`` in
   ``AutoresetMode.NEXT_STEP`` (default) or ``DISABLED``; ``infos["rlrm"]`` as a dict of arrays.
+  (``GymVecReward`` is the same class under its former name.)
 
 Auto-reset notes are in :mod:`rlrm.wrappers.vector`.
 """
@@ -16,13 +17,12 @@ import gymnasium as gym
 import numpy as np
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.frames import frame_from_observation
-from rlrm.wrappers.vector import RobometerVecReward
+from rlrm.wrappers.vector import VecRewardCore
 
-__all__ = ["GymVecReward"]
+__all__ = ["RobometerVecReward", "GymVecReward"]
 
 
-_ARRAY_KEYS = ("progress", "success_prob", "success", "env_reward", "latency_ms", "queried", "frames_sent",
+_ARRAY_KEYS = ("progress", "success_prob", "success", "env_reward", "queried", "frames_sent",
                "reset_progress", "stale", "step")
 
 
@@ -42,19 +42,27 @@ def _stack_infos(per_env: list[dict | None]) -> tuple[dict[str, Any], np.ndarray
     return out, mask
 
 
-class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
-    """:class:`RobometerVecReward` for gymnasium ``VectorEnv`` in ``AutoresetMode.NEXT_STEP`` or ``DISABLED``.
+class RobometerVecReward(gym.vector.VectorWrapper):
+    """Robometer rewards for a gymnasium ``VectorEnv`` (``AutoresetMode.NEXT_STEP`` or ``DISABLED``), one
+    batched request per vector step.
 
-    ``infos["rlrm"]`` is a dict of per-env arrays (``progress``, ``success_prob``, ``success``,
-    ``reward_terms``, ``votes``, ...) and ``infos["_rlrm"]`` marks the sub-envs that took a real
-    step (False on a sub-env's auto-reset step, whose reward is 0).
+    Arguments mean what they mean for :class:`rlrm.wrappers.RobometerReward` (``task`` may also be one
+    instruction per sub-env). ``infos["rlrm"]`` is a dict of per-env arrays (``progress``,
+    ``success_prob``, ``success``, ``reward_terms``, ``votes``, ...) and ``infos["_rlrm"]`` marks the
+    sub-envs that took a real step (False on a sub-env's auto-reset step, whose reward is 0). Success
+    is detected and its bonus paid; ending episodes on success needs per-sub-env resets, which a
+    gymnasium vector env does not offer a wrapper: use :class:`rlrm.wrappers.RobometerSB3VecReward`,
+    or :class:`rlrm.wrappers.RobometerReward` on each sub-env. With render cameras
+    (``camera=["front", "side"]``) the frames come from ``env.call("render_camera", name)``.
 
     >>> import gymnasium as gym
     >>> from rlrm.models import make_reward_model
-    >>> venv = GymVecReward(gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array"),
-    ...                     "balance the pole", make_reward_model("tiny"))
-    >>> len(venv.reset(seed=0)[0])
-    2
+    >>> venv = RobometerVecReward(gym.make_vec("CartPole-v1", num_envs=2, render_mode="rgb_array"),
+    ...                           "balance the pole", make_reward_model("tiny"))
+    >>> _ = venv.reset(seed=0)
+    >>> obs, rewards, terms, truncs, infos = venv.step(venv.action_space.sample())
+    >>> rewards.shape, infos["rlrm"]["progress"].shape
+    ((2,), (2,))
     >>> venv.close()
     """
 
@@ -63,7 +71,7 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         env: gym.vector.VectorEnv,
         task: str | Sequence[str] | None,
         source: Any,
-        camera: str | None = None,
+        camera: str | Sequence[str] | None = None,
         max_frames: int = 8,
         sampling: str = "prefix",
         every: int = 1,
@@ -71,13 +79,19 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
         on_timeout: str = "raise",
         terminate_on_success: bool = False,
+        views: str = "tile",
     ) -> None:
+        if not isinstance(env, gym.vector.VectorEnv):
+            from_sb3 = any(c.__module__.startswith("stable_baselines3") for c in type(env).__mro__)
+            hint = ("use rlrm.wrappers.RobometerSB3VecReward for a Stable-Baselines3 VecEnv" if from_sb3
+                    else "use RobometerReward for a single env")
+            raise TypeError(f"RobometerVecReward wraps a gymnasium VectorEnv, got {type(env).__name__}; {hint}")
         gym.vector.VectorWrapper.__init__(self, env)
         if terminate_on_success:
             raise ValueError(
                 "terminate_on_success=True is not possible on a gymnasium VectorEnv: its sub-envs decide their own "
                 "resets. Wrap each sub-env in RobometerReward (terminate_on_success=True) instead, or use an SB3 "
-                "VecEnv, where RobometerVecReward can reset a succeeded sub-env itself"
+                "VecEnv with RobometerSB3VecReward, which can reset a succeeded sub-env itself"
             )
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.DISABLED):
@@ -86,19 +100,37 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
                 f"{mode}; SAME_STEP replaces the last frame by the reset one before the wrapper sees it. Create "
                 "the vector env with vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP}"
             )
+        if camera is None and getattr(env, "render_mode", None) not in (None, "rgb_array"):
+            raise ValueError(
+                f"frames come from env.render(), which needs render_mode='rgb_array', got {env.render_mode!r}"
+            )
         self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
-        self._setup_rewards(env, env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                            success, on_timeout)
+        self.core = VecRewardCore(env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
+                                  success, on_timeout, terminate_on_success=False, views=views)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
 
+    @property
+    def episodes(self) -> list:
+        """The :class:`rlrm.wrappers.episode.EpisodeReward` of each sub-env."""
+        return self.core.episodes
+
+    @property
+    def scorer(self) -> Any:
+        """The scorer all sub-envs share."""
+        return self.core.scorer
+
+    @property
+    def reward_stats(self) -> Any:
+        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
+        return self.core.reward_stats
+
     def _frames(self, obs: Any) -> list[np.ndarray]:
-        if self.camera is None:
+        if self.core.cameras is None:
             images = self.env.render()
             if images is None:
                 images = [None] * self.num_envs
-        else:
-            images = frame_from_observation(obs, self.camera)
-        return [self.frame_source.check(images[i]) for i in range(self.num_envs)]
+            return [self.core.check(images[i], "env.render()") for i in range(self.num_envs)]
+        return self.core.frames_from(obs, lambda name: self.env.call("render_camera", name), self.num_envs)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         """Reset the sub-envs (all, or those in ``options["reset_mask"]``) and start their episodes."""
@@ -120,7 +152,7 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         for i in np.flatnonzero(restarting):
             self.episodes[i].start(frames[i])
         dones = np.logical_or(terminated, truncated)
-        rewards, per_env, _ = self._finish(frames, env_rewards, dones, restarting)
+        rewards, per_env, _ = self.core.finish(frames, env_rewards, dones, restarting)
         # NEXT_STEP: finished sub-envs reset on the next step; DISABLED: the caller resets them with reset_mask
         self._restarting = dones & ~restarting if self._next_step_reset else np.zeros_like(dones)
         infos = dict(infos)
@@ -132,4 +164,7 @@ class GymVecReward(RobometerVecReward, gym.vector.VectorWrapper):
         try:
             self.env.close(**kwargs)
         finally:
-            self._close_scorer()
+            self.core.close()
+
+
+GymVecReward = RobometerVecReward  # the name before the vector wrappers became sibling classes

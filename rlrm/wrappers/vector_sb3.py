@@ -1,8 +1,9 @@
-"""The Stable-Baselines3 ``VecEnv`` side of :class:`rlrm.wrappers.RobometerVecReward`.
+"""Batched Robometer rewards for Stable-Baselines3 vector envs.
 
-* :class:`SB3VecReward` - batched Robometer rewards for an SB3 ``VecEnv`` (auto-reset inside
+* :class:`RobometerSB3VecReward` - batched Robometer rewards for an SB3 ``VecEnv`` (auto-reset inside
   ``step``); ``infos[i]["rlrm"]`` as for a single env; optional success termination.
-* :class:`FrameInInfo` - a sub-env wrapper putting ``env.render()`` into ``info["rlrm_frame"]``,
+  (``SB3VecReward`` is the same class under its former name.)
+* :class:`FrameInInfo` - a sub-env wrapper putting the current frame into ``info["rlrm_frame"]``,
   so an SB3 ``VecEnv`` that resets sub-envs inside ``step`` still hands over the terminal frame.
 
 Auto-reset notes are in :mod:`rlrm.wrappers.vector`.
@@ -15,22 +16,24 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.frames import frame_from_observation
-from rlrm.wrappers.vector import RobometerVecReward
+from rlrm.wrappers.frames import FrameSource, frame_from_observation
+from rlrm.wrappers.vector import VecRewardCore, camera_list
 
-__all__ = ["SB3VecReward", "FrameInInfo"]
+__all__ = ["RobometerSB3VecReward", "SB3VecReward", "FrameInInfo"]
 
 FRAME_KEY = "rlrm_frame"
 
 
 class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Adds the rendered frame to ``info["rlrm_frame"]`` after every ``reset`` and ``step``.
+    """Adds the current frame to ``info["rlrm_frame"]`` after every ``reset`` and ``step``.
 
     For SB3 vector envs, which reset a finished sub-env before returning, so that
-    :class:`RobometerVecReward` still sees each episode's last frame with ``camera=None``.
+    :class:`RobometerSB3VecReward` still sees each episode's last frame. ``camera`` is what
+    :class:`rlrm.wrappers.FrameSource` reads: None (``env.render()``), or render cameras /
+    observation keys, several tiled side by side.
 
     >>> from stable_baselines3.common.env_util import make_vec_env
     >>> venv = make_vec_env("CartPole-v1", n_envs=2, wrapper_class=FrameInInfo,
@@ -39,32 +42,38 @@ class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     (400, 600, 3)
     """
 
-    def __init__(self, env: gym.Env) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+    def __init__(self, env: gym.Env, camera: str | list[str] | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, camera=camera)
         gym.Wrapper.__init__(self, env)
+        self.frame_source = FrameSource(env, camera)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset and add the reset frame to the info."""
         obs, info = self.env.reset(seed=seed, options=options)
-        return obs, {**info, FRAME_KEY: self.env.render()}
+        return obs, {**info, FRAME_KEY: self.frame_source.read(obs)}
 
     def step(self, action):
         """Step and add the new frame to the info."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, {**info, FRAME_KEY: self.env.render()}
+        return obs, reward, terminated, truncated, {**info, FRAME_KEY: self.frame_source.read(obs)}
 
 
-class SB3VecReward(RobometerVecReward, VecEnvWrapper):
-    """:class:`RobometerVecReward` for Stable-Baselines3 ``VecEnv`` (auto-reset inside ``step``).
+class RobometerSB3VecReward(VecEnvWrapper):
+    """Robometer rewards for a Stable-Baselines3 ``VecEnv`` (auto-reset inside ``step``), one batched
+    request per vector step.
 
-    ``infos[i]["rlrm"]`` is the same dict :class:`RobometerReward` publishes. With ``camera=None``
-    the sub-envs must be wrapped in :class:`FrameInInfo` (``make_vec_env(..., wrapper_class=FrameInInfo)``).
+    Arguments mean what they mean for :class:`rlrm.wrappers.RobometerReward`. ``infos[i]["rlrm"]`` is
+    the same dict :class:`RobometerReward` publishes. With ``camera=None`` (or render cameras) the
+    sub-envs must be wrapped in :class:`FrameInInfo` (``make_vec_env(..., wrapper_class=FrameInInfo)``,
+    with the same ``camera``); with observation keys the frames come from the observations.
+    ``terminate_on_success=True`` ends a sub-env's episode on detection: the wrapper sets ``dones[i]``,
+    puts the observation in ``infos[i]["terminal_observation"]`` and resets the sub-env itself.
 
     >>> from stable_baselines3.common.env_util import make_vec_env
     >>> from rlrm.models import make_reward_model
     >>> venv = make_vec_env("CartPole-v1", n_envs=2, wrapper_class=FrameInInfo,
     ...                     env_kwargs={"render_mode": "rgb_array"})
-    >>> venv = SB3VecReward(venv, "balance the pole", make_reward_model("tiny"))
+    >>> venv = RobometerSB3VecReward(venv, "balance the pole", make_reward_model("tiny"))
     >>> venv.reset().shape
     (2, 4)
     >>> venv.close()
@@ -75,7 +84,7 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
         venv: Any,
         task: str | Sequence[str] | None,
         source: Any,
-        camera: str | None = None,
+        camera: str | Sequence[str] | None = None,
         max_frames: int = 8,
         sampling: str = "prefix",
         every: int = 1,
@@ -83,25 +92,52 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
         on_timeout: str = "raise",
         terminate_on_success: bool = False,
+        views: str = "tile",
     ) -> None:
+        if not isinstance(venv, VecEnv):
+            raise TypeError(
+                f"RobometerSB3VecReward wraps a Stable-Baselines3 VecEnv, got {type(venv).__name__}; use "
+                "RobometerVecReward for a gymnasium VectorEnv and RobometerReward for a single env"
+            )
         VecEnvWrapper.__init__(self, venv)
         self.terminate_on_success = bool(terminate_on_success) and success is not None
-        if camera is None and not all(venv.env_is_wrapped(FrameInInfo)):
+        self._frames_in_info = all(venv.env_is_wrapped(FrameInInfo))
+        if camera is None and not self._frames_in_info:
             raise ValueError(
                 "an SB3 VecEnv resets finished sub-envs before returning, so env.render() cannot show their "
                 "last frame: wrap the sub-envs with make_vec_env(..., wrapper_class=rlrm.wrappers.FrameInInfo) "
                 "or pass camera=<image key of the observation>"
             )
-        self._setup_rewards(venv, venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                            success, on_timeout)
+        self.camera = camera_list(camera)
+        self.core = VecRewardCore(venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
+                                  success, on_timeout, terminate_on_success=self.terminate_on_success, views=views)
+
+    @property
+    def episodes(self) -> list:
+        """The :class:`rlrm.wrappers.episode.EpisodeReward` of each sub-env."""
+        return self.core.episodes
+
+    @property
+    def scorer(self) -> Any:
+        """The scorer all sub-envs share."""
+        return self.core.scorer
+
+    @property
+    def reward_stats(self) -> Any:
+        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
+        return self.core.reward_stats
 
     def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
-        if self.camera is None:
+        if self.camera is None or FRAME_KEY in info_i:
             frame = info_i.get(FRAME_KEY)
             if frame is None:
                 raise KeyError(f"info has no {FRAME_KEY!r}: wrap the sub-envs in rlrm.wrappers.FrameInInfo")
-            return self.frame_source.check(frame)
-        return self.frame_source.check(frame_from_observation(obs_i, self.camera))
+            if self.camera is not None and len(self.camera) > 1 and len(self.core.view_widths) <= 1:
+                widths = self.venv.get_attr("frame_source", indices=[0])[0].view_widths
+                self.core.view_widths = list(widths)
+            return self.core.check(frame, f"info[{FRAME_KEY!r}]")
+        views = [np.asarray(frame_from_observation(obs_i, name)) for name in self.camera]
+        return self.core.tile(views, f"observation{self.camera}")
 
     def _obs_at(self, obs: Any, i: int) -> Any:
         if isinstance(obs, dict):
@@ -126,12 +162,12 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
             else:
                 frames.append(self._frame(self._obs_at(obs, i), infos[i]))
         dones = np.array(dones, dtype=bool)
-        rewards, per_env, newly = self._finish(frames, env_rewards, dones, np.zeros(n, dtype=bool))
+        rewards, per_env, newly = self.core.finish(frames, env_rewards, dones, np.zeros(n, dtype=bool))
         infos = [dict(info) for info in infos]
         reset_infos = list(self.venv.reset_infos)
         for i in range(n):
             infos[i]["rlrm"] = per_env[i]
-            if newly[i] and self.terminate_on_success and not dones[i]:
+            if newly[i] and not dones[i]:
                 reset_infos[i] = self._end_on_success(obs, infos[i], i)
                 dones[i] = True
             if dones[i]:
@@ -155,4 +191,7 @@ class SB3VecReward(RobometerVecReward, VecEnvWrapper):
         try:
             self.venv.close()
         finally:
-            self._close_scorer()
+            self.core.close()
+
+
+SB3VecReward = RobometerSB3VecReward  # the name before the vector wrappers became sibling classes
