@@ -49,8 +49,8 @@ class Job:
         identity: the ROUTER identity of the sender.
         request: the parsed request (id, version, deadline, items).
         arrived: ``time.monotonic()`` when it was received.
-        sources: per item, its frames: an array, a Future of one (JPEG decoding), or a list of
-            :class:`~rlrm.transport.frame_store.StoredFrame` (a streamed item).
+        sources: per item, its frames: an array, a list of Futures of one frame each (JPEGs
+            decoding), or a list of :class:`~rlrm.transport.frame_store.StoredFrame` (a streamed item).
         lengths: per item, the work it brings to a batch (sum of frame pixels, clamped to the model's bounds).
     """
 
@@ -68,10 +68,7 @@ class Job:
     def ready(self) -> bool:
         """True when no frame of the job is still decoding."""
         for source in self.sources:
-            if isinstance(source, list):
-                if not all(s.ready for s in source):
-                    return False
-            elif isinstance(source, Future) and not source.done():
+            if isinstance(source, list) and not all(s.done() if isinstance(s, Future) else s.ready for s in source):
                 return False
         return True
 
@@ -85,11 +82,14 @@ class Job:
         rid = self.request.id
         for i, (item, source) in enumerate(zip(self.request.items, self.sources, strict=True)):
             try:
-                if isinstance(source, list):
+                if isinstance(source, list) and source and isinstance(source[0], Future):
+                    frames = np.stack([f.result() for f in source])
+                    keys.append(None)
+                elif isinstance(source, list):
                     frames = np.stack([s.array() for s in source])
                     keys.append([s.uid for s in source])
                 else:
-                    frames = source.result() if isinstance(source, Future) else source
+                    frames = source
                     keys.append(None)
             except ValueError as e:  # a JPEG that does not decode (codec.decode_jpeg)
                 raise ProtocolError(ErrorCode.BAD_REQUEST, str(e), rid) from e

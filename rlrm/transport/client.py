@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from rlrm.transport.codec import encode_jpeg, frame_digest
+from rlrm.transport.codec import encode_jpegs, frame_digest
 from rlrm.transport.keys import load_server_public_key
 from rlrm.transport.protocol import (
     ENCODINGS,
@@ -271,8 +271,8 @@ class RewardClient:
             for i, (q, key) in enumerate(zip(p.queries, keys, strict=True)):
                 # a hint read from the I/O thread's record: a wrong guess only moves an encode there
                 likely = range(q.num_frames) if key is None else self._uploads.predict(key, q.frame_index, p.digests[i])
-                for t in likely:
-                    p.jpegs[(i, t)] = encode_jpeg(q.frames[t], self.jpeg_quality)
+                encoded = encode_jpegs([q.frames[t] for t in likely], self.jpeg_quality)
+                p.jpegs.update(((i, t), buf) for t, buf in zip(likely, encoded, strict=True))
 
     def _wake(self) -> None:
         # a full pipe means the I/O thread has wake-ups pending already

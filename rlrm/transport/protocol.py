@@ -42,7 +42,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from rlrm.transport.codec import FrameBlock, encode_jpeg, jpeg_size
+from rlrm.transport.codec import FrameBlock, encode_jpegs, jpeg_size
 from rlrm.types import RewardQuery, RewardResult
 
 __all__ = [
@@ -224,9 +224,10 @@ def encode_request(
         header["deadline_ms"] = float(deadline_ms)
     buffers: list[Any] = []
 
-    def jpeg(i: int, t: int, frame: np.ndarray) -> bytes:
-        cached = jpegs.get((i, t))
-        return cached if cached is not None else encode_jpeg(frame, jpeg_quality)
+    def jpeg(i: int, frames: np.ndarray, positions: Sequence[int]) -> list[bytes]:
+        todo = [t for t in positions if (i, t) not in jpegs]
+        fresh = dict(zip(todo, encode_jpegs([frames[t] for t in todo], jpeg_quality), strict=True))
+        return [jpegs[(i, t)] if (i, t) in jpegs else fresh[t] for t in positions]
 
     if op == "score":
         items = []
@@ -242,7 +243,7 @@ def encode_request(
                     buffers.append(frames)
                 else:
                     bufs = list(range(len(buffers), len(buffers) + frames.shape[0]))
-                    buffers.extend(jpeg(i, t, f) for t, f in enumerate(frames))
+                    buffers.extend(jpeg(i, frames, range(frames.shape[0])))
                 item["frames"] = {"shape": list(frames.shape), "dtype": "uint8", "enc": enc, "bufs": bufs}
                 if q.episode_id is not None:
                     item["episode"] = str(q.episode_id)
@@ -259,7 +260,7 @@ def encode_request(
                     if enc == "raw":
                         buffers.extend(frames[t] for t in positions)
                     else:
-                        buffers.extend(jpeg(i, t, frames[t]) for t in positions)
+                        buffers.extend(jpeg(i, frames, positions))
                     item["upload"] = {
                         "index": [int(q.frame_index[t]) for t in positions],
                         "shape": [len(positions), *frames.shape[1:]],

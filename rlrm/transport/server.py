@@ -34,7 +34,6 @@ from rlrm.transport.protocol import (
     Limits,
     ProtocolError,
     Request,
-    decode_frames,
     encode_error,
     encode_reply,
     parse_request,
@@ -353,9 +352,10 @@ class RewardWorker:
                 (h, w), t = frames[0].hw, len(frames)
             else:
                 block = item.frames
-                job.sources.append(
-                    self._decoder.submit(decode_frames, block, request.id) if block.needs_decoding else block.frames()
-                )
+                if block.needs_decoding:  # one task per frame: the pool decodes them side by side
+                    job.sources.append([self._decoder.submit(block.frame, k) for k in range(block.shape[0])])
+                else:
+                    job.sources.append(block.frames())
                 t, h, w, _ = block.shape
             job.lengths.append(t * min(max(h * w, self._pixel_bounds[0]), self._pixel_bounds[1]))
         return job
