@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import configure
 
 from rlrm.rl.algorithms import load_algorithm, make_algorithm
 from rlrm.rl.async_reward import AsyncRobometerReward
-from rlrm.rl.callbacks import CheckpointCallback, RewardLoggingCallback
+from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
 from rlrm.rl.checkpoints import resume_point
 from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
 from rlrm.rl.evaluation import evaluate_policy
@@ -38,6 +39,28 @@ from rlrm.rl.run_config import RESOLVED_CONFIG, resumed_config, validate_run_con
 from rlrm.wrappers import RewardVideoRecorder
 
 log = logging.getLogger("run_rl")
+
+
+def save_final_frames(metrics: dict[str, Any], run_dir: Path) -> None:
+    """``eval_final_frames.npz``: each evaluation episode's last frame with the env's and the model's verdicts."""
+    frames = metrics.pop("final_frames", None)
+    if frames is None:
+        return
+    episodes = metrics["episodes"]
+    np.savez_compressed(
+        run_dir / "eval_final_frames.npz", frames=frames,
+        is_success=np.array([bool(e["is_success"]) for e in episodes]),
+        success_prob=np.array([e["final_success_prob"] for e in episodes], dtype=np.float32),
+        model_success=np.array([bool(e["model_success"]) for e in episodes]),
+    )
+
+
+def curve_callback(cfg: dict[str, Any], run_dir: Path) -> list[LearningCurveCallback]:
+    """Success-vs-env-steps points on the bare sim env every ``eval_every`` steps (never on a real robot)."""
+    if not cfg.get("eval_every") or cfg.get("robot"):
+        return []
+    return [LearningCurveCallback(lambda: make_env(cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
+                                  run_dir / "learning_curve.json", seed=20_000 + cfg["seed"])]
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -80,7 +103,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         start_steps = model.num_timesteps
         model.learn(
             total_timesteps=cfg["total_steps"] - start_steps,
-            callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(),
+            callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(), *curve_callback(cfg, run_dir),
                       CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
                                          cfg["heartbeat_every"])],
             progress_bar=cfg["progress_bar"],
@@ -98,7 +121,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         if obs_stats is not None:
             obs_stats.training = False  # evaluation uses the statistics the policy was trained on
         metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=10_000 + cfg["seed"],
-                                  obs_transform=obs_stats.normalize_obs if obs_stats is not None else None)
+                                  obs_transform=obs_stats.normalize_obs if obs_stats is not None else None,
+                                  keep_final_frames=cfg["reward"]["kind"] == "robometer")
+        save_final_frames(metrics, run_dir)
         videos = list(getattr(eval_env, "written", []))
         eval_env.close()
         venv.close()

@@ -1,17 +1,21 @@
-"""FetchReach success rate after the default budget: Robometer reward vs the env's sparse and dense rewards.
+"""FetchReach learning curves: the demo Robometer reward vs the env's sparse and dense rewards.
 
-Runs ``python run_rl.py`` (SAC, the default budget and evaluation) with the same seeds for:
+Runs ``python run_rl.py`` (SAC, the default budget and evaluation, a learning-curve point every
+``eval_every`` steps) with the same seeds for:
 
 * ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
-  one real ``rlrm worker`` on loopback, scoring 128 px rendered frames;
+  one real ``rlrm worker`` on loopback, scoring the front + side views of the success ball;
 * ``robometer_progress`` - the same model, progress term only (no success bonus or termination);
 * ``env_sparse`` - Fetch's own sparse reward (-1 until the gripper is within 5 cm);
 * ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
 
 Success is the env's ``info["is_success"]`` at the end of each evaluation episode. Writes
-``experiments/results/fetch_reward_comparison.json`` and ``.png`` and prints a table.
+``experiments/results/fetch_reward_comparison.json``, ``.png`` (eval success against env steps: mean and
+min-max band over seeds, final evaluation as dots), and for the Robometer runs a reward-hacking audit:
+the share of final evaluation episodes where the model says success (success probability > 0.65) but the
+env says failure, with a strip of final frames (``fetch_reward_hacking.png``). Prints a table.
 
-    python experiments/fetch_reward_comparison.py --seeds 0 1 --total-steps 3000
+    python experiments/fetch_reward_comparison.py --seeds 0 1 2 --conditions env_dense env_sparse robometer
 """
 
 from __future__ import annotations
@@ -44,30 +48,84 @@ CONDITIONS = {
 log = logging.getLogger("fetch_reward_comparison")
 
 
+COLORS = {"robometer": "tab:purple", "robometer_progress": "tab:blue", "env_sparse": "tab:gray",
+          "env_dense": "tab:green"}
+LABELS = {"robometer": "Robometer (demo model)", "robometer_progress": "Robometer, progress only",
+          "env_sparse": "env sparse", "env_dense": "env dense"}
+
+
 def plot(result: dict, path: Path) -> None:
-    """Bar chart of mean success rate per condition, one dot per seed."""
+    """Eval success against env steps per condition: mean over seeds, min-max band, final evaluations as dots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"robometer": "tab:purple", "robometer_progress": "tab:blue", "env_sparse": "tab:gray",
-              "env_dense": "tab:green"}
-    names = [n for n in CONDITIONS if n in result["conditions"]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for i, name in enumerate(names):
-        rates = [r["eval_success_rate"] for r in result["conditions"][name]["runs"]]
-        ax.bar(i, np.mean(rates), color=colors[name], alpha=0.8)
-        ax.scatter([i] * len(rates), rates, color="black", zorder=3, s=14)
-    labels = {"robometer": "Robometer", "robometer_progress": "Robometer\nprogress only",
-              "env_sparse": "env sparse", "env_dense": "env dense"}
-    ax.set_xticks(range(len(names)), [labels[n] for n in names], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name in [n for n in CONDITIONS if n in result["conditions"]]:
+        runs = result["conditions"][name]["runs"]
+        curves = [r["curve"] for r in runs if r.get("curve")]
+        if curves:
+            n = min(len(c) for c in curves)
+            steps = np.array([p["env_steps"] for p in curves[0][:n]])
+            values = np.array([[p["success_rate"] for p in c[:n]] for c in curves])
+            ax.plot(steps, values.mean(axis=0), color=COLORS[name], label=LABELS[name], lw=2)
+            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=COLORS[name], alpha=0.18)
+        finals = [r["eval_success_rate"] for r in runs]
+        ax.scatter([runs[0]["env_steps"] * 1.01] * len(finals), finals, color=COLORS[name], edgecolor="black",
+                   zorder=3, s=22)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("env steps")
     ax.set_ylabel("eval success rate (env is_success)")
-    ax.set_title(f"FetchReach, SAC, {result['total_steps']} env steps, seeds {result['seeds']}", fontsize=10)
+    ax.set_title(f"FetchReach, SAC, {len(result['seeds'])} seeds (band: min-max; dots: final evaluation)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def hacking_audit(runs_dir: Path, names: list[str], seeds: list[int], threshold: float, png: Path) -> dict:
+    """False positives of the reward model on the final evaluations, and a strip of final frames."""
+    frames, captions, false_pos, total = [], [], 0, 0
+    for name in names:
+        for seed in seeds:
+            path = runs_dir / f"{name}_seed{seed}" / "eval_final_frames.npz"
+            if not path.exists():
+                continue
+            data = np.load(path)
+            says = data["success_prob"] > threshold
+            fp = says & ~data["is_success"]
+            false_pos += int(fp.sum())
+            total += len(says)
+            order = list(np.flatnonzero(fp)) + list(np.flatnonzero(~fp))  # false positives first
+            for i in order[:4]:
+                frames.append(data["frames"][i])
+                verdict = "env OK" if data["is_success"][i] else "env FAIL"
+                captions.append((f"{name} s{seed}: p={data['success_prob'][i]:.2f}, {verdict}", bool(fp[i])))
+    audit = {"threshold": threshold, "episodes": total, "model_success_env_failure": false_pos,
+             "share": false_pos / total if total else None}
+    if frames:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = 4
+        rows = -(-len(frames) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.2, rows * 1.9), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, frame, (caption, is_false_positive) in zip(axes.flat, frames, captions, strict=False):
+            ax.imshow(frame)
+            ax.set_title(caption, fontsize=7, color="red" if is_false_positive else "black")
+        fig.suptitle(f"final frames of evaluation episodes (model success prob p; false positives first): "
+                     f"{false_pos}/{total} say success where the env says failure", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+    return audit
 
 
 def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], runs_dir: Path,
@@ -97,6 +155,8 @@ def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], r
             summary = json.loads((run_dir / "summary.json").read_text())
             done[key] = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
             done[key]["eval_episodes"] = len(summary["eval_episodes"])
+            curve = run_dir / "learning_curve.json"
+            done[key]["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
             log.info("%s seed %d: success %.2f in %.0f s", *key, summary["eval_success_rate"],
                      time.perf_counter() - t0)
     return done
@@ -104,11 +164,12 @@ def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], r
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--total-steps", type=int, default=None, help="default: configs/config.yaml")
     parser.add_argument("--eval-episodes", type=int, default=None, help="default: configs/config.yaml")
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", default=["env_dense", "env_sparse", "robometer"],
+                        choices=list(CONDITIONS))
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "fetch_reward_comparison"))
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (they share one reward worker)")
     parser.add_argument("--merge", action="store_true",
@@ -153,6 +214,13 @@ def main() -> int:
         rob = result["conditions"]["robometer"]["mean_success_rate"]
         result["robometer_over_dense"] = rob / dense if dense > 0 else None
         print(f"Robometer / dense success: {rob:.2f} / {dense:.2f}")
+    robometer_runs = [n for n in result["conditions"] if n.startswith("robometer")]
+    if robometer_runs:
+        result["hacking_audit"] = hacking_audit(Path(args.runs_dir), robometer_runs, args.seeds, 0.65,
+                                                out.parent / "fetch_reward_hacking.png")
+        audit = result["hacking_audit"]
+        print(f"reward hacking audit: {audit['model_success_env_failure']}/{audit['episodes']} final evaluation "
+              f"episodes where the model says success (p > 0.65) but the env says failure")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     plot(result, out.with_suffix(".png"))

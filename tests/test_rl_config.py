@@ -42,8 +42,7 @@ def test_other_groups_are_valid(overrides):
     [
         (("env.id=rlrm/Nope-v0",), r"unknown env id 'rlrm/Nope-v0'; expected one of \[.*'rlrm/FetchReach-v0'"),
         (("algo.name=ddpg",), r"unknown algorithm 'ddpg'; expected one of \['ppo', 'residual_sac', 'sac'\]"),
-        (("env.task=null",), r"needs the task text"),
-        (("task=''", "env.task=''"), r"needs the task text"),
+        (("task='  '",), r"task must be a non-empty instruction"),
         (("total_steps=-5",), r"total_steps must be an integer >= 1, got -5"),
         (("eval_episodes=-1",), r"eval_episodes must be an integer >= 0, got -1"),
         (("checkpoint_every=-100",), r"checkpoint_every must be an integer >= 0, got -100"),
@@ -61,7 +60,7 @@ def test_bad_values_are_named_with_the_allowed_ones(overrides, message):
 
 def test_all_problems_are_reported_at_once():
     with pytest.raises(RunConfigError) as e:
-        validate_run_config(compose_run("total_steps=-1", "algo.name=x", "env.task=null"))
+        validate_run_config(compose_run("total_steps=-1", "algo.name=x", "task=' '"))
     assert str(e.value).count("\n  - ") == 3
 
 
@@ -93,3 +92,19 @@ def test_resumed_config_applies_value_overrides_and_refuses_group_changes(tmp_pa
         resumed_config(str(tmp_path), ["algo=ppo"])
     with pytest.raises(RunConfigError, match="no config.yaml"):
         resumed_config(str(tmp_path / "missing"), [])
+
+
+def test_a_task_override_reaches_the_env_and_the_reward(tiny_model):
+    """One source per setting: task=... is the env's task (info["task"]) and the reward model's instruction."""
+    from rlrm.rl.environment import make_env, wrap_with_reward
+
+    cfg = compose_run("task='touch the red ball'", "transport=local", "reward.model=tiny")
+    env = wrap_with_reward(make_env(cfg), cfg, tiny_model)
+    _, info = env.reset(seed=0)
+    assert info["task"] == env.unwrapped.task == env.task == "touch the red ball"
+    env.close()
+    cfg = compose_run("transport=local", "reward.model=tiny")  # no override: the env's own sentence
+    env = wrap_with_reward(make_env(cfg), cfg, tiny_model)
+    _, info = env.reset(seed=0)
+    assert env.task == info["task"] == "move the gripper to the red target"
+    env.close()

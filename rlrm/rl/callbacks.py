@@ -18,7 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlrm.rl.checkpoints import save_checkpoint, write_heartbeat
 
-__all__ = ["RewardLoggingCallback", "CheckpointCallback"]
+__all__ = ["RewardLoggingCallback", "CheckpointCallback", "LearningCurveCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +130,78 @@ class CheckpointCallback(BaseCallback):
         if self._last_saved != self.num_timesteps:
             save_checkpoint(self.model, self.run_dir, keep=self.keep)
             self._last_saved = self.num_timesteps
+
+
+class LearningCurveCallback(BaseCallback):
+    """Every ``every`` env steps, evaluate the current policy on the bare env and append the point to a curve.
+
+    The curve is judged by the env's own ``info["is_success"]`` at the end of each episode, on an env
+    *without* the reward model (cheap, and independent of what the reward model believes), with the
+    observation statistics the policy trains on. Points go to TensorBoard (``eval/curve_success``) and to
+    ``path`` (JSON: ``{"points": [{"env_steps", "success_rate", "mean_length"}, ...]}``), rewritten after
+    each point, so a killed run keeps its curve; a resumed run appends to it.
+
+    Args:
+        make_env: builds a fresh evaluation env (the run's env without the reward wrapper).
+        every: env steps between points (> 0).
+        episodes: evaluation episodes per point.
+        path: JSON file of the curve.
+        seed: episode i of every point resets with ``seed + i`` (the same goals at every point).
+    """
+
+    def __init__(self, make_env: Any, every: int, episodes: int, path: str | os.PathLike, seed: int = 20_000) -> None:
+        super().__init__()
+        if every <= 0 or episodes <= 0:
+            raise ValueError(f"every and episodes must be > 0, got every={every}, episodes={episodes}")
+        self.make_env = make_env
+        self.every = int(every)
+        self.episodes = int(episodes)
+        self.path = os.fspath(path)
+        self.seed = int(seed)
+        self.points: list[dict[str, float]] = []
+        self._env = None
+        self._next = self.every
+
+    def _on_training_start(self) -> None:
+        import json
+
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.points = [p for p in json.load(f).get("points", []) if p["env_steps"] <= self.num_timesteps]
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate now, record and save the point, and return it."""
+        import json
+
+        from rlrm.rl.evaluation import evaluate_policy
+
+        if self._env is None:
+            self._env = self.make_env()
+        stats = self.model.get_vec_normalize_env()
+        transform = None
+        if stats is not None:
+            def transform(obs: Any) -> Any:
+                return stats.normalize_obs(obs)
+        metrics = evaluate_policy(self.model, self._env, self.episodes, seed=self.seed, obs_transform=transform)
+        point = {"env_steps": int(self.num_timesteps), "success_rate": float(metrics["success_rate"]),
+                 "mean_length": float(metrics["mean_length"])}
+        self.points.append(point)
+        self.logger.record("eval/curve_success", point["success_rate"])
+        log.info("learning curve: %d env steps, success %.2f", point["env_steps"], point["success_rate"])
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"points": self.points, "episodes_per_point": self.episodes}, f, indent=1)
+        os.replace(tmp, self.path)
+        return point
+
+    def _on_training_end(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None

@@ -23,6 +23,7 @@ from rlrm.shaping import Shaping, SuccessDetector
 __all__ = ["make_env", "task_text", "reward_camera", "wrap_with_reward", "find_wrapper", "vectorize"]
 
 log = logging.getLogger(__name__)
+_TASK_LOGGED: list[str] = []  # the task is logged once per process, not again for the evaluation env
 
 
 def make_env(cfg: Mapping[str, Any]) -> gym.Env:
@@ -40,19 +41,24 @@ def make_env(cfg: Mapping[str, Any]) -> gym.Env:
 
     env_cfg = cfg["env"]
     kwargs = {**dict(env_cfg.get("kwargs") or {}), **reward_env_kwargs}
+    if cfg.get("task"):
+        kwargs["task_text"] = cfg["task"]  # one source: the override reaches the env, the reward reads the env
     return gym.make(env_cfg["id"], max_episode_steps=int(env_cfg["max_episode_steps"]), **kwargs)
 
 
 def task_text(cfg: Mapping[str, Any]) -> str | None:
-    """The run's instruction: ``task`` if set, else the robot's (with ``robot=``) or env's config ``task``."""
-    if cfg.get("robot"):
-        return cfg.get("task") or (cfg["robot"].get("env") or {}).get("task") or None
-    return cfg.get("task") or (cfg.get("env") or {}).get("task") or None
+    """The run's ``task=`` override, or None: then the env's own task (``env.unwrapped.task``) is used.
+
+    One source per setting: an override is passed to the env too (sim envs' ``task_text``, robots'
+    ``task``), so the env's ``info["task"]`` and the reward model's instruction always agree.
+    """
+    return cfg.get("task") or None
 
 
-def reward_camera(cfg: Mapping[str, Any]) -> str | None:
-    """Image key the reward reads: ``reward_camera`` if set, else the env config's ``camera``
-    (None = ``env.render()``), for robots the first camera of the robot config."""
+def reward_camera(cfg: Mapping[str, Any]) -> str | list[str] | None:
+    """What the reward model sees: the ``reward_camera`` override, else the env config's ``reward_camera``
+    (None = ``env.render()``; render cameras / observation keys, a list is tiled), for robots the first
+    camera of the robot config. (``env.kwargs.camera`` is something else: the env's own render camera.)"""
     if cfg.get("reward_camera"):
         return cfg["reward_camera"]
     robot = cfg.get("robot")
@@ -61,7 +67,7 @@ def reward_camera(cfg: Mapping[str, Any]) -> str | None:
         if not cameras:
             raise ValueError(f"robot {robot.get('name')!r} has no cameras configured; the reward model needs frames")
         return next(iter(cameras))
-    return (cfg.get("env") or {}).get("camera")
+    return (cfg.get("env") or {}).get("reward_camera")
 
 
 def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, asynchronous: bool | None = None,
@@ -92,6 +98,10 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, async
 
             env = RobometerReward(env, source=scorer, every=int(reward["every"]),
                                   on_timeout=reward.get("on_timeout", "raise"), **common)
+        if not _TASK_LOGGED:
+            _TASK_LOGGED.append(env.task)
+            log.info("the reward model receives the task %r (%s)", env.task,
+                     "from task=" if cfg.get("task") else "the env's own task; change it with task=...")
     algo = cfg["algo"]
     if algo["name"] == "residual_sac":
         from rlrm.rl.residual import ResidualAction, make_base_policy

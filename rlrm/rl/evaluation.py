@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
-                    deterministic: bool = True, obs_transform: Any = None) -> dict[str, Any]:
+                    deterministic: bool = True, obs_transform: Any = None,
+                    keep_final_frames: bool = False) -> dict[str, Any]:
     """Run ``episodes`` episodes of ``model.predict`` on ``env`` (a single, non-vector env).
 
     Returns a dict with ``success_rate`` (fraction of episodes whose last step has
@@ -28,11 +29,17 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
     fired, when the env is reward-wrapped) and ``episodes`` (per-episode records).
     Episode i is reset with ``seed + i``, so runs with the same seed see the same goals.
     ``obs_transform`` maps each observation before ``predict`` (e.g. ``VecNormalize.normalize_obs``
-    with frozen training statistics).
+    with frozen training statistics). ``keep_final_frames``: also return ``final_frames``, the last frame
+    the reward wrapper saw in each episode ((episodes, H, W, 3) uint8; for reward-hacking audits).
     """
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     records: list[dict[str, Any]] = []
+    final_frames: list[np.ndarray] = []
+    buffer_owner = env  # the reward wrapper, which keeps the episode's frames
+    while buffer_owner is not None and not ("frame_buffer" in dir(type(buffer_owner))
+                                            or "frame_buffer" in vars(buffer_owner)):
+        buffer_owner = getattr(buffer_owner, "env", None)
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)
         total, length, done = 0.0, 0, False
@@ -43,12 +50,15 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
             length += 1
             done = terminated or truncated
         rlrm = info.get("rlrm") or {}
+        if keep_final_frames and buffer_owner is not None and len(buffer_owner.frame_buffer):
+            final_frames.append(buffer_owner.frame_buffer.last.copy())
         records.append({
             "return": total,
             "length": length,
             "is_success": bool(info["is_success"]) if "is_success" in info else None,
             "model_success": bool(rlrm["success"]) if "success" in rlrm else None,
             "final_progress": float(rlrm["progress"]) if "progress" in rlrm else None,
+            "final_success_prob": float(rlrm["success_prob"]) if "success_prob" in rlrm else None,
         })
         log.info("eval episode %d: return %.3f, length %d, env success %s", i, total, length,
                  records[-1]["is_success"])
@@ -60,4 +70,5 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
         "mean_length": float(np.mean([r["length"] for r in records])) if records else float("nan"),
         "model_success_rate": float(np.mean(model_success)) if model_success else None,
         "episodes": records,
+        **({"final_frames": np.stack(final_frames) if final_frames else None} if keep_final_frames else {}),
     }

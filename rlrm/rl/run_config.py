@@ -115,6 +115,8 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
     _int_at_least(errors, "eval_episodes", cfg.get("eval_episodes"), 0)
     _int_at_least(errors, "eval_video_episodes", cfg.get("eval_video_episodes", 0), 0)
     _int_at_least(errors, "checkpoint_every", cfg.get("checkpoint_every"), 0)
+    _int_at_least(errors, "eval_every", cfg.get("eval_every", 0), 0)
+    _int_at_least(errors, "curve_episodes", cfg.get("curve_episodes", 1), 1)
     _int_at_least(errors, "seed", cfg.get("seed"), 0)
 
     resume = cfg.get("resume")
@@ -127,11 +129,8 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
     if errors:
         raise RunConfigError("invalid run_rl config:\n  - " + "\n  - ".join(errors))
     round_budget_to_rollouts(cfg)
-    if kind == "robometer":
-        from rlrm.rl.environment import task_text
-
-        origin = "from task=" if cfg.get("task") else "the env config's task; change it with task=..."
-        log.info("the reward model receives the task %r (%s)", task_text(cfg), origin)
+    # the task text the reward model receives is logged when the reward is built (it is the env's own
+    # task, or task=... which reaches the env as well): rlrm.rl.environment.wrap_with_reward
 
 
 def round_budget_to_rollouts(cfg: Mapping[str, Any]) -> int:
@@ -171,16 +170,9 @@ def round_budget_to_rollouts(cfg: Mapping[str, Any]) -> int:
 def _check_robometer_reward(errors: list[str], cfg: Mapping[str, Any], reward: Mapping[str, Any],
                             algo: Mapping[str, Any]) -> None:
     from rlrm.rl.algorithms import ALGORITHMS
-    from rlrm.rl.environment import task_text
     from rlrm.sampling import SAMPLING_MODES
     from rlrm.shaping import Shaping, SuccessDetector
 
-    task = task_text(cfg)
-    if not isinstance(task, str) or not task.strip():
-        errors.append(
-            f"the Robometer reward needs the task text, got task={cfg.get('task')!r} and env.task="
-            f"{(cfg.get('env') or {}).get('task')!r}; pass task=\"put the cube in the bowl\""
-        )
     mode = reward.get("mode")
     if mode not in REWARD_MODES:
         errors.append(f"unknown reward.mode {mode!r}; expected one of {list(REWARD_MODES)}")
@@ -197,6 +189,8 @@ def _check_robometer_reward(errors: list[str], cfg: Mapping[str, Any], reward: M
         errors.append(f"unknown reward.sampling {reward.get('sampling')!r}; expected one of {list(SAMPLING_MODES)}")
     _int_at_least(errors, "reward.max_frames", reward.get("max_frames"), 2 if reward.get("sampling") == "prefix" else 1)
     _int_at_least(errors, "reward.every", reward.get("every"), 1)
+    if reward.get("views", "tile") not in ("tile", "mean"):
+        errors.append(f"reward.views must be 'tile' or 'mean', got {reward.get('views')!r}")
     if mode == "async" and reward.get("every") != 1:
         errors.append(f"reward.mode=async scores every step; reward.every must be 1, got {reward.get('every')!r}")
     for name, cls in (("shaping", Shaping), ("success", SuccessDetector)):
