@@ -140,6 +140,7 @@ class RewardClient:
         self._transfer = {"requests": 0, "bytes_sent": 0, "frames_uploaded": 0, "unknown_episode_resends": 0}
         self._ids = itertools.count(1)
         self._commands: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._wake_pending = False  # a wake-up byte is in the pipe and the I/O thread has not drained yet
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -275,7 +276,12 @@ class RewardClient:
                 p.jpegs.update(((i, t), buf) for t, buf in zip(likely, encoded, strict=True))
 
     def _wake(self) -> None:
-        # a full pipe means the I/O thread has wake-ups pending already
+        # one byte per drain is enough (a write is a syscall that can preempt the caller, e.g. an env
+        # loop): the I/O thread clears the flag before it drains the queue, so nothing put after
+        # that point is missed; a full pipe means wake-ups are pending already
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -357,6 +363,7 @@ class RewardClient:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 4096):
                             pass
+                    self._wake_pending = False
                     while True:
                         try:
                             cmd = self._commands.get_nowait()
