@@ -100,6 +100,8 @@ def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_la
     for versions in summary["runner_weight_versions"].values():  # every runner moved on to newer weights
         assert versions == sorted(set(versions)) and versions[-1] > 0
     assert summary["weights_version"] == 80 // 5 and len(summary["eval_episodes"]) == 1
+    assert summary["reward_model"]["name"] == "tiny" and summary["reward_model"]["source"].startswith("tcp://")
+    assert json.loads((tmp_path / "reward_model.json").read_text())["name"] == "tiny"
 
     buf = _buffer(tmp_path)  # the final checkpoint's replay buffer
     assert buf.size() == 120 and buf.num_pending == 0 and buf.labelled[:120].all()
@@ -141,6 +143,9 @@ def test_a_sigkilled_runner_is_restarted_the_run_completes_and_resume_continues(
     assert "runner 1 failed (ActorUnavailableError" in caplog.text or "runner 1 failed (ActorDiedError" in caplog.text
     assert "its in-flight episode is lost, at most" in caplog.text and "runner 1 is back" in caplog.text
     assert _buffer(tmp_path).size() == 200
+    assert summary["reward_model"]["name"] == "tiny"  # served by the shared reward actor
+    header = (tmp_path / "tb" / "progress.csv").read_text().splitlines()[0].split(",")
+    assert "reward/latency_ms" in header and "reward/progress" in header  # synchronous rewards of the shared actor
 
     resumed = run_distributed({**cfg, "resume": str(tmp_path), "total_steps": 240}, tmp_path)
     assert resumed["resumed_from"].endswith("step_000000200") and resumed["env_steps"] == 240

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rlrm.distributed.learner import Learner, SpacesOnlyEnv, lag_percentile
-from rlrm.distributed.runner import RANDOM_VERSION, EnvRunner
+from rlrm.distributed.messages import RANDOM_VERSION
+from rlrm.distributed.runner import EnvRunner
 from rlrm.distributed.shared_reward import RewardEndpoint, SharedRewardActor
 from rlrm.types import RewardQuery, RewardResult
 
@@ -45,8 +47,8 @@ def test_a_batch_holds_n_transitions_with_terminal_observations_and_episodes_cut
     weights = learner.weights()
     meta, batch = runner.collect(7, weights.version, [weights], random_actions=True)
     meta2, batch2 = runner.collect(7, weights.version, [weights])
-    assert meta == {"runner": 0, "env_steps": 7, "shipped": 7, "pending": 0, "version": 0, "error": None,
-                    "lost_steps": 0}
+    assert meta == {"runner": 0, "pid": os.getpid(), "env_steps": 7, "shipped": 7, "pending": 0, "version": 0,
+                    "error": None, "lost_steps": 0}
     assert batch.size == batch2.size == 7 and set(batch.obs) == {"observation", "achieved_goal", "desired_goal"}
     assert (batch.versions == RANDOM_VERSION).all() and (batch2.versions == 0).all()
     assert batch.actions.dtype == np.float32 and np.abs(batch.actions).max() <= 1.0

@@ -14,13 +14,13 @@ from stable_baselines3.common.logger import configure
 
 from rlrm.rl.algorithms import make_algorithm
 from rlrm.rl.environment import vectorize
-from rlrm.rl.residual import ResidualAction, ScriptedPolicy
 from rlrm.rl.interventions import (
     InterventionDictReplayBuffer,
     InterventionLoggingCallback,
     InterventionReplayBuffer,
     executed_buffer_action,
 )
+from rlrm.rl.residual import ResidualAction, ScriptedPolicy
 from robots import make_robot_env
 
 BOX2 = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -95,8 +95,8 @@ def test_distributed_path_runner_to_learner_stores_the_teleop_action_in_both_buf
     from omegaconf import OmegaConf
 
     from rlrm.distributed.learner import Learner
-    from rlrm.distributed.shared_reward import RewardEndpoint
     from rlrm.distributed.runner import EnvRunner
+    from rlrm.distributed.shared_reward import RewardEndpoint
     from robots.teleop import KeyboardTeleop
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
@@ -135,7 +135,7 @@ def test_distributed_path_runner_to_learner_stores_the_teleop_action_in_both_buf
 def test_batches_draw_half_from_the_takeover_buffer_once_it_has_data():
     buf = InterventionReplayBuffer(200, BOX2, BOX2, device="cpu")
     obs = np.zeros((1, 2), np.float32)
-    for i in range(100):
+    for _ in range(100):
         buf.add(obs, obs, np.zeros((1, 2)), np.zeros(1), np.zeros(1), [{"intervention": False}])
     before = buf.sample(64)
     assert float(before.rewards.sum()) == 0.0  # no takeover yet: a plain SB3 batch

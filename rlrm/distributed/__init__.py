@@ -1,11 +1,37 @@
-"""Reward models spread over Ray actors.
+"""Ray: a reward-model pool, and actor/learner runs across machines (``run_rl.py distributed.runners=N``).
 
 * :class:`~rlrm.distributed.pool.RayRewardPool` - a pool of model replicas behind the scorer
-  interface (``score``, ``score_async``, ``info``, ``close``); needs ``pip install 'rlrm[ray]'``.
+  interface (``score``, ``score_async``, ``info``, ``close``).
+* ``config.py`` - :class:`DistributedConfig` (the ``distributed:`` block) and the checks that run
+  before anything starts: values, cluster address, resources on the cluster's nodes.
+* ``shared_reward.py`` - one reward source for all runners (a worker URL, or a named actor around
+  the pool or model that batches the runners' queries together).
+* ``messages.py`` - what runners and the learner exchange: :class:`PolicyWeights`, :class:`RolloutBatch`.
+* ``runner.py`` - :class:`EnvRunner`: an env with its reward wrapper, acting with published weights.
+* ``learner.py`` - :class:`Learner`: SB3 SAC / residual SAC on the runners' transitions, weights
+  published every ``sync_every`` gradient steps, checkpoints and TensorBoard.
+* ``run.py`` - :func:`run_distributed`: the driver (``run_rl.py`` hands off to it).
 
-Ray is imported when a pool is made, not when this package is.
+Ray and torch are imported when these are used, not when this package is; install Ray with
+``pip install 'rlrm[ray]'``. The layout is described in ``docs/distributed.md``.
 """
 
 from rlrm.distributed.pool import RayRewardPool
 
-__all__ = ["RayRewardPool"]
+__all__ = ["RayRewardPool", "DistributedConfig", "EnvRunner", "Learner", "run_distributed"]
+
+_LAZY = {
+    "DistributedConfig": "rlrm.distributed.config",
+    "EnvRunner": "rlrm.distributed.runner",
+    "Learner": "rlrm.distributed.learner",
+    "run_distributed": "rlrm.distributed.run",
+}
+
+
+def __getattr__(name: str):
+    """Import the actor/learner names lazily (they pull in torch and stable-baselines3)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlrm.distributed' has no attribute {name!r}")

@@ -27,7 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlrm.distributed.runner import RANDOM_VERSION, PolicyWeights, RolloutBatch
+from rlrm.distributed.messages import RANDOM_VERSION, PolicyWeights, RolloutBatch
 
 __all__ = ["SpacesOnlyEnv", "Learner", "lag_percentile"]
 

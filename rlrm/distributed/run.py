@@ -71,6 +71,8 @@ class _Slot:
         self.queued = 0  # batches of this runner the learner has not trained on yet
         self.flushed = False
         self.versions: list[int] = []
+        self.pid: int | None = None  # of the process running it now
+        self.dead_pid: int | None = None  # of the process that failed (a probe it answers is not a restart)
 
 
 class _Driver:
@@ -104,7 +106,8 @@ class _Driver:
             ).remote(self.cfg, i, self.endpoint)
             self.slots.append(_Slot(i, actor))
         placed = ray.get([s.actor.ready.remote() for s in self.slots])
-        for where in placed:
+        for slot, where in zip(self.slots, placed, strict=True):
+            slot.pid = where["pid"]
             log.info("runner %d: pid %d on %s", where["runner"], where["pid"], where["host"])
         spaces = ray.get([s.actor.spaces.remote() for s in self.slots])[0]  # builds every env; errors show here
         learner_cls = ray.remote(Learner).options(name=f"rlrm-learner-{self.run_id}", max_restarts=0,
@@ -155,8 +158,8 @@ class _Driver:
             if time.perf_counter() - last_log > _PROGRESS_EVERY_S:
                 last_log = time.perf_counter()
                 self._log_progress()
+        self.train_s = time.perf_counter() - t0  # collection and learning; the final checkpoint is not training
         self.stats = ray.get(self.learner.finish.remote())
-        self.train_s = time.perf_counter() - t0
         self._log_progress()
 
     def _submit(self, slot: _Slot) -> None:
@@ -191,6 +194,7 @@ class _Driver:
             slot.queued += 1
             slot.owed -= meta["shipped"]
         slot.versions.append(int(meta["version"]))
+        slot.pid = meta["pid"]
         if meta["error"]:
             self._runner_lost(slot, meta["error"], meta["lost_steps"], exact=True)
             ray.kill(slot.actor, no_restart=False)  # a fresh process and env; Ray restarts it
@@ -204,11 +208,12 @@ class _Driver:
         self.lost_steps += int(lost)
         self.assigned -= slot.owed  # whatever it owed is handed out again
         log.warning(
-            "runner %d failed (%s): its in-flight episode is lost, %s%d env steps that never reached the learner; "
-            "%d steps it owed are handed out again. Ray restarts it (max_restarts=%d)", slot.index, reason,
+            "runner %d failed (%s): its in-flight episode is lost, %s%d env step(s) never reached the learner; "
+            "the %d step(s) it owed are handed out again. Ray restarts it (max_restarts=%d)", slot.index, reason,
             "" if exact else "at most ", lost, slot.owed, self.dcfg.max_restarts)
         slot.owed = 0
         slot.flushed = False
+        slot.dead_pid = slot.pid
         slot.state = "recovering"
         slot.ready_ref = None
         slot.retry_at = time.perf_counter()
@@ -238,6 +243,10 @@ class _Driver:
         except ray.exceptions.RayActorError:  # still restarting
             slot.ready_ref, slot.retry_at = None, time.perf_counter() + _RETRY_S
             return
+        if where["pid"] == slot.dead_pid:  # the failed process answered before its kill took effect
+            slot.ready_ref, slot.retry_at = None, time.perf_counter() + _RETRY_S
+            return
+        slot.pid = where["pid"]
         log.warning("runner %d is back (pid %d on %s) and resumes with weights version %d", slot.index,
                     where["pid"], where["host"], self.version)
         slot.state = "idle"
@@ -321,6 +330,7 @@ def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     >>> run_distributed(compose("config", ["distributed.runners=2"]), "outputs/run")   # doctest: +SKIP
     """
     from rlrm.rl.checkpoints import resume_point
+    from rlrm.rl.reward_source import REWARD_MODEL_FILE
     from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
 
     dcfg = distributed_config(cfg)
@@ -346,6 +356,8 @@ def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             finally:
                 driver.shutdown(interrupted)
     stats = driver.stats
+    if endpoint.model is not None:  # what the runs' rewards really came from, as single-process runs record it
+        (run_dir / REWARD_MODEL_FILE).write_text(json.dumps(endpoint.model, indent=2, default=str))
     trained = int(stats["env_steps"]) - driver.start_steps
     summary = {
         "eval_success_rate": metrics["success_rate"],
@@ -361,6 +373,7 @@ def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "videos": metrics.get("videos", []),
         "algo": cfg["algo"]["name"],
         "reward": cfg["reward"]["kind"],
+        "reward_model": endpoint.model,
         "seed": cfg["seed"],
         "runners": dcfg.runners,
         "env_steps_per_s": trained / driver.train_s if driver.train_s > 0 else None,

@@ -1,10 +1,5 @@
 """Env runners: an env with its reward wrapper, acting with the learner's latest weights on CPU.
 
-* :class:`PolicyWeights` - what the learner publishes: the actor's weights, the observation
-  statistics, the version number and how to build the policy.
-* :class:`EpisodeRecord` - one finished episode of a runner (return, length, env success, takeovers).
-* :class:`RolloutBatch` - transitions a runner sends to the learner (observations as numpy, actions
-  in replay-buffer units, the weights version that chose each action).
 * :class:`EnvRunner` - plain class (Ray actor body in distributed runs): ``collect`` steps the env
   ``n`` times and returns a batch, ``evaluate`` runs evaluation episodes, ``stop`` halts a robot now.
 
@@ -24,88 +19,19 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from rlrm.distributed.messages import RANDOM_VERSION, EpisodeRecord, PolicyWeights, RolloutBatch
 from rlrm.rl.interventions import EXECUTED_ACTION_KEY, INTERVENTION_KEY, InterventionCounter
 from rlrm.rl.relabel_buffer import TICKET_KEY
 
-__all__ = ["PolicyWeights", "EpisodeRecord", "RolloutBatch", "EnvRunner", "RANDOM_VERSION"]
+__all__ = ["EnvRunner"]
 
 log = logging.getLogger(__name__)
 
-RANDOM_VERSION = -1
-"""Weights version recorded for warm-up steps, whose actions are sampled uniformly (SB3's ``learning_starts``)."""
-_SCALARS = ("reward/latency_ms", "reward/progress", "reward/success_prob")
 _FLUSH_TIMEOUT_S = 120.0
-
-
-@dataclass
-class PolicyWeights:
-    """A published policy.
-
-    Args:
-        version: publication number (0 = the initial weights; +1 every ``sync_every`` gradient steps).
-        env_steps: transitions the learner had received when publishing.
-        actor_state: the SB3 actor's ``state_dict`` on CPU.
-        obs_rms: the learner's observation statistics (``VecNormalize.obs_rms``), None without normalisation.
-        policy_class / policy_kwargs: ``type(model.policy)`` and its constructor parameters.
-    """
-
-    version: int
-    env_steps: int
-    actor_state: dict[str, Any]
-    obs_rms: Any
-    policy_class: type
-    policy_kwargs: dict[str, Any]
-
-
-@dataclass
-class EpisodeRecord:
-    """One finished episode: ``ret`` sums its (labelled) rewards; ``takeover_steps`` were a person's
-    (``intervention_rate`` is None for envs that never report ``info["intervention"]``)."""
-
-    runner: int
-    length: int
-    ret: float
-    is_success: bool | None
-    intervention_rate: float | None
-    takeover_steps: int
-
-
-@dataclass
-class RolloutBatch:
-    """``n`` transitions of one runner, ready for the learner's replay buffer.
-
-    Args:
-        obs / next_obs: (n, ...) arrays, or dicts of them for Dict observations (raw, not normalised).
-        actions: (n, action_dim) float32 in [-1, 1] (SB3 buffer units): the policy's action; the
-            learner's buffer swaps in the executed one on takeover steps (see ``infos``).
-        rewards: (n,) float32; terminated / truncated: (n,) bool.
-        infos: (n,) dicts, empty except on takeover steps (``intervention``, ``action``, ``base_action``).
-        versions: (n,) int, the weights version that chose each action (:data:`RANDOM_VERSION` in warm-up).
-        episodes: episodes whose last transition is in this batch.
-        scalars: name -> (sum, count) of reward-model values seen (latency, progress, success probability).
-    """
-
-    runner: int
-    obs: Any
-    next_obs: Any
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    infos: list[dict[str, Any]]
-    versions: np.ndarray
-    episodes: list[EpisodeRecord] = field(default_factory=list)
-    scalars: dict[str, tuple[float, int]] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        """Number of transitions."""
-        return int(len(self.rewards))
 
 
 class _Transition:
@@ -158,6 +84,7 @@ class EnvRunner:
         self.scorer: Any = None
         self._env: Any = None  # built by the first call that needs it, on the thread that steps it
         self.labeler: Any = None
+        self._reward_stats: Any = None
         self.seed = int(cfg.get("seed", 0)) + 1000 * (self.index + 1)
         self.normalize_obs = bool(cfg["algo"].get("normalize_obs", False))
         self.policy: Any = None
@@ -196,12 +123,15 @@ class EnvRunner:
 
         from rlrm.rl.async_reward import AsyncRobometerReward
         from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
+        from rlrm.wrappers import RobometerReward
 
         torch.set_num_threads(int(self.cfg.get("torch_threads", 1)))
         self.scorer = self.reward.connect()
         self._env = wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer)
         async_reward = find_wrapper(self._env, AsyncRobometerReward)
         self.labeler = async_reward.labeler if async_reward is not None else None
+        sync_reward = find_wrapper(self._env, RobometerReward)
+        self._reward_stats = getattr(sync_reward, "reward_stats", None)  # query latencies, kept out of step info
 
     @staticmethod
     def _was_restarted() -> bool:
@@ -269,7 +199,7 @@ class EnvRunner:
                 flush: bool = False) -> tuple[dict[str, Any], RolloutBatch | None]:
         """Step the env ``n_steps`` times with policy ``version``; return ``(meta, batch)``.
 
-        ``meta``: ``env_steps`` taken, ``shipped`` transitions in ``batch``, ``pending`` ones still
+        ``meta``: the runner's ``pid``, ``env_steps`` taken, ``shipped`` transitions in ``batch``, ``pending`` ones still
         waiting for a reward label, ``version`` used, ``error`` (None, or the env's exception as text)
         and ``lost_steps`` (steps an error cost: the failing step and unlabelled ones). ``flush`` waits
         for every pending label first (end of a run). ``batch`` is None when nothing is ready.
@@ -292,7 +222,7 @@ class EnvRunner:
             self._pending.clear()
             self._close_env()
         batch = self._take_batch()
-        meta = {"runner": self.index, "env_steps": taken, "shipped": batch.size if batch else 0,
+        meta = {"runner": self.index, "pid": os.getpid(), "env_steps": taken, "shipped": batch.size if batch else 0,
                 "pending": len(self._pending), "version": self.version, "error": error, "lost_steps": lost}
         return meta, batch
 
@@ -373,12 +303,14 @@ class EnvRunner:
         rlrm = info.get("rlrm")
         if not rlrm or not rlrm.get("queried", True) or rlrm.get("stale", False):
             return
-        for name, key in zip(_SCALARS, ("latency_ms", "progress", "success_prob"), strict=True):
+        for name, key in (("reward/progress", "progress"), ("reward/success_prob", "success_prob")):
             value = rlrm.get(key)
             if isinstance(value, (int, float)) and np.isfinite(value):
                 self._scalars.setdefault(name, []).append(float(value))
 
     def _take_batch(self) -> RolloutBatch | None:
+        if self._reward_stats is not None:
+            self._scalars.setdefault("reward/latency_ms", []).extend(self._reward_stats.drain())
         ready, self._ready = self._ready, []
         episodes, self._finished = self._finished, []
         scalars = {k: (float(np.sum(v)), len(v)) for k, v in self._scalars.items() if v}

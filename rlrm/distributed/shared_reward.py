@@ -43,6 +43,7 @@ class RewardEndpoint:
         kind: ``"none"`` (the env's own reward), ``"worker"`` (a ZMQ worker at ``url``) or ``"actor"``
             (the named :class:`SharedRewardActor` ``actor_name`` in Ray ``namespace``).
         url / client_kwargs: the worker and the :class:`~rlrm.transport.RewardClient` options.
+        model: provenance of the served model (:func:`rlrm.rl.reward_source.reward_model_info`), None without one.
     """
 
     kind: str
@@ -50,6 +51,7 @@ class RewardEndpoint:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     actor_name: str | None = None
     namespace: str | None = None
+    model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ENDPOINT_KINDS:
@@ -119,6 +121,12 @@ class SharedRewardActor:
         info = self.scorer.info()
         return info.to_dict() if isinstance(info, ModelInfo) else dict(info)
 
+    async def provenance(self) -> dict[str, Any] | None:
+        """What the shared scorer really serves (:func:`rlrm.rl.reward_source.reward_model_info`)."""
+        from rlrm.rl.reward_source import reward_model_info
+
+        return reward_model_info(self.scorer)
+
     async def stats(self) -> dict[str, int]:
         """Batches scored and queries in them (how well runners' queries batched together)."""
         return {"batches": self.batches, "queries": self.queries}
@@ -179,14 +187,14 @@ def open_shared_reward(cfg: Mapping[str, Any], name: str) -> Iterator[RewardEndp
         yield RewardEndpoint("none")
         return
     if reward.get("source") or transport.get("name") == "worker":
-        from rlrm.rl.reward_source import open_reward_source
+        from rlrm.rl.reward_source import open_reward_source, reward_model_info
 
         with open_reward_source(reward, transport) as scorer:
             kwargs: dict[str, Any] = {"timeout_ms": int(transport.get("timeout_ms", 30000))}
             if reward.get("source"):
                 kwargs.update(curve_server_key=reward.get("curve_server_key") or None, enc=reward.get("enc") or "raw")
             log.info("runners share the reward worker at %s", scorer.url)
-            yield RewardEndpoint("worker", url=scorer.url, client_kwargs=kwargs)
+            yield RewardEndpoint("worker", url=scorer.url, client_kwargs=kwargs, model=reward_model_info(scorer))
         return
     import ray
 
@@ -196,7 +204,8 @@ def open_shared_reward(cfg: Mapping[str, Any], name: str) -> Iterator[RewardEndp
     try:
         info = ModelInfo.from_dict(ray.get(actor.info.remote()))  # waits for the model (or pool) to load
         log.info("runners share reward actor %r (%s, transport=%s)", name, info.name, transport.get("name"))
-        yield RewardEndpoint("actor", actor_name=name, namespace=namespace)
+        yield RewardEndpoint("actor", actor_name=name, namespace=namespace,
+                             model=ray.get(actor.provenance.remote()))
     finally:
         with contextlib.suppress(Exception):  # a dead actor has nothing left to close
             ray.get(actor.close.remote(), timeout=30)

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 
 from rlrm.rl.relabel_buffer import RelabelingDictReplayBuffer, RelabelingReplayBuffer
 
@@ -106,16 +105,24 @@ class _InterventionMixin:
 
     n_envs: int
     action_space: spaces.Space
+    _takeover_buffer_class: type  # the relabelling buffer the takeover copy is made of
 
-    def _init_interventions(self, ratio: float, size: int, residual_scale: float | None,
-                            build: Any) -> None:
-        if not 0.0 <= float(ratio) < 1.0:
-            raise ValueError(f"intervention_ratio must be in [0, 1), got {ratio!r}")
-        if not isinstance(self.action_space, spaces.Box):
-            raise ValueError(f"intervention buffers need a Box action space, got {self.action_space}")
-        self.intervention_ratio = float(ratio)
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: Any = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, labeler: Any = None, wait_timeout_s: float = 120.0,
+                 intervention_ratio: float = 0.5, intervention_buffer_size: int | None = None,
+                 residual_scale: float | None = None):
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs,  # type: ignore[call-arg]
+                         optimize_memory_usage, handle_timeout_termination, labeler, wait_timeout_s)
+        if not 0.0 <= float(intervention_ratio) < 1.0:
+            raise ValueError(f"intervention_ratio must be in [0, 1), got {intervention_ratio!r}")
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"intervention buffers need a Box action space, got {action_space}")
+        self.intervention_ratio = float(intervention_ratio)
         self.residual_scale = None if residual_scale is None else float(residual_scale)
-        self.interventions = build(int(size))
+        self.interventions = self._takeover_buffer_class(
+            int(intervention_buffer_size or buffer_size), observation_space, action_space, device, 1,
+            handle_timeout_termination=handle_timeout_termination, wait_timeout_s=wait_timeout_s)
         """Second buffer: a copy of every takeover transition (one env column)."""
         self.num_intervention_steps = 0
 
@@ -169,19 +176,7 @@ class InterventionReplayBuffer(_InterventionMixin, RelabelingReplayBuffer):
     ([0.3, -1.0], 1)
     """
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
-                 device: Any = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, labeler: Any = None, wait_timeout_s: float = 120.0,
-                 intervention_ratio: float = 0.5, intervention_buffer_size: int | None = None,
-                 residual_scale: float | None = None):
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
-                         handle_timeout_termination, labeler, wait_timeout_s)
-        self._init_interventions(
-            intervention_ratio, intervention_buffer_size or buffer_size, residual_scale,
-            lambda size: RelabelingReplayBuffer(size, observation_space, action_space, device, 1,
-                                                handle_timeout_termination=handle_timeout_termination,
-                                                wait_timeout_s=wait_timeout_s),
-        )
+    _takeover_buffer_class = RelabelingReplayBuffer
 
 
 class InterventionDictReplayBuffer(_InterventionMixin, RelabelingDictReplayBuffer):
@@ -195,19 +190,7 @@ class InterventionDictReplayBuffer(_InterventionMixin, RelabelingDictReplayBuffe
     (1, 0)
     """
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Dict, action_space: spaces.Space,
-                 device: Any = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, labeler: Any = None, wait_timeout_s: float = 120.0,
-                 intervention_ratio: float = 0.5, intervention_buffer_size: int | None = None,
-                 residual_scale: float | None = None):
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
-                         handle_timeout_termination, labeler, wait_timeout_s)
-        self._init_interventions(
-            intervention_ratio, intervention_buffer_size or buffer_size, residual_scale,
-            lambda size: RelabelingDictReplayBuffer(size, observation_space, action_space, device, 1,
-                                                    handle_timeout_termination=handle_timeout_termination,
-                                                    wait_timeout_s=wait_timeout_s),
-        )
+    _takeover_buffer_class = RelabelingDictReplayBuffer
 
 
 def intervention_buffer_class(observation_space: spaces.Space) -> type:
