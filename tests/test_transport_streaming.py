@@ -11,6 +11,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rlrm.sampling import sample_indices
 from rlrm.transport import RewardClient, RewardWorker
@@ -341,3 +343,37 @@ def test_async_rewards_over_a_client_are_built_on_its_io_thread_and_match_in_pro
     np.testing.assert_allclose([g.reward for g in got], [e.reward for e in expected], atol=1e-5)
     np.testing.assert_allclose([g.progress for g in got], [e.progress for e in expected], atol=1e-5)
     assert uploaded == 2 * 7  # two episodes of a reset frame + 6 steps, each frame sent once
+
+
+SMALL_INTS = st.integers(-2, 70)
+MSGPACK_INTS = st.integers(-(2**63), 2**64 - 1)  # what msgpack can carry at all
+V2_FRAMES = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.one_of(st.lists(SMALL_INTS, max_size=3), MSGPACK_INTS, st.text(max_size=3)),
+        "shape": st.one_of(st.lists(SMALL_INTS, min_size=0, max_size=5), st.none()),
+        "dtype": st.sampled_from(["uint8", "float32", ""]),
+        "enc": st.sampled_from(["raw", "jpeg", "png"]),
+        "bufs": st.one_of(st.lists(st.integers(-1, 3), max_size=3), st.none()),
+    },
+)
+V2_ITEMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "task": st.one_of(st.just(TASK), st.text(max_size=4), st.none()),
+        "episode": st.one_of(st.sampled_from(["fz", "fz2", ""]), MSGPACK_INTS, st.none()),
+        "frame_index": st.one_of(st.lists(SMALL_INTS, max_size=4), MSGPACK_INTS, st.none()),
+        "upload": st.one_of(V2_FRAMES, st.none(), MSGPACK_INTS),
+    },
+)
+V2_BUFFERS = st.lists(st.sampled_from([FRAME, FRAME[:-1], bytes(2 * 32 * 32 * 3), b"\xff\xd8\xff", b""]), max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(V2_ITEMS, min_size=1, max_size=3), buffers=V2_BUFFERS)
+def test_fuzzed_streamed_requests_get_a_well_formed_reply(raw, worker, items, buffers):
+    reply = raw([streamed_header(items), *buffers])
+    assert reply.get("v") == 2 and isinstance(reply.get("ok"), bool), reply
+    if not reply["ok"]:
+        assert reply["error"]["code"] in ErrorCode.ALL and reply["error"]["code"] != ErrorCode.INTERNAL, reply
+    assert worker.frame_store.peak_bytes <= worker.frame_store.max_bytes

@@ -291,7 +291,7 @@ class ContinuousBatcher:
         try:
             results = self._score(queries, keys)
             k = 0
-            for job, qs, _ in live:
+            for _, qs, _ in live:
                 outcome.append(results[k : k + len(qs)])
                 k += len(qs)
         except Exception as e:
