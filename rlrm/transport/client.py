@@ -56,6 +56,8 @@ __all__ = ["RewardClient", "WorkerError"]
 log = logging.getLogger(__name__)
 
 _MAX_FULL_RESENDS = 2  # after one resend with every frame attached, unknown_episode cannot recur
+_TICK_S = 0.002  # while deferred requests come in, the I/O thread looks for them this often...
+_TICK_IDLE_S = 0.2  # ...until none came for this long
 
 
 class WorkerError(RuntimeError):
@@ -141,6 +143,7 @@ class RewardClient:
         self._ids = itertools.count(1)
         self._commands: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._wake_pending = False  # a wake-up byte is in the pipe and the I/O thread has not drained yet
+        self._ticking = False  # the I/O thread polls the queue every _TICK_S: deferred requests need no wake-up
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -166,12 +169,19 @@ class RewardClient:
         """Like :meth:`score_async`, but ``build()`` makes the queries on the client's I/O thread.
 
         For callers that must not spend time on a request (an env loop): gathering frames,
-        fingerprinting, JPEG encoding and sending all happen on the I/O thread. ``build`` must
+        fingerprinting, JPEG encoding and sending all happen on the I/O thread, which, while such
+        requests keep coming, looks for them every ~2 ms instead of being woken. ``build`` must
         only read data that stays unchanged until it runs; its errors end up in the Future.
         """
         if not callable(build):
             raise TypeError(f"build must be a callable returning a list of RewardQuery, got {type(build).__name__}")
-        return self._enqueue(self._pending("score", timeout_ms, build=build))
+        p = self._pending("score", timeout_ms, build=build)
+        self._commands.put(p)
+        # no system call on the caller's thread while the I/O thread is ticking: a pipe write would
+        # hand the CPU and the GIL to the I/O thread in the middle of an env step
+        if not self._ticking:
+            self._wake()
+        return p.future
 
     def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
         """Score queries on the worker and wait for the results (``TimeoutError`` after all retries)."""
@@ -343,6 +353,19 @@ class RewardClient:
         pending[p.id] = p
         self._send(sock, p, time.monotonic(), deadlines)
 
+    def _drain(self, sock: zmq.Socket, pending: dict[int, _Pending], deadlines: list) -> tuple[bool, bool]:
+        """Take every queued request; returns (close was asked, a deferred request was among them)."""
+        deferred = False
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return False, deferred
+            if cmd is None:
+                return True, deferred
+            deferred |= cmd.build is not None
+            self._admit(sock, cmd, pending, deadlines)
+
     def _io_loop(self) -> None:
         pending: dict[int, _Pending] = {}
         deadlines: list[tuple[float, int, int]] = []  # (when, request id, send number): a min-heap
@@ -350,6 +373,7 @@ class RewardClient:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        last_deferred = 0.0
         try:
             while True:
                 # drop heap entries of answered requests or superseded sends
@@ -358,20 +382,26 @@ class RewardClient:
                 ):
                     heapq.heappop(deadlines)
                 wait = deadlines[0][0] - time.monotonic() if deadlines else 1.0
+                if self._ticking:
+                    wait = min(wait, _TICK_S)
                 events = dict(poller.poll(max(0.0, wait) * 1000))
                 if self._wake_r in events:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 4096):
                             pass
                     self._wake_pending = False
-                    while True:
-                        try:
-                            cmd = self._commands.get_nowait()
-                        except queue.Empty:
-                            break
-                        if cmd is None:
-                            return
-                        self._admit(sock, cmd, pending, deadlines)
+                closed, deferred = self._drain(sock, pending, deadlines)
+                if closed:
+                    return
+                now = time.monotonic()
+                if deferred:
+                    last_deferred, self._ticking = now, True
+                elif self._ticking and now - last_deferred > _TICK_IDLE_S:
+                    self._ticking = False
+                    # a caller that still saw the flag set has put its request already: take it now
+                    closed, _ = self._drain(sock, pending, deadlines)
+                    if closed:
+                        return
                 if sock in events:
                     self._receive(sock, pending, deadlines)
                 now = time.monotonic()
