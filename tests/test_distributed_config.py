@@ -88,7 +88,7 @@ def test_ctrl_c_stops_runners_learner_and_the_local_cluster_it_started(tmp_path,
     caplog.set_level(logging.INFO, logger="rlrm.distributed")
     with pytest.raises(KeyboardInterrupt):
         run_distributed(cfg, tmp_path)
-    assert "interrupted: stopping 1 runners and the learner" in caplog.text
+    assert "run interrupted or failed: stopping 1 runners and the learner" in caplog.text
     assert not ray.is_initialized()  # the cluster this run started is shut down
     assert not (tmp_path / "summary.json").exists()
 

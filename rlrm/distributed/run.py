@@ -117,7 +117,7 @@ class _Driver:
         self.stats = ray.get(self.learner.stats.remote())
         self.start_steps = int(self.stats["env_steps"])
         self.version = int(self.stats["version"])
-        self.weights_ref = self.learner.weights.remote()  # owned here, so it outlives nothing it should not
+        self.weights_ref = self.learner.weights.remote()  # a return value: owned by this driver, not by an actor
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -174,6 +174,7 @@ class _Driver:
             n, flush = 0, True  # last call: ship transitions still waiting for their reward
         else:
             n, flush = min(self.dcfg.rollout_steps, remaining), False
+            slot.flushed = False  # new steps may leave transitions waiting for labels again
         random_actions = self.assigned < self.learning_starts
         self.assigned += n
         slot.owed += n
@@ -214,6 +215,9 @@ class _Driver:
         slot.owed = 0
         slot.flushed = False
         slot.dead_pid = slot.pid
+        for other in self.slots:  # runners that finished their share take over what this one owed
+            if other.state == "done":
+                other.state = "idle"
         slot.state = "recovering"
         slot.ready_ref = None
         slot.retry_at = time.perf_counter()
@@ -283,16 +287,20 @@ class _Driver:
         """Stop (robots halt now) and close every runner, then the learner; kill the actors."""
         ray = self.ray
         if interrupted:
-            log.warning("interrupted: stopping %d runners and the learner", len(self.slots))
+            log.warning("run interrupted or failed: stopping %d runners and the learner", len(self.slots))
             for slot in self.slots:
-                try:
-                    slot.actor.stop.remote()
-                except Exception:  # a dead actor has no robot to stop
-                    log.debug("runner %d: stop not delivered", slot.index, exc_info=True)
+                slot.actor.stop.remote()  # on the runner's control thread: a robot halts mid-collect
         closing = [s.actor.close.remote() for s in self.slots]
         if self.learner is not None:
             closing.append(self.learner.close.remote())
-        ray.wait(closing, num_returns=len(closing), timeout=30)
+        done, late = ray.wait(closing, num_returns=len(closing), timeout=30)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception as e:  # shutting down anyway; say which close failed (a robot may need a look)
+                log.warning("closing an actor failed: %s", str(e).splitlines()[0])
+        if late:
+            log.warning("%d actor(s) did not close within 30 s; killing them", len(late))
         for actor in [s.actor for s in self.slots] + ([self.learner] if self.learner is not None else []):
             ray.kill(actor, no_restart=True)
 

@@ -135,16 +135,18 @@ class EnvRunner:
 
     @staticmethod
     def _was_restarted() -> bool:
+        """Whether Ray restarted this actor (False outside a Ray actor)."""
         import warnings
 
         try:
             import ray
-
-            with warnings.catch_warnings():  # Ray deprecates a helper this property uses, not the property
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return bool(ray.is_initialized() and ray.get_runtime_context().was_current_actor_reconstructed)
-        except Exception:  # not inside a Ray actor
+        except ModuleNotFoundError:
             return False
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+            return False
+        with warnings.catch_warnings():  # Ray deprecates a helper this property uses, not the property
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     # ------------------------------------------------------------------ small queries
     def ready(self) -> dict[str, Any]:
