@@ -73,6 +73,7 @@ def test_config_defaults_and_actor_options():
     assert actor_options(dcfg.learner_resources) == {"num_cpus": 0.0, "num_gpus": 1.0}
 
 
+@pytest.mark.slow  # starts its own local Ray cluster and a run
 def test_ctrl_c_stops_runners_learner_and_the_local_cluster_it_started(tmp_path, caplog):
     """No Ray runtime yet: the run starts a local cluster; SIGINT mid-run must tear everything down."""
     assert not ray.is_initialized()
