@@ -237,8 +237,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rlrm bench worker``."""
     parser.add_argument("--model", default="tiny", help="model spec served by the workers")
     parser.add_argument("--clients", default="1,4,16", help="comma-separated concurrent client counts")
-    parser.add_argument("--requests", type=int, default=64, help="timed requests per client count and mode")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--requests", type=int, default=320,
+                        help="timed requests per client count and mode (at least 4 per client per round)")
+    parser.add_argument("--rounds", type=int, default=10,
                         help="alternations of the two workers per client count (requests are split over them)")
     parser.add_argument("--frames", type=int, default=8, help="frames per query")
     parser.add_argument("--size", type=int, default=64, help="frame side (px) of the throughput queries")
@@ -246,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="max_wait_ms of the batching worker")
     parser.add_argument("--overhead-size", type=int, default=224,
                         help="frame side (px) of the overhead, streaming and vision-cache measurements")
-    parser.add_argument("--overhead-repeats", type=int, default=40, help="round trips per encoding")
+    parser.add_argument("--overhead-repeats", type=int, default=60, help="round trips per encoding")
     parser.add_argument("--episode-steps", type=int, default=50, help="steps of the streamed / cached episode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -336,11 +337,12 @@ def run(args: argparse.Namespace) -> int:
         for c in client_counts:
             runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in [*modes, "in_process"]}
             queries = _client_queries(c, args.frames, args.size)
-            for _ in range(args.rounds):
-                for mode, url in urls.items():
+            for r in range(args.rounds):
+                # short runs, alternating (and the order flipping) so both workers see the same load
+                for mode in list(urls)[:: 1 if r % 2 == 0 else -1]:
                     bar.set_postfix_str(f"{mode}, {c} clients")
-                    n = max(c, args.requests // args.rounds)
-                    runs[mode].append(throughput(url, c, n, args.frames, args.size, args.timeout_ms))
+                    n = max(4 * c, args.requests // args.rounds)
+                    runs[mode].append(throughput(urls[mode], c, n, args.frames, args.size, args.timeout_ms))
                     bar.update()
                 # right after, so the same load drifts over it: the model alone on this round's batches
                 runs["in_process"].append(in_process_rps(model, queries, runs["batched"][-1]["batch_sizes"]))

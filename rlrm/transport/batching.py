@@ -108,7 +108,7 @@ class WorkerStats:
     waited_batches: int = 0  # batches held back by the opt-in max_wait_ms
     queue_ms_total: float = 0.0
     queue_ms_max: float = 0.0
-    decode_wait_ms_total: float = 0.0  # batcher time spent waiting for JPEG decodes
+    decode_wait_ms_total: float = 0.0  # batcher time before the model call: JPEG decodes not done yet, stacking
     infer_ms_total: float = 0.0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ErrorCode.ALL, 0))
     expired: int = 0

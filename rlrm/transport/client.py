@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from rlrm.transport.codec import encode_jpegs, frame_digest
+from rlrm.transport.codec import encode_jpeg, frame_digest
 from rlrm.transport.keys import load_server_public_key
 from rlrm.transport.protocol import (
     ENCODINGS,
@@ -282,8 +282,7 @@ class RewardClient:
             for i, (q, key) in enumerate(zip(p.queries, keys, strict=True)):
                 # a hint read from the I/O thread's record: a wrong guess only moves an encode there
                 likely = range(q.num_frames) if key is None else self._uploads.predict(key, q.frame_index, p.digests[i])
-                encoded = encode_jpegs([q.frames[t] for t in likely], self.jpeg_quality)
-                p.jpegs.update(((i, t), buf) for t, buf in zip(likely, encoded, strict=True))
+                p.jpegs.update(((i, t), encode_jpeg(q.frames[t], self.jpeg_quality)) for t in likely)
 
     def _wake(self) -> None:
         # one byte per drain is enough (a write is a syscall that can preempt the caller, e.g. an env

@@ -1,7 +1,6 @@
 """Frame buffers on the wire: JPEG encoding and decoding, and frames received but not yet decoded.
 
 * :func:`encode_jpeg` - one (H, W, 3) RGB frame -> JPEG bytes (OpenCV).
-* :func:`encode_jpegs` - several frames, the calling thread and a small shared pool encoding side by side.
 * :func:`decode_jpeg` - JPEG bytes -> (H, W, 3) RGB frame, checking the size the header promised.
 * :func:`jpeg_size` - (H, W) a JPEG declares, read before decoding it.
 * :class:`FrameBlock` - (n, H, W, 3) uint8 frames as received: raw buffers (read in place) or one
@@ -13,54 +12,24 @@ No sockets and no msgpack here; :mod:`rlrm.transport.protocol` lays these buffer
 
 from __future__ import annotations
 
-import os
-import threading
 import zlib
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["encode_jpeg", "encode_jpegs", "decode_jpeg", "jpeg_size", "FrameBlock", "frame_digest"]
+__all__ = ["encode_jpeg", "decode_jpeg", "jpeg_size", "FrameBlock", "frame_digest"]
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     """JPEG bytes of one (H, W, 3) uint8 RGB frame at ``quality`` (0-100)."""
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    # cvtColor, not frame[..., ::-1]: OpenCV copies a negative-stride view slowly (3x the encode time)
+    bgr = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise ValueError(f"OpenCV could not JPEG-encode a frame of shape {frame.shape}")
     return buf.tobytes()
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _encode_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2) - 1)), thread_name_prefix="rlrm-jpeg")
-        return _pool
-
-
-def encode_jpegs(frames: Sequence[np.ndarray], quality: int) -> list[bytes]:
-    """JPEG bytes of each (H, W, 3) RGB frame, in order.
-
-    OpenCV releases the GIL while encoding, so the calling thread encodes every other frame
-    while a small process-wide pool encodes the rest: a request's frames take about half the time.
-    """
-    if len(frames) < 2:
-        return [encode_jpeg(f, quality) for f in frames]
-    helped = [_encode_pool().submit(encode_jpeg, f, quality) for f in frames[1::2]]
-    mine = [encode_jpeg(f, quality) for f in frames[0::2]]
-    out: list[bytes] = []
-    for k in range(len(frames)):
-        out.append(mine[k // 2] if k % 2 == 0 else helped[k // 2].result())
-    return out
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame: carries H and W
@@ -112,7 +81,7 @@ def decode_jpeg(buf: memoryview, expected_hw: tuple[int, int], where: str) -> np
         raise ValueError(
             f"{where}: JPEG decodes to {img.shape[0]}x{img.shape[1]}, header says {expected_hw[0]}x{expected_hw[1]}"
         )
-    return img[..., ::-1]
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # contiguous: stacking flipped views costs 20x more
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from rlrm.transport.codec import FrameBlock, encode_jpegs, jpeg_size
+from rlrm.transport.codec import FrameBlock, encode_jpeg, jpeg_size
 from rlrm.types import RewardQuery, RewardResult
 
 __all__ = [
@@ -225,9 +225,7 @@ def encode_request(
     buffers: list[Any] = []
 
     def jpeg(i: int, frames: np.ndarray, positions: Sequence[int]) -> list[bytes]:
-        todo = [t for t in positions if (i, t) not in jpegs]
-        fresh = dict(zip(todo, encode_jpegs([frames[t] for t in todo], jpeg_quality), strict=True))
-        return [jpegs[(i, t)] if (i, t) in jpegs else fresh[t] for t in positions]
+        return [jpegs.get((i, t)) or encode_jpeg(frames[t], jpeg_quality) for t in positions]
 
     if op == "score":
         items = []

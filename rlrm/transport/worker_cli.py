@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store-idle-s", type=float, default=600.0,
                         help="drop a streamed episode's frames after this long without a query")
     parser.add_argument("--decode-threads", type=int, default=2, help="threads decoding JPEG frames")
+    parser.add_argument("--feature-cache-mb", type=float, default=1024.0,
+                        help="memory cap of the vision features kept for stored frames (MiB, on the model's "
+                        "device; Robometer models)")
     parser.add_argument("--device", default="auto", help="'auto' (the model's default: the checkpoint loader picks a GPU when available), 'cpu', 'cuda:1'")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the model's own)")
     parser.add_argument("--threads", type=int, default=None,
@@ -113,6 +116,9 @@ def _build_model(args: argparse.Namespace) -> Any:
     if args.seed is not None:
         kwargs["seed"] = args.seed
     model = make_reward_model(args.model, **kwargs)
+    cache = getattr(model, "feature_cache", None)
+    if cache is not None:
+        cache.max_bytes = int(args.feature_cache_mb * 2**20)
     if args.slow_ms > 0:
         log.warning("--slow-ms %.0f: every batch is delayed on purpose (test/benchmark aid)", args.slow_ms)
         model = SlowModel(model, args.slow_ms)
