@@ -71,7 +71,7 @@ def _views_around(lookat: tuple[float, float, float], distance: float) -> dict[s
 # Named views for multi-camera rewards. Two roughly orthogonal views remove the depth ambiguity of one
 # camera ("at the target" vs "5-15 cm in front of it"): front + side sees x, y and z.
 FETCH_CAMERAS: dict[str, dict[str, CameraView]] = {
-    "FetchReach": {"default": FETCH_VIEWS["FetchReach"], **_views_around((1.34, 0.75, 0.56), 0.9)},
+    "FetchReach": {"default": FETCH_VIEWS["FetchReach"], **_views_around((1.34, 0.75, 0.55), 0.6)},
     "FetchPush": {"default": FETCH_VIEWS["FetchPush"], **_views_around((1.34, 0.75, 0.45), 0.85)},
     "FetchSlide": {"default": FETCH_VIEWS["FetchSlide"], **_views_around((1.40, 0.75, 0.45), 1.5)},
     "FetchPickAndPlace": {"default": FETCH_VIEWS["FetchPickAndPlace"], **_views_around((1.34, 0.75, 0.5), 0.9)},

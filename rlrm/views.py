@@ -96,27 +96,37 @@ class ViewMeanScorer:
         n = len(widths)
         return [merge_view_results(results[i * n : (i + 1) * n]) for i in range(len(queries))]
 
-    def score_async(self, queries: Sequence[RewardQuery]) -> Any:
-        """Like :meth:`score`, returning a ``concurrent.futures.Future`` (the inner scorer's ``score_async``)."""
+    def _split(self, queries: Sequence[RewardQuery]) -> list[RewardQuery]:
+        widths = self.widths
+        return [replace(q, frames=clip) for q in queries for clip in split_views(q.frames, widths)]
+
+    def _merged(self, inner: Any) -> Any:
+        """A future of the merged results of ``inner`` (a future of per-view results)."""
         import concurrent.futures as cf
 
-        widths = self.widths
-        flat: list[RewardQuery] = []
-        for q in queries:
-            flat.extend(replace(q, frames=clip) for clip in split_views(q.frames, widths))
-        inner = self.scorer.score_async(flat)
         outer: cf.Future = cf.Future()
-        n = len(widths)
+        n = len(self.widths)
 
         def _done(f: cf.Future) -> None:
             try:
                 results = f.result()
-                outer.set_result([merge_view_results(results[i * n : (i + 1) * n]) for i in range(len(queries))])
+                outer.set_result([merge_view_results(results[i : i + n]) for i in range(0, len(results), n)])
             except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
                 outer.set_exception(e)
 
         inner.add_done_callback(_done)
         return outer
+
+    def score_async(self, queries: Sequence[RewardQuery]) -> Any:
+        """Like :meth:`score`, returning a ``concurrent.futures.Future`` (the inner scorer's ``score_async``)."""
+        return self._merged(self.scorer.score_async(self._split(queries)))
+
+    def score_deferred(self, build: Any, timeout_ms: float | None = None) -> Any:
+        """Like :meth:`score_async` with the queries built (and split) on the inner client's I/O thread."""
+        inner = getattr(self.scorer, "score_deferred", None)
+        if inner is None:
+            return self.score_async(build())
+        return self._merged(inner(lambda: self._split(build()), timeout_ms))
 
     def info(self) -> Any:
         """The inner scorer's model info."""
@@ -128,7 +138,7 @@ class ViewMeanScorer:
             self.scorer.close()
 
     def __getattr__(self, name: str) -> Any:
-        # statistics, timeouts, etc. of the inner scorer stay reachable
-        if name == "scorer":
+        # statistics, timeouts, etc. of the inner scorer stay reachable; scoring never bypasses the split
+        if name == "scorer" or name.startswith("score"):
             raise AttributeError(name)
         return getattr(self.scorer, name)

@@ -1,14 +1,20 @@
-"""The shipped `demo` reward model: it loads, sees the frames rlrm/FetchReach-v0 renders, and scores them."""
+"""The shipped `demo` reward model: it loads, sees the frames `python run_rl.py` renders, and scores them."""
+
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
 import envs  # noqa: F401  (registers rlrm/FetchReach-v0)
 from rlrm.models import make_reward_model, registered_models
 from rlrm.models.demo import DEMO_DIR
 from rlrm.sampling import sample_indices
 from rlrm.types import RewardQuery
+from rlrm.wrappers.frames import FrameSource
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +22,23 @@ def demo():
     return make_reward_model("demo")
 
 
-def rollout(env, seed: int, towards_goal: bool, steps: int = 50) -> np.ndarray:
-    """Frames (steps + 1, 128, 128, 3) of a speed-limited P-controller moving to (or away from) the target."""
+def run_env():
+    """rlrm/FetchReach-v0 and its frame source exactly as the default run_rl config builds them."""
+    cfg = yaml.safe_load((ROOT / "configs" / "env" / "fetch_reach.yaml").read_text())
+    env = gym.make(cfg["id"], **cfg["kwargs"])
+    return env, FrameSource(env, cfg["reward_camera"])
+
+
+def rollout(env, source, seed: int, towards_goal: bool, steps: int = 50) -> np.ndarray:
+    """Frames (steps + 1, 128, 256, 3) of a speed-limited P-controller moving to (or away from) the target."""
     obs, _ = env.reset(seed=seed)
-    frames = [env.render()]
+    frames = [source.read(obs)]
     for _ in range(steps):
         push = 10.0 * (obs["desired_goal"] - obs["achieved_goal"]) * (1 if towards_goal else -1)
         a = np.zeros(4)
         a[:3] = push * min(1.0, 0.3 / max(np.linalg.norm(push), 1e-9))
         obs, *_ = env.step(a)
-        frames.append(env.render())
+        frames.append(source.read(obs))
     return np.stack(frames)
 
 
@@ -41,24 +54,26 @@ def test_demo_is_registered_small_and_documented(demo):
 
 def test_env_still_renders_the_frames_the_model_was_trained_on():
     ref = np.load(DEMO_DIR / "reference_frames.npz")
-    env = gym.make("rlrm/FetchReach-v0")  # default kwargs, as RL uses it
+    env, source = run_env()  # the default run's env config, as RL uses it
     try:
         for frame, seed in zip(ref["frames"], ref["seeds"], strict=True):
-            env.reset(seed=int(seed))
-            now = env.render()
-            assert now.shape == frame.shape == (128, 128, 3)
-            # identical scene and camera; allow tiny rasteriser differences between GL drivers
+            obs, _ = env.reset(seed=int(seed))
+            now = source.read(obs)
+            assert now.shape == frame.shape == (128, 256, 3)
+            # identical scene and cameras; allow tiny rasteriser differences between GL drivers
             assert np.abs(now.astype(int) - frame.astype(int)).mean() < 2.0
     finally:
         env.close()
 
 
 def test_demo_scores_rendered_fetch_reach_episodes(demo):
-    env = gym.make("rlrm/FetchReach-v0")
+    """On fresh renders (not the training data): reaching the target scores above moving away from it."""
+    env, source = run_env()
     task = "move the gripper to the red target"
     idx = sample_indices(51, 8, "prefix")
     try:
-        queries = [RewardQuery(rollout(env, seed, toward)[idx], task) for seed in (1, 2, 3) for toward in (True, False)]
+        queries = [RewardQuery(rollout(env, source, seed, toward)[idx], task)
+                   for seed in (1, 2, 3) for toward in (True, False)]
     finally:
         env.close()
     results = demo.score(queries)
@@ -91,7 +106,7 @@ def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
     from rlrm.train.data import read_trajectory
 
     collect = _collect_module()
-    env = gym.make("rlrm/FetchReach-v0")
+    env = collect.make_env("FetchReach")
     try:
         with tqdm(disable=True) as bar:
             for kind in ("table", "decoy", "hover"):
@@ -99,12 +114,12 @@ def test_hard_negative_episodes_end_on_the_table_away_from_the_target(tmp_path):
         with pytest.raises(ValueError, match="hard-negative kind"):
             collect.collect_hard_negatives(env, tmp_path, "jump", 1, 0, 5, bar)
     finally:
-        env.close()
+        env[0].close()
     table = read_trajectory(next(tmp_path.glob("reach_table_*")))
     decoy = read_trajectory(next(tmp_path.glob("reach_decoy_*")))
     hover = read_trajectory(next(tmp_path.glob("reach_hover_*")))
     for traj in (table, decoy, hover):
-        assert traj.quality == "failure" and traj.frames.shape == (31, 128, 128, 3)
+        assert traj.quality == "failure" and traj.frames.shape == (31, 128, 256, 3)
         assert not traj.success.any() and traj.extra["final_distance"] > collect.SUCCESS_DISTANCE
         assert traj.progress.shape == (31,) and traj.progress.max() < 1.0
     # the table episode's seed reproduces a gripper that ends low (on the table), not at the start height

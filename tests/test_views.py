@@ -216,3 +216,18 @@ def test_mismatched_processor_geometry_is_refused():
     backbone = tiny_backbone_config(tok, vision_patch_size=8)
     with pytest.raises(ValueError, match="does not match the vision tower"):
         RobometerModel(backbone, RobometerProcessor(tok, ImageSettings(patch_size=16)))
+
+
+def test_views_mean_through_a_real_client_async_and_deferred(tiny_model):
+    """The async paths of a RewardClient (score_async, score_deferred) split the views too."""
+    rng = np.random.default_rng(3)
+    left = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    right = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    query = RewardQuery(np.concatenate([left, right], axis=2), TASK)
+    want = merge_view_results(tiny_model.score([RewardQuery(left, TASK), RewardQuery(right, TASK)]))
+    with RewardWorker(tiny_model, bind="tcp://127.0.0.1:0") as worker, RewardClient(worker.url) as client:
+        scorer = ViewMeanScorer(client, [64, 64])
+        for got in (scorer.score([query])[0], scorer.score_async([query]).result()[0],
+                    scorer.score_deferred(lambda: [query]).result()[0]):
+            np.testing.assert_allclose(got.progress, want.progress, atol=1e-5)
+            np.testing.assert_allclose(got.success, want.success, atol=1e-5)

@@ -214,16 +214,22 @@ model on a laptop; it knows nothing beyond this one simulated task and camera.
   {text.get('hidden_size')}, {text.get('num_hidden_layers')} layers, {text.get('num_attention_heads')} heads; vision hidden
   {vision.get('hidden_size')}, depth {vision.get('depth')}, patch {vision.get('patch_size')}; byte-level tokenizer + the five Robometer tokens.
 - Same code path as `robometer/Robometer-4B` (`rlrm.models.robometer.RobometerModel`), upstream checkpoint layout.
-- Input: up to {cfg['max_frames']} frames of 128x128 RGB from `rlrm/FetchReach-v0` with default kwargs
-  (fast rendering, default camera), the instruction sentence. Output per frame: progress in [0, 1], success probability.
+- Input: up to {cfg['max_frames']} frames of `rlrm/FetchReach-v0` as `python run_rl.py` renders them
+  (`configs/env/fetch_reach.yaml`): the target drawn as a translucent red ball of the success radius
+  (`goal_marker="success_ball"`, 5 cm), seen from the `front` and `side` render cameras, 128x128 each, tiled
+  side by side into one 128x256 frame; plus the instruction sentence. Output per frame: progress in [0, 1],
+  success probability.
 - Files: {size / 2**20:.1f} MB.
 
 ## Data (`experiments/demo_model/collect.py`)
 Scripted episodes of 51 frames (reset + 50 steps). Successes: speed-limited P-controller to the
 target with action noise; suboptimal: the same aimed 7-13 cm off the target (never succeeds);
 failures: smoothed random walks, moving away, or holding still; plus random FetchPush episodes
-(task `fetch_push`, failures) as "different task" videos. True per-frame progress
-`clip((d0 - d_t) / (d0 - 0.05), 0, 1)` from the gripper-target distance; success = Fetch's `is_success`.
+(task `fetch_push`, failures) as "different task" videos; `reach_leave` (reaches the ball, then leaves
+it); hard negatives `hover` (stopped 7-15 cm above or below the ball), `table` (pressed onto the table
+away from it) and `decoy` (stopped 12-25 cm away). True per-frame progress is an absolute function of the
+gripper-target distance d: 1 inside the ball, `exp(-(d - 0.05) / 0.07)` outside (every frame's label can be
+read off that frame); success = Fetch's `is_success`.
 Instructions: {len(train_tasks)} phrasings, e.g. {', '.join(repr(t) for t, _ in train_tasks.most_common(3))}.
 
 | task | quality | train episodes | held-out episodes |
@@ -232,7 +238,7 @@ Instructions: {len(train_tasks)} phrasings, e.g. {', '.join(repr(t) for t, _ in 
 
 ## Training
 `bash experiments/demo_model/run.sh` (or the `train` stage alone:
-`rlrm train --config demo data=outputs/demo_model/data/train output_dir=outputs/demo_model/run`).
+`rlrm train --config demo data=outputs/demo4/data/train output_dir=outputs/demo4/run`).
 Published Robometer objective (two-hot progress cross-entropy over 10 bins, class-balanced success BCE,
 preference BCE on `<|pref_token|>` for suboptimal / rewound / different-task pairs; total = sum), AdamW
 lr {base_cfg['lr']}, {base_cfg['batch_size']} views + {base_cfg['pair_batch_size']} pairs per step, seed {base_cfg['seed']}.
@@ -253,10 +259,9 @@ Task x instruction confusion (mean final progress of successful episodes given e
 Plots: `experiments/demo_model/results/curves.png`, `confusion.png`.
 
 ## Limitations
-Success detection is far from perfect (see the F1 above): the model often mistakes a gripper that
-moved a lot for one that reached the target, and on some goal positions (e.g. `reset(seed=123)`)
-it misses a real success. Only FetchReach from the default `rlrm/FetchReach-v0` camera at 128x128; other cameras, sizes,
-tasks or real images are out of distribution. Instructions outside the phrasings above are
+See the per-kind numbers above and `experiments/demo_model/README.md` for which targets this model
+meets. Only FetchReach with the success ball from the `front` + `side` views at 128x128 each; other
+cameras, sizes, goal markers, tasks or real images are out of distribution. Instructions outside the phrasings above are
 handled only as far as their bytes resemble them. A toy for running the stack end to end on
 CPU, not a general reward model: use `robometer/Robometer-4B` for real tasks.
 """

@@ -16,6 +16,7 @@ Ray and torch are imported when these are used, not when this package is; instal
 ``pip install 'rlrm[ray]'``. The layout is described in ``docs/distributed.md``.
 """
 
+from rlrm._lazy import lazy_getattr
 from rlrm.distributed.pool import RayRewardPool
 
 __all__ = ["RayRewardPool", "DistributedConfig", "EnvRunner", "Learner", "run_distributed"]
@@ -28,10 +29,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    """Import the actor/learner names lazily (they pull in torch and stable-baselines3)."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rlrm.distributed' has no attribute {name!r}")
+__getattr__ = lazy_getattr('rlrm.distributed', _LAZY, globals())

@@ -17,6 +17,8 @@
 Importing this package is light; the submodules import torch / SB3 when used.
 """
 
+from rlrm._lazy import lazy_getattr
+
 __all__ = [
     "make_algorithm",
     "load_algorithm",
@@ -40,10 +42,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    """Import the public names lazily (they pull in torch and stable-baselines3)."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rlrm.rl' has no attribute {name!r}")
+__getattr__ = lazy_getattr('rlrm.rl', _LAZY, globals())

@@ -18,8 +18,7 @@ The vector modules are loaded on first use; only ``vector_sb3`` imports Stable-B
 
 from __future__ import annotations
 
-from typing import Any
-
+from rlrm._lazy import lazy_getattr
 from rlrm.wrappers.episode import EpisodeReward
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
 from rlrm.wrappers.reward import RobometerReward
@@ -49,9 +48,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rlrm.wrappers' has no attribute {name!r}")
+__getattr__ = lazy_getattr('rlrm.wrappers', _LAZY, globals())

@@ -14,8 +14,8 @@ from typing import Any
 import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
 from rlrm.views import ViewMeanScorer, check_views
+from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
 
 __all__ = ["RobometerReward", "resolve_task", "open_scorer"]

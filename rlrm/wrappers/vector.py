@@ -45,7 +45,7 @@ from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_
 from rlrm.wrappers.frames import check_frame, frame_from_observation
 from rlrm.wrappers.reward import open_scorer
 
-__all__ = ["VecRewardCore"]
+__all__ = ["VecRewardCore", "CoreAccess"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +200,24 @@ class VecRewardCore:
         """Close the scorer if the core created it."""
         if self._owns_scorer:
             self.scorer.close()
+
+
+class CoreAccess:
+    """Read-only views of a vector wrapper's :class:`VecRewardCore` (``self.core``), shared by both wrappers."""
+
+    core: VecRewardCore
+
+    @property
+    def episodes(self) -> list[EpisodeReward]:
+        """The :class:`rlrm.wrappers.episode.EpisodeReward` of each sub-env."""
+        return self.core.episodes
+
+    @property
+    def scorer(self) -> Any:
+        """The scorer all sub-envs share."""
+        return self.core.scorer
+
+    @property
+    def reward_stats(self) -> RewardStats:
+        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
+        return self.core.reward_stats

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.vector import VecRewardCore
+from rlrm.wrappers.vector import CoreAccess, VecRewardCore
 
 __all__ = ["RobometerVecReward", "GymVecReward"]
 
@@ -42,7 +42,7 @@ def _stack_infos(per_env: list[dict | None]) -> tuple[dict[str, Any], np.ndarray
     return out, mask
 
 
-class RobometerVecReward(gym.vector.VectorWrapper):
+class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
     """Robometer rewards for a gymnasium ``VectorEnv`` (``AutoresetMode.NEXT_STEP`` or ``DISABLED``), one
     batched request per vector step.
 
@@ -108,21 +108,6 @@ class RobometerVecReward(gym.vector.VectorWrapper):
         self.core = VecRewardCore(env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
                                   success, on_timeout, terminate_on_success=False, views=views)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
-
-    @property
-    def episodes(self) -> list:
-        """The :class:`rlrm.wrappers.episode.EpisodeReward` of each sub-env."""
-        return self.core.episodes
-
-    @property
-    def scorer(self) -> Any:
-        """The scorer all sub-envs share."""
-        return self.core.scorer
-
-    @property
-    def reward_stats(self) -> Any:
-        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
-        return self.core.reward_stats
 
     def _frames(self, obs: Any) -> list[np.ndarray]:
         if self.core.cameras is None:

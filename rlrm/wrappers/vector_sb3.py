@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.frames import FrameSource, frame_from_observation
-from rlrm.wrappers.vector import VecRewardCore, camera_list
+from rlrm.wrappers.vector import CoreAccess, VecRewardCore, camera_list
 
 __all__ = ["RobometerSB3VecReward", "SB3VecReward", "FrameInInfo"]
 
@@ -58,7 +58,7 @@ class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, {**info, FRAME_KEY: self.frame_source.read(obs)}
 
 
-class RobometerSB3VecReward(VecEnvWrapper):
+class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
     """Robometer rewards for a Stable-Baselines3 ``VecEnv`` (auto-reset inside ``step``), one batched
     request per vector step.
 
@@ -111,21 +111,6 @@ class RobometerSB3VecReward(VecEnvWrapper):
         self.camera = camera_list(camera)
         self.core = VecRewardCore(venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
                                   success, on_timeout, terminate_on_success=self.terminate_on_success, views=views)
-
-    @property
-    def episodes(self) -> list:
-        """The :class:`rlrm.wrappers.episode.EpisodeReward` of each sub-env."""
-        return self.core.episodes
-
-    @property
-    def scorer(self) -> Any:
-        """The scorer all sub-envs share."""
-        return self.core.scorer
-
-    @property
-    def reward_stats(self) -> Any:
-        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
-        return self.core.reward_stats
 
     def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
         if self.camera is None or FRAME_KEY in info_i:
