@@ -377,3 +377,28 @@ def test_fuzzed_streamed_requests_get_a_well_formed_reply(raw, worker, items, bu
     if not reply["ok"]:
         assert reply["error"]["code"] in ErrorCode.ALL and reply["error"]["code"] != ErrorCode.INTERNAL, reply
     assert worker.frame_store.peak_bytes <= worker.frame_store.max_bytes
+
+
+def test_a_request_that_cannot_be_built_fails_alone(worker, tiny_model, monkeypatch):
+    """A deferred builder that raises, or a streamed message that cannot be encoded, fails its own Future only."""
+    import rlrm.transport.client as client_module
+
+    queries = dense_queries(episode_frames(4, seed=12), "build-ep")
+    with RewardClient(worker.url, timeout_ms=TIMEOUT_MS) as client:
+        def broken():
+            raise RuntimeError("no frames today")
+
+        with pytest.raises(RuntimeError, match="no frames today"):
+            client.score_deferred(broken).result()
+        real = client_module.encode_request
+
+        def refuse_streamed(*args, streamed=None, **kwargs):
+            if streamed is not None:
+                raise ValueError("cannot encode this one")
+            return real(*args, streamed=streamed, **kwargs)
+
+        monkeypatch.setattr(client_module, "encode_request", refuse_streamed)
+        with pytest.raises(ValueError, match="cannot encode this one"):
+            client.score([queries[0]])
+        monkeypatch.setattr(client_module, "encode_request", real)
+        assert_same(client.score_deferred(lambda: [queries[1]]).result(), tiny_model.score([queries[1]]))

@@ -132,13 +132,24 @@ def throughput(url: str, clients: int, requests: int, frames: int, size: int, ti
     }
 
 
-def in_process_rps(model: Any, queries: list[RewardQuery], batch_sizes: dict[int, int], repeats: int = 3) -> dict:
+def in_process_rps(
+    model: Any, queries: list[RewardQuery], batch_sizes: dict[int, int], repeats: int = 3, threads: int = 0
+) -> dict:
     """Requests/s of ``model.score`` called directly with the batches a worker formed (``batch_sizes``: items -> count).
 
     Each batch size is timed ``repeats`` times (median) with the first queries of ``queries``
-    (cycled when the batch is larger), on a background thread like the worker's batcher.
+    (cycled when the batch is larger), on a background thread like the worker's batcher, with
+    ``threads`` torch threads (0: torch's default).
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    def use_threads() -> None:
+        # OpenMP's thread count is per thread: a new thread starts from the default, not from the
+        # main thread's torch.set_num_threads (the worker sets OMP_NUM_THREADS for all of its threads)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
 
     def time_batch(b: int) -> float:
         batch = [queries[i % len(queries)] for i in range(b)]
@@ -150,7 +161,7 @@ def in_process_rps(model: Any, queries: list[RewardQuery], batch_sizes: dict[int
             times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    with ThreadPoolExecutor(1) as pool:  # torch threading differs between the main thread and others
+    with ThreadPoolExecutor(1, initializer=use_threads) as pool:
         seconds = {b: pool.submit(time_batch, b).result() for b in batch_sizes}
     total_s = sum(n * seconds[b] for b, n in batch_sizes.items())
     requests = sum(n * b for b, n in batch_sizes.items())
@@ -321,6 +332,12 @@ def run(args: argparse.Namespace) -> int:
     threads = {"threads": args.threads} if args.threads else {}
     modes = {"batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}, "unbatched": {"max_batch": 1}}
     if args.threads:
+        import os
+        import sys
+
+        if "torch" not in sys.modules:  # as `rlrm worker --threads` does: every thread's OpenMP/MKL default
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(args.threads)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -345,7 +362,9 @@ def run(args: argparse.Namespace) -> int:
                     runs[mode].append(throughput(urls[mode], c, n, args.frames, args.size, args.timeout_ms))
                     bar.update()
                 # right after, so the same load drifts over it: the model alone on this round's batches
-                runs["in_process"].append(in_process_rps(model, queries, runs["batched"][-1]["batch_sizes"]))
+                runs["in_process"].append(
+                    in_process_rps(model, queries, runs["batched"][-1]["batch_sizes"], threads=args.threads)
+                )
             rows.append(_row(c, runs))
         bar.set_postfix_str("transport overhead")
         overhead = transport_overhead(urls["batched"], args.overhead_repeats, args.frames, args.overhead_size,

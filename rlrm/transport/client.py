@@ -320,15 +320,20 @@ class RewardClient:
             deadline_ms=p.timeout_s * 1000, streamed=streamed, jpegs=p.jpegs,
         )
 
-    def _send(self, sock: zmq.Socket, p: _Pending, now: float, deadlines: list) -> None:
+    def _send(self, sock: zmq.Socket, p: _Pending, now: float, pending: dict[int, _Pending], deadlines: list) -> None:
+        if p.parts is None:
+            try:
+                self._build(p)
+            except Exception as e:  # this request cannot be encoded: its Future says why, the others go on
+                pending.pop(p.id, None)
+                p.future.set_exception(e)
+                return
         p.attempts += 1
         p.sends += 1
         p.sent_at = now
         if not p.first_sent:
             p.first_sent = now
         heapq.heappush(deadlines, (now + p.timeout_s, p.id, p.sends))
-        if p.parts is None:
-            self._build(p)
         self._transfer["requests"] += 1
         self._transfer["bytes_sent"] += sum(getattr(part, "nbytes", None) or len(part) for part in p.parts)
         try:
@@ -350,7 +355,7 @@ class RewardClient:
                 p.future.set_result([])
                 return
         pending[p.id] = p
-        self._send(sock, p, time.monotonic(), deadlines)
+        self._send(sock, p, time.monotonic(), pending, deadlines)
 
     def _drain(self, sock: zmq.Socket, pending: dict[int, _Pending], deadlines: list) -> tuple[bool, bool]:
         """Take every queued request; returns (close was asked, a deferred request was among them)."""
@@ -435,7 +440,7 @@ class RewardClient:
                 for p in list(pending.values()):
                     if p.id not in expired_ids:  # its reply was due on the old socket: resend without using up a retry
                         p.attempts -= 1
-                    self._send(sock, p, now, deadlines)
+                    self._send(sock, p, now, pending, deadlines)
         except BaseException as e:
             log.exception("reward client I/O thread for %s failed", self.url)
             for p in pending.values():
@@ -477,7 +482,7 @@ class RewardClient:
                 if self._resend_in_full(p, code, message):
                     pending[p.id] = p
                     p.attempts -= 1  # not a lost attempt: the worker answered
-                    self._send(sock, p, time.monotonic(), deadlines)
+                    self._send(sock, p, time.monotonic(), pending, deadlines)
                 else:
                     p.future.set_exception(WorkerError(self.url, code, message))
             elif p.op == "score":
