@@ -58,14 +58,14 @@ class RenderEachStep(gym.Wrapper):
         return out
 
 
-def run_loop(env: gym.Env, steps: int, seed: int) -> tuple[float, RelabelingDictReplayBuffer]:
-    """Step ``env`` with random actions into a relabelling buffer; returns (seconds, buffer)."""
+def run_loop(env: gym.Env, steps: int, seed: int) -> tuple[float, RelabelingDictReplayBuffer, float]:
+    """Step ``env`` with random actions into a relabelling buffer; returns (seconds, buffer, env-thread CPU seconds)."""
     labeler = env.labeler if isinstance(env, AsyncRobometerReward) else None
     buf = RelabelingDictReplayBuffer(steps + 1, env.observation_space, env.action_space, device="cpu",
                                      labeler=labeler)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         action = rng.uniform(-1, 1, size=env.action_space.shape).astype(np.float32)
         nxt, reward, terminated, truncated, info = env.step(action)
@@ -74,7 +74,7 @@ def run_loop(env: gym.Env, steps: int, seed: int) -> tuple[float, RelabelingDict
         obs = nxt
         if terminated or truncated:
             obs, _ = env.reset()
-    return time.perf_counter() - t0, buf
+    return time.perf_counter() - t0, buf, time.thread_time() - cpu0
 
 
 def plot(result: dict, path: Path) -> None:
@@ -106,6 +106,9 @@ def main() -> int:
     parser.add_argument("--slow-ms", type=float, default=200.0, help="artificial delay per model batch (ms)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--worker-nice", type=int, default=0,
+                        help="run the worker this much nicer than the env loop (its tiny model's CPU work stands "
+                        "in for a model that would run on a GPU; 0 = same priority)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "async_rate.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -114,7 +117,8 @@ def main() -> int:
         return gym.make("rlrm/FetchReach-v0", image_size=args.image_size, max_episode_steps=50)
 
     rows = []
-    with spawn_worker(args.model, seed=0, slow_ms=args.slow_ms, env={"OMP_NUM_THREADS": "1"}) as worker:
+    with spawn_worker(args.model, seed=0, slow_ms=args.slow_ms, env={"OMP_NUM_THREADS": "1"},
+                      nice=args.worker_nice or None) as worker:
         scorer = make_scorer(worker.url, timeout_ms=60000)
         no_reward = {"mode": "no reward", "steps": 0, "loop_s": 0.0}
         asynch = {"mode": "async", "steps": 0, "loop_s": 0.0, "labelled": 0, "pending_at_loop_end": 0,
@@ -122,13 +126,15 @@ def main() -> int:
         latencies: list[float] = []
         for r in range(args.rounds):
             env = RenderEachStep(fetch())
-            seconds, _ = run_loop(env, args.steps, seed=r)
+            seconds, _, cpu = run_loop(env, args.steps, seed=r)
             no_reward["steps"] += args.steps
             no_reward["loop_s"] += seconds
+            no_reward["env_thread_cpu_s"] = no_reward.get("env_thread_cpu_s", 0.0) + cpu
             env.close()
 
             env = AsyncRobometerReward(fetch(), None, scorer, terminate_on_success=False)
-            seconds, buf = run_loop(env, args.steps, seed=r)
+            seconds, buf, cpu = run_loop(env, args.steps, seed=r)
+            asynch["env_thread_cpu_s"] = asynch.get("env_thread_cpu_s", 0.0) + cpu
             asynch["pending_at_loop_end"] += buf.num_pending
             t0 = time.perf_counter()
             buf.flush(timeout_s=600)  # also keeps the worker idle during the next no-reward round
@@ -143,7 +149,7 @@ def main() -> int:
         asynch["client"] = scorer.transfer_stats()
 
         env = RobometerReward(fetch(), None, scorer, terminate_on_success=False)
-        seconds, buf = run_loop(env, args.steps, seed=0)
+        seconds, buf, _ = run_loop(env, args.steps, seed=0)
         rows += [no_reward, {"mode": "sync", "steps": args.steps, "loop_s": seconds, "labelled": buf.num_labelled},
                  asynch]
         env.close()
@@ -151,6 +157,8 @@ def main() -> int:
 
     for row in rows:
         row["steps_per_s"] = row["steps"] / row["loop_s"]
+        if "env_thread_cpu_s" in row:  # what the env thread itself spends per step, waiting excluded
+            row["env_thread_cpu_ms_per_step"] = 1000 * row["env_thread_cpu_s"] / row["steps"]
         # all rewards known: the loop plus, for async, waiting for the last labels
         row["labelled_steps_per_s"] = row["steps"] / (row["loop_s"] + row.get("drain_s", 0.0))
     sync_rate = next(r["steps_per_s"] for r in rows if r["mode"] == "sync")
@@ -169,12 +177,17 @@ def main() -> int:
     labelled_ratio = (next(r["labelled_steps_per_s"] for r in rows if r["mode"] == "async")
                       / next(r["labelled_steps_per_s"] for r in rows if r["mode"] == "sync"))
     print(f"async / sync env-loop rate: {ratio:.1f}x; steps with known reward per second: {labelled_ratio:.1f}x")
+    cpu_nr, cpu_as = (next(r["env_thread_cpu_ms_per_step"] for r in rows if r["mode"] == m) for m in ("no reward", "async"))
+    print(f"env thread's own CPU per step: {cpu_nr:.2f} ms without reward, {cpu_as:.2f} ms async "
+          f"(+{cpu_as - cpu_nr:.2f} ms: copy the frame, enqueue)")
     print(f"async / no-reward env-loop rate: {async_rate / no_reward_rate:.2f}x (target >= 0.9); "
           f"labelled by the end: {async_row['labelled']}/{async_row['steps']} transitions"
           f"{'' if all_labelled else '  <- NOT all labelled'}")
     result = {"slow_ms": args.slow_ms, "image_size": args.image_size, "model": args.model, "rounds": args.rounds,
+              "worker_nice": args.worker_nice,
               "rows": rows,
               "async_over_sync": ratio, "async_over_no_reward": async_rate / no_reward_rate,
+              "env_thread_cpu_ms_per_step": {"no reward": cpu_nr, "async": cpu_as},
               "async_all_labelled": bool(all_labelled),
               "async_over_sync_labelled": labelled_ratio, "cpu_count": os.cpu_count()}
     out = Path(args.out)

@@ -34,7 +34,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import zmq
 
 from rlrm.transport.codec import encode_jpeg, frame_digest
@@ -261,8 +260,8 @@ class RewardClient:
         """The frame-store key of a query's episode, or None to send its frames in full."""
         if not self.stream or q.episode_id is None or q.frame_index is None:
             return None
-        index = q.frame_index
-        if index.min() < 0 or len(np.unique(index)) != len(index):
+        index = q.frame_index.tolist()  # a few ints: Python sets beat numpy's per-call overhead here
+        if min(index) < 0 or len(set(index)) != len(index):
             return None
         return f"{self._session}/{q.episode_id}"
 

@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
                         help="stop when process PID exits (spawn_worker sets it, so a killed trainer "
                         "leaves no orphan worker)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="lower the worker's CPU priority by this much (os.nice), e.g. when its model "
+                        "shares CPU cores with a robot's control loop")
     parser.add_argument("--slow-ms", type=float, default=0.0,
                         help="test/benchmark aid: sleep this long before every batch")
 
@@ -187,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not _bind_is_free(args.bind):
         return 1
+    if args.nice:
+        os.nice(args.nice)  # before any thread starts: Linux priorities are per thread, new ones inherit
     model = _build_model(args)
     import cv2
 
