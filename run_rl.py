@@ -6,7 +6,7 @@
     python run_rl.py reward.mode=async                 # rewards relabelled in the replay buffer as they arrive
     python run_rl.py algo=residual_sac                 # learn a residual on a frozen base policy
     python run_rl.py reward=env_dense                  # baseline: the env's own reward
-    python run_rl.py resume=outputs/run_rl/DATE/TIME   # continue a run from its last checkpoint
+    python run_rl.py resume=outputs/run_rl/DATE/TIME   # continue a run from its last checkpoint, in a new folder
 
 Outputs in the Hydra run folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
 ``checkpoints/`` (policy + replay buffer), ``videos/`` (reward videos of evaluation
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import configure
 
-from rlrm.rl.algorithms import load_algorithm, make_algorithm
+from rlrm.known_notices import silence_known_notices
+from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
 from rlrm.rl.async_reward import AsyncRobometerReward
 from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
-from rlrm.rl.checkpoints import resume_point
+from rlrm.rl.checkpoints import load_replay_buffer, resume_point
 from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
 from rlrm.rl.evaluation import evaluate_policy
 from rlrm.rl.interventions import InterventionLoggingCallback
+from rlrm.rl.learner_rate import LearnerRateCallback
 from rlrm.rl.reward_source import open_reward_source, record_reward_model
 from rlrm.rl.run_config import RESOLVED_CONFIG, resumed_config, validate_run_config
 from rlrm.wrappers import RewardVideoRecorder
 
+silence_known_notices()  # gymnasium-robotics' Adroit notice, PyOpenGL's accelerate line, robosuite's macros
 log = logging.getLogger("run_rl")
 
 
@@ -74,7 +78,10 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
     torch.set_num_threads(int(cfg["torch_threads"]))
-    resume = resume_point(cfg["resume"]) if cfg["resume"] else None
+    resume = resume_point(cfg["resume"]) if cfg["resume"] else None  # read from the earlier run's folder
+    curve = Path(cfg["resume"] or ".") / "learning_curve.json"
+    if resume and curve.exists() and not (run_dir / curve.name).exists():
+        shutil.copy(curve, run_dir / curve.name)  # this run's curve continues the earlier one's
     t0 = time.perf_counter()
 
     with open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
@@ -89,12 +96,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
                          load_from=resume.checkpoint / VECNORMALIZE_FILE if resume else None)
         if resume is None:
             model = make_algorithm(cfg["algo"], venv, seed=cfg["seed"], relabel=labeler is not None,
-                                   device=cfg["device"])
+                                   device=cfg["device"], total_steps=cfg["total_steps"])
         else:
             log.warning(resume.describe())
             model = load_algorithm(cfg["algo"]["name"], str(resume.checkpoint / "model.zip"), venv, cfg["device"])
-            if (resume.checkpoint / "replay_buffer.pkl").exists():
-                model.load_replay_buffer(str(resume.checkpoint / "replay_buffer.pkl"))
+            if hasattr(model, "replay_buffer"):  # sized for this run's budget
+                load_replay_buffer(model, resume.checkpoint, buffer_capacity(cfg["algo"], cfg["total_steps"]))
         if labeler is not None:
             model.replay_buffer.attach_labeler(labeler)
         model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
@@ -105,7 +112,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             total_timesteps=cfg["total_steps"] - start_steps,
             callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(), *curve_callback(cfg, run_dir),
                       CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
-                                         cfg["heartbeat_every"])],
+                                         cfg["heartbeat_every"]),
+                      *([LearnerRateCallback()] if cfg.get("robot") else [])],  # last: times learning only
             progress_bar=cfg["progress_bar"],
             reset_num_timesteps=False,
         )
@@ -170,10 +178,12 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        run_dir = hydra_cfg.runtime.output_dir
+        run_dir = hydra_cfg.runtime.output_dir  # a resumed run too: it reads the earlier folder, writes only its own
         if plain["resume"]:
-            run_dir = str(plain["resume"])
-            plain = resumed_config(run_dir, list(hydra_cfg.overrides.task))
+            plain = resumed_config(str(plain["resume"]), list(hydra_cfg.overrides.task))
+            if Path(plain["resume"]).resolve() == Path(run_dir).resolve():
+                raise RunConfigError(f"resume={plain['resume']!r} is this run's own folder (hydra.run.dir); a resumed "
+                                     "run writes into a new folder and never over the run it continues")
         train(plain, run_dir)
     except (RunConfigError, RewardSourceError) as e:
         debug = os.environ.get("RLRM_DEBUG", "0") not in ("", "0") or os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -72,6 +72,9 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rlrm`` console script."""
+    from rlrm.known_notices import silence_known_notices
+
+    silence_known_notices()  # before any subcommand imports gymnasium-robotics, PyOpenGL or robosuite
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser(argv)
     args = parser.parse_args(argv)

@@ -5,7 +5,8 @@
 * :func:`load_robot_config` - the merged config dict (yaml + sim section + overrides).
 * Re-exported: :class:`RobotEnv`, :class:`RobotEnvConfig`, :class:`SafetyConfig`, :class:`EEPose`.
 
-Every env: ``env.unwrapped.task``, ``info["task"]``, dict observations with uint8 camera images,
+Every env: ``env.unwrapped.task``, ``info["task"]``, dict observations (proprioception; uint8 camera
+images too with ``policy_obs="images"``), camera frames from ``env.unwrapped.render_camera(name)``,
 ``info["intervention"]``, ``env.stop()`` from any thread.
 """
 
@@ -133,15 +134,19 @@ def make_robot_env(name: str, sim: bool = False, **overrides: Any) -> RobotEnv:
 
     >>> env = make_robot_env("so101", sim=True, task="put the cube in the bowl")
     >>> obs, info = env.reset(seed=0)
-    >>> sorted(obs), info["task"]
-    (['ee_pose', 'front', 'gripper', 'joints'], 'put the cube in the bowl')
+    >>> sorted(obs), info["task"], env.unwrapped.render_camera("front").shape
+    (['ee_pose', 'gripper', 'joints'], 'put the cube in the bowl', (128, 128, 3))
+    >>> env.close()
+    >>> env = make_robot_env("so101", sim=True, policy_obs="images")  # camera images for the policy as well
+    >>> sorted(env.reset(seed=0)[0])
+    ['ee_pose', 'front', 'gripper', 'joints']
     >>> env.close()
 
     Args:
         name: robot name.
         sim: use the simulated backend (franky-sim / fake xArm controller / emulated servo bus) and
             synthetic camera frames.
-        overrides: RobotEnvConfig fields (``task``, ``fps``, ``action_mode``...), ``env=``, ``backend=``,
+        overrides: RobotEnvConfig fields (``task``, ``fps``, ``action_mode``, ``policy_obs``...), ``env=``, ``backend=``,
             ``cameras=``, ``safety=``, ``teleop=`` dicts, ``config=`` a whole robot config (Hydra), or
             ``clock``/``sleep``/``reset_callback``/``teleop_device`` passed to :class:`RobotEnv`.
     """

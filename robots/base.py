@@ -1,6 +1,7 @@
 """A real robot as a gymnasium env, with all safety handling in one place.
 
-* :class:`RobotEnvConfig` - task, control rate, action mode, step sizes, safety, home/reset (Hydra-fillable).
+* :class:`RobotEnvConfig` - task, control rate, action mode, step sizes, safety, home/reset, what the policy
+  observes (Hydra-fillable).
 * :class:`RobotEnv` - end-effector (or joint, ``action_mode="joints"``) delta actions in [-1, 1] -> safe
   targets -> a :class:`RobotBackend`.
 * :class:`RobotStoppedError` - ``reset()`` after ``stop()`` without ``resume()``.
@@ -38,7 +39,7 @@ from robots.safety import (
     check_action,
 )
 
-__all__ = ["RobotEnvConfig", "RobotEnv", "RobotStoppedError", "ACTION_MODES"]
+__all__ = ["RobotEnvConfig", "RobotEnv", "RobotStoppedError", "ACTION_MODES", "POLICY_OBS"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 ACTION_MODES = {"xyz": 3, "xyz_yaw": 4, "xyz_rpy": 6}
 # joint-space action: one delta per body joint (count from the backend's joint limits) + gripper
 JOINT_MODE = "joints"
+# what the policy observes: proprioception only, or camera images as well (the reward model sees cameras either way)
+POLICY_OBS = ("state", "images")
 
 
 class RobotStoppedError(RuntimeError):
@@ -72,6 +75,10 @@ class RobotEnvConfig:
         max_recover_attempts: controller-error recoveries tried per call before raising RobotError.
         max_episode_steps: steps after which ``step`` returns ``truncated=True`` (None: never).
         seed: seed of the reset randomisation.
+        policy_obs: ``"state"`` (default): the observation holds ``ee_pose``/``gripper``/``joints`` only and
+            camera frames are read through ``render()`` / ``render_camera(name)`` (what the reward model
+            sees); ``"images"``: each camera's frame is in the observation too. A CPU cannot train SAC on
+            128 px images at a robot's control rate (~0.9 s per gradient step against a 67 ms period).
     """
 
     task: str = "do the task"
@@ -88,6 +95,7 @@ class RobotEnvConfig:
     max_recover_attempts: int = 3
     max_episode_steps: int | None = 200
     seed: int | None = None
+    policy_obs: str = "state"
 
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
@@ -96,6 +104,8 @@ class RobotEnvConfig:
             raise ValueError(
                 f"action_mode must be one of {sorted(ACTION_MODES) + [JOINT_MODE]}, got {self.action_mode!r}"
             )
+        if self.policy_obs not in POLICY_OBS:
+            raise ValueError(f"policy_obs must be one of {list(POLICY_OBS)}, got {self.policy_obs!r}")
         if not all(float(s) > 0 for s in self.joint_step_deg):
             raise ValueError(f"joint_step_deg must be > 0 (deg per step), got {self.joint_step_deg}")
         if len(self.home_pose) != 6:
@@ -123,8 +133,10 @@ class RobotEnv(gym.Env):
     Action: ``(k + 1,)`` float in [-1, 1]: ``k`` end-effector axes (see ``action_mode``) scaled by
     ``step_size_m`` / ``step_size_rad``, then the gripper (-1 closed, +1 open, absolute). With
     ``action_mode="joints"``: one delta per body joint scaled by ``joint_step_deg``, then the gripper.
-    Observation: dict with one ``(H, W, 3)`` uint8 image per camera, ``ee_pose`` (6,) float32
-    ``[x, y, z, roll, pitch, yaw]``, ``gripper`` (1,) float32 in [0, 1], ``joints`` (n,) float32.
+    Observation: dict with ``ee_pose`` (6,) float32 ``[x, y, z, roll, pitch, yaw]``, ``gripper`` (1,)
+    float32 in [0, 1], ``joints`` (n,) float32, and with ``policy_obs="images"`` one ``(H, W, 3)`` uint8 image
+    per camera. Every camera is read each step either way: ``render_camera(name)`` returns its latest
+    frame (``camera_names`` lists them), ``render()`` the first camera's.
     Reward is always 0.0 here: wrap with ``rlrm.wrappers.RobometerReward``.
 
     >>> from robots import make_robot_env
@@ -182,13 +194,13 @@ class RobotEnv(gym.Env):
         self._target: EEPose | None = None
         self._gripper_target = 1.0
         self._intervening = False
-        self._last_obs: dict[str, np.ndarray] | None = None
+        self._last_frames: dict[str, np.ndarray] = {}
         self._rng = np.random.default_rng(self.config.seed)
         for cam in self.cameras.values():
             cam.connect()
-        spaces = {
-            name: gym.spaces.Box(0, 255, tuple(cam.shape), np.uint8) for name, cam in self.cameras.items()
-        }
+        spaces = {}
+        if self.config.policy_obs == "images":
+            spaces = {name: gym.spaces.Box(0, 255, tuple(cam.shape), np.uint8) for name, cam in self.cameras.items()}
         spaces["ee_pose"] = gym.spaces.Box(-np.inf, np.inf, (6,), np.float32)
         spaces["gripper"] = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
         spaces["joints"] = gym.spaces.Box(-np.inf, np.inf, (self.backend.num_joints,), np.float32)
@@ -345,9 +357,20 @@ class RobotEnv(gym.Env):
         """The first camera's latest frame, (H, W, 3) uint8, or None without cameras."""
         if not self.cameras:
             return None
-        if self._last_obs is not None:
-            return self._last_obs[next(iter(self.cameras))]
-        return next(iter(self.cameras.values())).read()
+        return self.render_camera(next(iter(self.cameras)))
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Names :meth:`render_camera` accepts (the configured cameras)."""
+        return list(self.cameras)
+
+    def render_camera(self, name: str) -> np.ndarray:
+        """Camera ``name``'s frame of the latest observation (read now before the first one), (H, W, 3) uint8."""
+        if name not in self.cameras:
+            raise ValueError(f"unknown camera {name!r}; this robot has {self.camera_names}")
+        if name not in self._last_frames:
+            return self.cameras[name].read()
+        return self._last_frames[name]
 
     def close(self) -> None:
         """Stop cameras and teleop, then disconnect the robot (which stops it); safe to call twice."""
@@ -472,9 +495,9 @@ class RobotEnv(gym.Env):
         ) from last_error
 
     def _observe(self, state: RobotState) -> dict[str, np.ndarray]:
-        obs: dict[str, np.ndarray] = {name: cam.read() for name, cam in self.cameras.items()}
+        self._last_frames = {name: cam.read() for name, cam in self.cameras.items()}
+        obs: dict[str, np.ndarray] = dict(self._last_frames) if self.config.policy_obs == "images" else {}
         obs["ee_pose"] = state.pose.as_vector().astype(np.float32)
         obs["gripper"] = np.array([state.gripper], dtype=np.float32)
         obs["joints"] = np.asarray(state.joints, dtype=np.float32).reshape(self.backend.num_joints)
-        self._last_obs = obs
         return obs

@@ -34,7 +34,8 @@ def test_franka_sim_reset_reaches_home(franka_env):
     obs, info = franka_env.reset(seed=0)
     np.testing.assert_allclose(obs["ee_pose"][:3], home[:3], atol=0.003)
     assert info["task"] == franka_env.unwrapped.task == "put the cube in the bowl"
-    assert obs["front"].dtype == np.uint8 and obs["front"].shape == (128, 128, 3)
+    front = franka_env.unwrapped.render_camera("front")  # policy_obs: state (default): cameras feed the reward
+    assert front.dtype == np.uint8 and front.shape == (128, 128, 3) and "front" not in obs
     assert obs["joints"].shape == (7,)
 
 

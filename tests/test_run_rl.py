@@ -79,7 +79,7 @@ def test_cli_default_recipe_starts_and_stops_its_own_worker(tmp_path):
         assert scalar in header
     ckpt = latest_checkpoint(run_dir)
     assert ckpt.name == "step_000000050"
-    assert (ckpt / "model.zip").exists() and (ckpt / "replay_buffer.pkl").exists()
+    assert (ckpt / "model.zip").exists() and (ckpt / "replay_buffer" / "buffer.json").exists()
     assert len(list((run_dir / "checkpoints").glob("step_*"))) == 2
     assert [p.suffix for p in map(Path, summary["videos"])].count(".mp4") == 1
     # the worker it started is gone

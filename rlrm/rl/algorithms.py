@@ -3,6 +3,8 @@
 * :data:`ALGORITHMS` - the algorithm names ``run_rl.py`` accepts (``algo=...``).
 * :func:`policy_for` - the SB3 policy name for an observation space (Dict/image/state).
 * :func:`make_algorithm` - build SAC, PPO or residual SAC on an env.
+* :func:`buffer_capacity` - the replay buffer size of a run: ``algo.buffer_size`` capped at its budget.
+* :func:`describe_space` - an observation space on one log line.
 * :func:`load_algorithm` - load a checkpoint of any of them onto an env (resume).
 
 Everything algorithmic is SB3's; what is ours is choosing the policy for the observation
@@ -25,7 +27,7 @@ from rlrm.rl.interventions import intervention_buffer_class
 from rlrm.rl.relabel_buffer import relabeling_buffer_class
 from rlrm.rl.residual import zero_init_residual
 
-__all__ = ["ALGORITHMS", "policy_for", "make_algorithm", "load_algorithm"]
+__all__ = ["ALGORITHMS", "policy_for", "make_algorithm", "load_algorithm", "buffer_capacity", "describe_space"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,41 @@ def policy_for(observation_space: spaces.Space) -> str:
     return "MlpPolicy"
 
 
+def describe_space(space: spaces.Space) -> str:
+    """``space`` on one line: ``Dict(ee_pose: float32 (6,), front: uint8 (128, 128, 3))`` instead of every bound.
+
+    >>> describe_space(spaces.Dict({"x": spaces.Box(-1, 1, (2,)), "img": spaces.Box(0, 255, (8, 8, 3), "uint8")}))
+    'Dict(img: uint8 (8, 8, 3), x: float32 (2,))'
+    """
+    if isinstance(space, spaces.Dict):
+        return "Dict(" + ", ".join(f"{key}: {describe_space(sub)}" for key, sub in space.spaces.items()) + ")"
+    if isinstance(space, spaces.Box):
+        return f"{space.dtype} {space.shape}"
+    return " ".join(str(space).split())
+
+
+def buffer_capacity(algo_cfg: dict[str, Any], total_steps: int | None) -> int | None:
+    """The replay buffer size for a run of ``total_steps`` env steps: ``algo.buffer_size`` (SB3's default if
+    unset) capped at the budget, since rows beyond it are never filled. None for on-policy algorithms.
+
+    >>> buffer_capacity({"name": "sac", "buffer_size": 50000}, 40)
+    40
+    """
+    cls, off_policy = ALGORITHMS[algo_cfg["name"]]
+    if not off_policy:
+        return None
+    import inspect
+
+    configured = algo_cfg.get("buffer_size")
+    if configured is None:
+        configured = inspect.signature(cls).parameters["buffer_size"].default
+    return int(configured) if total_steps is None else max(1, min(int(configured), int(total_steps)))
+
+
 def _sb3_kwargs(algo_cfg: dict[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in algo_cfg.items() if k not in _OWN_KEYS}
+    if isinstance(kwargs.get("train_freq"), list):  # algo.train_freq=[1,episode] from the command line
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
     if algo_cfg.get("net_arch") is not None:
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), "net_arch": list(algo_cfg["net_arch"])}
     return kwargs
@@ -64,6 +99,7 @@ def make_algorithm(
     tensorboard_log: str | None = None,
     relabel: bool = False,
     device: str = "cpu",
+    total_steps: int | None = None,
 ) -> BaseAlgorithm:
     """Build the SB3 algorithm ``algo_cfg["name"]`` on ``env``.
 
@@ -76,6 +112,8 @@ def make_algorithm(
         relabel: use the relabelling replay buffer (asynchronous rewards; off-policy only). Off-policy
             algorithms get :func:`~rlrm.rl.interventions.intervention_buffer_class` unless ``algo_cfg``
             names a ``replay_buffer_class``: takeovers store the executed action (a relabelling buffer too).
+        total_steps: the run's budget; an off-policy replay buffer gets :func:`buffer_capacity` rows, not
+            more (a 40-step robot run does not preallocate 50000 image rows).
     """
     name = algo_cfg.get("name")
     if name not in ALGORITHMS:
@@ -90,6 +128,8 @@ def make_algorithm(
     if policy in (None, "auto"):
         policy = policy_for(env.observation_space)
     kwargs = _sb3_kwargs(algo_cfg)
+    if off_policy and total_steps is not None:
+        kwargs["buffer_size"] = buffer_capacity(algo_cfg, total_steps)
     if off_policy and "replay_buffer_class" not in kwargs:
         # takeover steps store the executed action and also fill a second buffer (rlrm.rl.interventions);
         # it is a relabelling buffer, so asynchronous rewards work with it as well
@@ -102,7 +142,8 @@ def make_algorithm(
     model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, device=device, verbose=0, **kwargs)
     if name == "residual_sac":
         zero_init_residual(model)
-    log.info("built %s (%s) on %s", name, policy, env.observation_space)
+    log.info("built %s (%s) on %s%s", name, policy, describe_space(env.observation_space),
+             f", replay buffer of {model.buffer_size} transitions" if off_policy else "")
     return model
 
 
