@@ -3,7 +3,7 @@
 * ``add_arguments`` / ``run`` - the benchmark command (prints a table, writes JSON).
 * :func:`throughput` - requests/s and latency percentiles of N concurrent clients in a closed loop,
   plus the batch sizes the worker formed.
-* :func:`in_process_rps` - the model called directly with the batch sizes a worker formed.
+* :func:`in_process_rps` - the model called directly on the batches a worker formed (replayed).
 * :func:`transport_overhead` - round trip minus the worker's own model time, raw and JPEG frames.
 * :func:`stream_bytes` - bytes a client sends per step of a dense-reward episode, streamed vs resent.
 * :func:`vision_cache_speedup` - ms per query of the same dense queries without / with cached vision features.
@@ -132,14 +132,12 @@ def throughput(url: str, clients: int, requests: int, frames: int, size: int, ti
     }
 
 
-def in_process_rps(
-    model: Any, queries: list[RewardQuery], batch_sizes: dict[int, int], repeats: int = 3, threads: int = 0
-) -> dict:
-    """Requests/s of ``model.score`` called directly with the batches a worker formed (``batch_sizes``: items -> count).
+def in_process_rps(model: Any, queries: list[RewardQuery], batch_sizes: dict[int, int], threads: int = 0) -> dict:
+    """Requests/s of ``model.score`` called directly on the batches a worker formed (``batch_sizes``: items -> count).
 
-    Each batch size is timed ``repeats`` times (median) with the first queries of ``queries``
-    (cycled when the batch is larger), on a background thread like the worker's batcher, with
-    ``threads`` torch threads (0: torch's default).
+    Every batch is replayed once (with the first queries of ``queries``, cycled when the batch is
+    larger), so the model runs as long as it ran inside the worker and sees the same load; on a
+    background thread like the worker's batcher, with ``threads`` torch threads (0: torch's default).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -151,25 +149,27 @@ def in_process_rps(
 
             torch.set_num_threads(threads)
 
-    def time_batch(b: int) -> float:
-        batch = [queries[i % len(queries)] for i in range(b)]
-        model.score(batch)  # warm-up for this shape
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.score(batch)
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+    def replay() -> dict[int, list[float]]:
+        times: dict[int, list[float]] = {}
+        for b in batch_sizes:
+            model.score([queries[i % len(queries)] for i in range(b)])  # warm-up for this shape
+        for b, n in batch_sizes.items():
+            batch = [queries[i % len(queries)] for i in range(b)]
+            for _ in range(n):
+                t0 = time.perf_counter()
+                model.score(batch)
+                times.setdefault(b, []).append(time.perf_counter() - t0)
+        return times
 
     with ThreadPoolExecutor(1, initializer=use_threads) as pool:
-        seconds = {b: pool.submit(time_batch, b).result() for b in batch_sizes}
-    total_s = sum(n * seconds[b] for b, n in batch_sizes.items())
+        times = pool.submit(replay).result()
+    total_s = sum(sum(t) for t in times.values())
     requests = sum(n * b for b, n in batch_sizes.items())
     return {
         "rps": requests / total_s,
         "requests": requests,
         "seconds": total_s,
-        "ms_per_batch": {b: s * 1000 for b, s in seconds.items()},
+        "ms_per_batch": {b: 1000 * float(np.median(t)) for b, t in times.items()},
     }
 
 

@@ -314,7 +314,7 @@ class RobometerModel(nn.Module):
 
         _check_queries(queries)
         cache = self.feature_cache
-        known: dict[Hashable, VisionFeatures] = {}  # held here, so LRU eviction mid-batch cannot lose one
+        known: dict[Hashable, VisionFeatures | None] = {}  # held here: LRU eviction mid-batch cannot lose one
         need: list[np.ndarray] = []
         for q, ks in zip(queries, keys, strict=True):
             if ks is None:
@@ -323,11 +323,12 @@ class RobometerModel(nn.Module):
             if len(ks) != q.num_frames:
                 raise ValueError(f"feature_keys entry has {len(ks)} keys for a query of {q.num_frames} frames")
             mask = np.zeros(q.num_frames, bool)
+            grid = tuple(int(g) for g in self.processor.grid(1, *q.frames.shape[1:3])[0])
             for t, key in enumerate(ks):
                 if key in known:
                     continue
                 hit = cache.get(key)
-                if hit is None:
+                if hit is None or hit.grid != grid:  # a key reused for another frame size: recompute
                     mask[t] = True
                     known[key] = None  # computed below, once even if several queries name it
                 else:
