@@ -1,8 +1,10 @@
 """Episode videos with the reward model's progress and success curves drawn under the frames.
 
 * :func:`write_reward_video` - one mp4 (OpenCV ``VideoWriter``, ``mp4v``): each frame above a
-  panel plotting progress and success probability up to that frame; used by ``rlrm score`` too.
-* :func:`write_reward_curves` - a PNG of the two curves (matplotlib, Agg canvas).
+  panel plotting progress and success probability up to that frame, with the model's success decision
+  beside the env's own ``is_success`` (so a false positive shows); used by ``rlrm score`` too.
+* :func:`write_reward_curves` - a PNG of the curves (matplotlib, Agg canvas).
+* :func:`wrap_text` - split a task text into lines that fit a width in pixels (OpenCV font).
 * :class:`RewardVideoRecorder` - a wrapper writing every n-th episode of a reward-wrapped env as
   ``<prefix>-<episode>.mp4`` plus ``.png``, one video frame per step.
 """
@@ -21,13 +23,50 @@ import numpy as np
 from rlrm.types import validate_frames
 from rlrm.wrappers.frames import check_frame
 
-__all__ = ["write_reward_video", "write_reward_curves", "RewardVideoRecorder"]
+__all__ = ["write_reward_video", "write_reward_curves", "wrap_text", "RewardVideoRecorder"]
 
 log = logging.getLogger(__name__)
 
 _PROGRESS_BGR = (80, 200, 60)
 _SUCCESS_BGR = (40, 140, 255)
+_YES_BGR = (40, 200, 40)  # a success verdict: filled green box
+_NO_BGR = (50, 50, 210)  # no success (yet): filled red box
 _MIN_WIDTH = 320
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_TASK_SCALE = 0.35
+_TASK_LINE_PX = 12
+
+
+def wrap_text(text: str, width_px: int, scale: float = _TASK_SCALE, thickness: int = 1) -> list[str]:
+    """``text`` split at spaces into lines no wider than ``width_px`` in OpenCV's Hershey simplex font.
+
+    A word wider than the whole line is cut into pieces that fit.
+
+    >>> wrap_text("put the red cube in the blue bowl", 100)
+    ['put the red cube', 'in the blue bowl']
+    """
+    def fits(line: str) -> bool:
+        return cv2.getTextSize(line, _FONT, scale, thickness)[0][0] <= width_px
+
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        while not fits(word) and len(word) > 1:  # a word wider than a line: cut it where it stops fitting
+            cut = max(1, max(k for k in range(1, len(word) + 1) if fits(word[:k]) or k == 1))
+            if current:
+                lines.append(current)
+                current = ""
+            lines.append(word[:cut])
+            word = word[cut:]
+        candidate = f"{current} {word}" if current else word
+        if fits(candidate) or not current:
+            current = candidate
+        else:
+            lines.append(current)
+            current = word
+    if current:
+        lines.append(current)
+    return lines
 
 
 def _curve_array(name: str, values: Any, length: int) -> np.ndarray:
@@ -55,12 +94,26 @@ def _polyline(values: np.ndarray, upto: int, x0: int, y0: int, w: int, h: int, n
     return pieces
 
 
+def _verdict(panel: np.ndarray, x: int, y: int, label: str, value: float) -> None:
+    """A filled box (green: success, red: not) and its label at (x, y) (text baseline); nothing for NaN."""
+    if not math.isfinite(value):
+        return
+    cv2.rectangle(panel, (x, y - 9), (x + 9, y), _YES_BGR if value >= 0.5 else _NO_BGR, -1)
+    cv2.putText(panel, label, (x + 13, y), _FONT, 0.4, (220, 220, 220), 1, cv2.LINE_AA)
+
+
 def _panel(width: int, height: int, t: int, progress: np.ndarray, success: np.ndarray,
-           threshold: float | None) -> np.ndarray:
-    """The curve panel under frame t, BGR uint8 (height, width, 3)."""
+           threshold: float | None, model_success: np.ndarray | None = None,
+           env_success: np.ndarray | None = None) -> np.ndarray:
+    """The curve panel under frame t, BGR uint8 (height, width, 3): values, verdicts, curves."""
     panel = np.full((height, width, 3), 24, np.uint8)
     n = len(progress)
-    pad, top = 6, 18
+    verdicts = [(label, values[t]) for label, values in (("model success", model_success),
+                                                          ("env is_success", env_success))
+                if values is not None and np.isfinite(values).any()]
+    pad, top = 6, 34 if verdicts else 18
+    for i, (label, value) in enumerate(verdicts):  # side by side under the values, one half of the width each
+        _verdict(panel, pad + i * (width // 2), 29, label, float(value))
     x0, y0, w, h = pad, top, width - 2 * pad, height - top - pad
     cv2.rectangle(panel, (x0, y0), (x0 + w - 1, y0 + h - 1), (90, 90, 90), 1)
     if threshold is not None:
@@ -95,6 +148,8 @@ def write_reward_video(
     threshold: float | None = None,
     task: str | None = None,
     curves_png: bool = True,
+    model_success: Any = None,
+    env_success: Any = None,
 ) -> Path:
     """Write ``frames`` as an mp4 with the progress and success curves drawn under them; returns the path.
 
@@ -104,8 +159,12 @@ def write_reward_video(
         progress / success: (T,) values in [0, 1] for each frame (NaN = no value yet, not drawn).
         fps: video frame rate.
         threshold: success threshold drawn as a dashed line, or None.
-        task: instruction written on the frame and the PNG title.
+        task: instruction written on the frame (wrapped to its width) and the PNG title.
         curves_png: also write the curves as ``<path>.png`` (same stem).
+        model_success: (T,) the reward model's success decision per frame (1/0, NaN unknown), drawn as a
+            green/red box; None: not shown.
+        env_success: (T,) the env's own ``info["is_success"]`` per frame, drawn beside the model's so a
+            false positive of the reward model is visible; None (the env has none): not shown.
 
     >>> import numpy as np, tempfile, os
     >>> frames = np.zeros((5, 48, 64, 3), np.uint8)
@@ -118,6 +177,8 @@ def write_reward_video(
     n, h, w = frames.shape[:3]
     progress = _curve_array("progress", progress, n)
     success = _curve_array("success", success, n)
+    model_success = None if model_success is None else _curve_array("model_success", model_success, n)
+    env_success = None if env_success is None else _curve_array("env_success", env_success, n)
     if not (isinstance(fps, (int, float)) and fps > 0):
         raise ValueError(f"fps must be > 0, got {fps!r}")
     path = Path(path)
@@ -130,6 +191,7 @@ def write_reward_video(
     panel_h = max(80, out_w // 3)
     out_h = img_h + panel_h
     out_h += out_h % 2
+    task_lines = wrap_text(task, out_w - 8) if task else []
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (out_w, out_h))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV could not open an mp4v VideoWriter for {str(path)!r} at {out_w}x{out_h}")
@@ -138,23 +200,27 @@ def write_reward_video(
             canvas = np.zeros((out_h, out_w, 3), np.uint8)
             image = cv2.resize(frames[t], (w * scale, img_h), interpolation=cv2.INTER_NEAREST)
             canvas[:img_h, : w * scale] = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            if task:  # dark outline keeps the text readable on bright frames
+            for i, line in enumerate(task_lines):  # dark outline keeps the text readable on bright frames
                 for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-                    cv2.putText(canvas, task[:60], (4, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, thickness,
+                    cv2.putText(canvas, line, (4, 12 + i * _TASK_LINE_PX), _FONT, _TASK_SCALE, color, thickness,
                                 cv2.LINE_AA)
-            canvas[img_h : img_h + panel_h] = _panel(out_w, panel_h, t, progress, success, threshold)
+            canvas[img_h : img_h + panel_h] = _panel(out_w, panel_h, t, progress, success, threshold,
+                                                     model_success, env_success)
             writer.write(canvas)
     finally:
         writer.release()
     if curves_png:
-        write_reward_curves(path.with_suffix(".png"), progress, success, threshold=threshold, task=task)
+        write_reward_curves(path.with_suffix(".png"), progress, success, threshold=threshold, task=task,
+                            env_success=env_success)
     log.info("wrote %s (%d frames)", path, n)
     return path
 
 
 def write_reward_curves(path: str | Path, progress: Any, success: Any, threshold: float | None = None,
-                        task: str | None = None) -> Path:
-    """Write a PNG plotting progress and success probability against the step; returns the path."""
+                        task: str | None = None, env_success: Any = None) -> Path:
+    """Write a PNG plotting progress and success probability (and the env's ``is_success``) against the step."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -166,13 +232,16 @@ def write_reward_curves(path: str | Path, progress: Any, success: Any, threshold
     steps = np.arange(len(progress))
     ax.plot(steps, progress, color="tab:green", label="progress")
     ax.plot(steps, success, color="tab:orange", label="success probability")
+    if env_success is not None and np.isfinite(np.asarray(env_success, dtype=np.float64)).any():
+        env_success = _curve_array("env_success", env_success, len(progress))
+        ax.step(steps, env_success, where="post", color="tab:blue", linestyle=":", label="env is_success")
     if threshold is not None:
         ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("model output")
     if task:
-        ax.set_title(task[:80], fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(task, 90)), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
@@ -186,9 +255,10 @@ class RewardVideoRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Goes on top of :class:`RobometerReward` or :class:`SuccessTermination` (anything publishing
     ``info["rlrm"]``). Each ``step`` adds one video frame (the frame the reward model saw, taken
-    from the reward wrapper's frame buffer, else ``env.render()``) with that step's progress and
-    success probability; the episode is written when it terminates or is truncated (or at the
-    next ``reset``/``close`` if abandoned). The reset frame is not in the video.
+    from the reward wrapper's frame buffer, else ``env.render()``) with that step's progress,
+    success probability and success decision, beside the env's own ``info["is_success"]`` when the
+    env reports one; the episode is written when it terminates or is truncated (or at the next
+    ``reset``/``close`` if abandoned). The reset frame is not in the video.
 
     >>> import gymnasium as gym, tempfile
     >>> from rlrm.models import make_reward_model
@@ -233,6 +303,8 @@ class RewardVideoRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._frames: list[np.ndarray] = []
         self._progress: list[float] = []
         self._success: list[float] = []
+        self._model_success: list[float] = []
+        self._env_success: list[float] = []
         self._threshold: float | None = None
 
     @property
@@ -257,6 +329,8 @@ class RewardVideoRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._frames.append(np.array(frame, copy=True))
             self._progress.append(float(published.get("progress", math.nan)))
             self._success.append(float(published.get("success_prob", math.nan)))
+            self._model_success.append(float(published["success"]) if "success" in published else math.nan)
+            self._env_success.append(float(bool(info["is_success"])) if "is_success" in info else math.nan)
             detector = published.get("detector")
             if detector:
                 self._threshold = float(detector["threshold"])
@@ -273,7 +347,8 @@ class RewardVideoRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 task = None
             video = write_reward_video(stem.with_suffix(".mp4"), np.stack(self._frames), self._progress,
                                        self._success, fps=self.fps, threshold=self._threshold,
-                                       task=task if isinstance(task, str) else None)
+                                       task=task if isinstance(task, str) else None,
+                                       model_success=self._model_success, env_success=self._env_success)
             self.written.extend([video, video.with_suffix(".png")])
         self._reset_recording()
 
