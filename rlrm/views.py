@@ -88,17 +88,18 @@ class ViewMeanScorer:
 
     def score(self, queries: Sequence[RewardQuery]) -> list[RewardResult]:
         """One merged result per query; all views of all queries go to the inner scorer in one call."""
-        widths = self.widths
-        flat: list[RewardQuery] = []
-        for q in queries:
-            flat.extend(replace(q, frames=clip) for clip in split_views(q.frames, widths))
-        results = self.scorer.score(flat)
-        n = len(widths)
+        results = self.scorer.score(self._split(queries))
+        n = len(self.widths)
         return [merge_view_results(results[i * n : (i + 1) * n]) for i in range(len(queries))]
 
     def _split(self, queries: Sequence[RewardQuery]) -> list[RewardQuery]:
+        # each view is its own episode for a streaming worker (frames uploaded once per view, not re-sent)
         widths = self.widths
-        return [replace(q, frames=clip) for q in queries for clip in split_views(q.frames, widths)]
+        return [
+            replace(q, frames=clip, episode_id=None if q.episode_id is None else f"{q.episode_id}#view{k}")
+            for q in queries
+            for k, clip in enumerate(split_views(q.frames, widths))
+        ]
 
     def _merged(self, inner: Any) -> Any:
         """A future of the merged results of ``inner`` (a future of per-view results)."""

@@ -231,3 +231,11 @@ def test_views_mean_through_a_real_client_async_and_deferred(tiny_model):
                     scorer.score_deferred(lambda: [query]).result()[0]):
             np.testing.assert_allclose(got.progress, want.progress, atol=1e-5)
             np.testing.assert_allclose(got.success, want.success, atol=1e-5)
+
+
+def test_views_mean_gives_each_view_its_own_streaming_episode():
+    inner = RecordingScorer()
+    query = RewardQuery(np.zeros((2, 8, 16, 3), np.uint8), TASK, episode_id="env:3", frame_index=np.arange(2))
+    ViewMeanScorer(inner, [8, 8]).score([query])
+    assert [q.episode_id for q in inner.calls[0]] == ["env:3#view0", "env:3#view1"]
+    assert all(q.frame_index.tolist() == [0, 1] for q in inner.calls[0])
