@@ -3,8 +3,8 @@
 * :func:`save_checkpoint` - write ``checkpoints/step_<N>/`` (model.zip, vecnormalize.pkl,
   replay_buffer/, state.json) atomically and keep the newest few.
 * :func:`save_replay_buffer` / :func:`load_replay_buffer` - only the filled rows of an SB3 replay
-  buffer, one ``.npy`` per array in the observations' own dtype (uint8 images stay uint8), read
-  back memory-mapped into a buffer of any capacity; ``replay_buffer.pkl`` of older runs still loads.
+  buffer, one ``.npy`` per array (camera images as uint8, also from a VecNormalize'd float32 buffer),
+  read back memory-mapped into a buffer of any capacity; ``replay_buffer.pkl`` of older runs still loads.
 * :func:`latest_checkpoint` - the newest complete checkpoint folder of a run.
 * :func:`write_heartbeat` / :func:`read_heartbeat` - the last env step a run reached (cheap,
   written often), so a resumed run can say how many steps a SIGKILL cost.
