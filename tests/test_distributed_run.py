@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,9 +82,12 @@ def cluster():
 
 
 def _buffer(run_dir: Path):
-    ckpt = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    with open(ckpt / "replay_buffer.pkl", "rb") as f:
-        return pickle.load(f)
+    """The final checkpoint's main replay buffer, read from its compact folder (filled rows only)."""
+    folder = sorted((run_dir / "checkpoints").glob("step_*"))[-1] / "replay_buffer"
+    rewards = np.load(next(folder.glob("0_*_rewards.npy")))
+    labelled = np.load(next(folder.glob("0_*_labelled.npy"))).astype(bool)
+    return SimpleNamespace(size=lambda: len(rewards), rewards=rewards, labelled=labelled,
+                           num_pending=int((~labelled).sum()))
 
 
 def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_labelled_transitions(cluster, tmp_path):

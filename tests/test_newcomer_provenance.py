@@ -97,5 +97,6 @@ def test_run_against_a_worker_records_what_it_served_ran_and_scored(worker, tmp_
     assert "total_steps=40 rounded up to 64" in text
     assert f"reward.model='demo' is ignored: the worker at {worker.url} serves 'tiny'" in text
     task_lines = [r.getMessage() for r in caplog.records if "the reward model receives the task" in r.getMessage()]
-    assert task_lines == [f"the reward model receives the task {cfg['env']['task']!r} "
-                          "(the env config's task; change it with task=...)"]
+    # one source: the env's own sentence (configs no longer copy it), logged once, not again for evaluation
+    assert task_lines == ["the reward model receives the task 'move the gripper to the red target' "
+                          "(the env's own task; change it with task=...)"]

@@ -110,8 +110,9 @@ class Learner:
             self.model = make_algorithm(algo, self.venv, seed=int(cfg["seed"]), device=cfg.get("device", "cpu"))
         else:
             self.model = load_algorithm(algo["name"], str(ckpt / "model.zip"), self.venv, cfg.get("device", "cpu"))
-            if (ckpt / "replay_buffer.pkl").exists():
-                self.model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
+            from rlrm.rl.checkpoints import load_replay_buffer
+
+            load_replay_buffer(self.model, ckpt)  # the compact buffer folder (or an older replay_buffer.pkl)
         self.model.set_logger(configure(str(self.run_dir / "tb"), ["tensorboard", "csv"]))
         self.obs_stats = self.model.get_vec_normalize_env()
         self.buffer = self.model.replay_buffer
