@@ -5,7 +5,7 @@ Runs ``python run_rl.py`` (SAC, the default budget and evaluation, a learning-cu
 
 * ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
   one real ``rlrm worker`` on loopback, scoring the front + side views of the success ball;
-* ``robometer_progress`` - the same model, progress term only (no success bonus or termination);
+* ``robometer_delta`` - the same model with delta progress, a success bonus and success termination;
 * ``env_sparse`` - Fetch's own sparse reward (-1 until the gripper is within 5 cm);
 * ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
 
@@ -40,17 +40,18 @@ from rlrm.transport import spawn_worker  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {
     "robometer": ["reward=robometer"],
-    # the progress term alone: no success bonus, no termination on the model's success decision
-    "robometer_progress": ["reward=robometer", "reward.terminate_on_success=false", "reward.shaping.success_bonus=0"],
+    # the other shaping: progress deltas, a success bonus and termination on the model's success decision
+    "robometer_delta": ["reward=robometer", "reward.shaping.progress=delta", "reward.shaping.success_bonus=1",
+                        "reward.terminate_on_success=true"],
     "env_sparse": ["reward=env_sparse"],
     "env_dense": ["reward=env_dense"],
 }
 log = logging.getLogger("fetch_reward_comparison")
 
 
-COLORS = {"robometer": "tab:purple", "robometer_progress": "tab:blue", "env_sparse": "tab:gray",
+COLORS = {"robometer": "tab:purple", "robometer_delta": "tab:blue", "env_sparse": "tab:gray",
           "env_dense": "tab:green"}
-LABELS = {"robometer": "Robometer (demo model)", "robometer_progress": "Robometer, progress only",
+LABELS = {"robometer": "Robometer (demo model)", "robometer_delta": "Robometer, delta + bonus + termination",
           "env_sparse": "env sparse", "env_dense": "env dense"}
 
 

@@ -239,3 +239,36 @@ def test_views_mean_gives_each_view_its_own_streaming_episode():
     ViewMeanScorer(inner, [8, 8]).score([query])
     assert [q.episode_id for q in inner.calls[0]] == ["env:3#view0", "env:3#view1"]
     assert all(q.frame_index.tolist() == [0, 1] for q in inner.calls[0])
+
+
+def test_vector_wrappers_tile_the_same_cameras_as_the_single_env():
+    """gymnasium and SB3 vector envs read render cameras per sub-env and score what a single env scores."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlrm.wrappers import FrameInInfo, RobometerSB3VecReward, RobometerVecReward
+
+    def make():
+        return gym.make("rlrm/FetchReach-v0", goal_marker="success_ball", image_size=64, max_episode_steps=3)
+
+    actions = [np.full((2, 4), a, np.float32) for a in (0.3, -0.2, 0.5)]
+    single = RobometerReward(make(), TASK, RecordingScorer(), camera=["front", "side"], success=None)
+    single.reset(seed=7)
+    want = [single.step(a[0])[4]["rlrm"]["progress"] for a in actions]
+    single.close()
+
+    scorer = RecordingScorer()
+    venv = RobometerVecReward(gym.vector.SyncVectorEnv([make, make]), TASK, scorer, camera=["front", "side"],
+                              success=None)
+    venv.reset(seed=[7, 8])
+    got = [venv.step(a)[4]["rlrm"]["progress"][0] for a in actions]
+    assert all(q.frames.shape[1:] == (64, 128, 3) for q in scorer.calls[-1])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    venv.close()
+
+    base = DummyVecEnv([lambda: FrameInInfo(make(), camera=["front", "side"])] * 2)
+    base.seed(7)
+    sb3 = RobometerSB3VecReward(base, TASK, RecordingScorer(), camera=["front", "side"], success=None)
+    sb3.reset()
+    got = [sb3.step(a)[3][0]["rlrm"]["progress"] for a in actions]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    sb3.close()
