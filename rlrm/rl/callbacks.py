@@ -36,7 +36,7 @@ class RewardLoggingCallback(BaseCallback):
     ``reward/shaped``, ``worker/latency_ms``, ``reward/pending_labels``, ``env/is_success``.
 
     Args:
-        labeler: the :class:`~rlrm.rl.async_reward.AsyncRewardLabeler` of an asynchronous run, else None.
+        labeler: the :class:`~rlrm.wrappers.async_reward.AsyncRewardLabeler` of an asynchronous run, else None.
         stats: the reward wrapper's :class:`~rlrm.wrappers.episode.RewardStats` (query latencies); None
             finds it in the training env's wrapper chain.
 

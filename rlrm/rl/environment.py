@@ -23,7 +23,6 @@ from rlrm.shaping import Shaping, SuccessDetector
 __all__ = ["make_env", "task_text", "reward_camera", "wrap_with_reward", "find_wrapper", "vectorize"]
 
 log = logging.getLogger(__name__)
-_TASK_LOGGED: list[str] = []  # the task is logged once per process, not again for the evaluation env
 
 
 def make_env(cfg: Mapping[str, Any]) -> gym.Env:
@@ -90,16 +89,15 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, async
             terminate_on_success=bool(reward["terminate_on_success"]), views=reward.get("views", "tile"),
         )
         if mode_async:
-            from rlrm.rl.async_reward import AsyncRobometerReward
+            from rlrm.wrappers.async_reward import AsyncRobometerReward
 
-            env = AsyncRobometerReward(env, scorer=scorer, **common)
+            env = AsyncRobometerReward(env, source=scorer, **common)
         else:
             from rlrm.wrappers.reward import RobometerReward
 
             env = RobometerReward(env, source=scorer, every=int(reward["every"]),
                                   on_timeout=reward.get("on_timeout", "raise"), **common)
-        if not _TASK_LOGGED:
-            _TASK_LOGGED.append(env.task)
+        if asynchronous is None:  # the training env (evaluation envs pass asynchronous=False): log once per run
             log.info("the reward model receives the task %r (%s)", env.task,
                      "from task=" if cfg.get("task") else "the env's own task; change it with task=...")
     algo = cfg["algo"]

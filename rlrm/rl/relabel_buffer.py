@@ -6,7 +6,7 @@
   for Dict observations (Fetch, image + state robots).
 * :func:`relabeling_buffer_class` - the right one of the two for an observation space.
 
-With an asynchronous reward model (:mod:`rlrm.rl.async_reward`) the env steps with a
+With an asynchronous reward model (:mod:`rlrm.wrappers.async_reward`) the env steps with a
 placeholder reward and puts a ticket in ``info["rlrm_ticket"]``. The buffer stores such a
 transition as *unlabelled*; when the labeler's answer for that ticket arrives, the buffer
 writes the reward and termination in place. ``sample`` draws only labelled transitions, so
@@ -25,6 +25,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 
+from rlrm.wrappers.async_reward import TICKET_KEY  # info key of a step's ticket, written by the async wrapper
+
 __all__ = [
     "Label",
     "Labeler",
@@ -36,8 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TICKET_KEY = "rlrm_ticket"
-"""``info`` key under which an env step with a pending reward carries its ticket (int)."""
 
 
 class Label(Protocol):
@@ -49,7 +49,7 @@ class Label(Protocol):
 
 
 class Labeler(Protocol):
-    """Source of finished labels (see :class:`rlrm.rl.async_reward.AsyncRewardLabeler`)."""
+    """Source of finished labels (see :class:`rlrm.wrappers.async_reward.AsyncRewardLabeler`)."""
 
     def poll(self) -> list[Label]:
         """Return the labels that finished since the last call, without blocking."""

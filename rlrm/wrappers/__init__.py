@@ -11,7 +11,7 @@
   (``frames.py``); :class:`EpisodeReward` - per-episode bookkeeping shared by the wrappers (``episode.py``),
   driving the one reward state machine :class:`rlrm.shaping.RewardState`.
 * :class:`AsyncRobometerReward` - the same reward computed in the background and relabelled in the
-  replay buffer (``async_reward.py``; re-exported from ``rlrm.rl.async_reward``).
+  replay buffer (``async_reward.py``; also importable from ``rlrm.rl.async_reward``).
 
 The vector modules are loaded on first use; only ``vector_sb3`` imports Stable-Baselines3.
 """
@@ -44,7 +44,7 @@ _LAZY = {
     "RobometerVecReward": "rlrm.wrappers.vector_gym",
     "RobometerSB3VecReward": "rlrm.wrappers.vector_sb3",
     "FrameInInfo": "rlrm.wrappers.vector_sb3",
-    "AsyncRobometerReward": "rlrm.rl.async_reward",
+    "AsyncRobometerReward": "rlrm.wrappers.async_reward",
 }
 
 
