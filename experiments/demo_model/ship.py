@@ -126,6 +126,28 @@ def finetune_section(cfg: dict, last: dict, compare: dict | None) -> str:
     return "\n".join(lines)
 
 
+def gate_section(path: Path | None) -> str:
+    """Per-kind final progress and the ship targets, from ``gate.py --json`` (empty without one)."""
+    if path is None or not path.exists():
+        return ""
+    gate = json.loads(path.read_text())
+    kinds = "\n".join(f"| {k} | {v['episodes']} | {v['final_progress']:.3f} | {v['true_final_progress']:.2f} | "
+                      f"{v['final_success_prob']:.3f} |" for k, v in gate["kinds"].items())
+    checks = "\n".join(f"| {k} | {c['value']:.3f} | {c['target']} | {'yes' if c['met'] else '**no**'} |"
+                       for k, c in gate["checks"].items())
+    return f"""
+Per episode kind (`experiments/demo_model/gate.py`; true = the label's mean final progress):
+
+| kind | episodes | final progress | true | final success prob |
+|---|---|---|---|---|
+{kinds}
+
+| target | value | needs | met |
+|---|---|---|---|
+{checks}
+"""
+
+
 def confusion_table(full: dict) -> str:
     """Markdown table of the task x instruction confusion matrix."""
     conf = full["summary"].get("confusion")
@@ -149,6 +171,7 @@ def main() -> None:
     ap.add_argument("--base-run", type=Path, default=None,
                     help="for a fine-tune: the from-scratch run folder it started from (its config.yaml, train_log.jsonl)")
     ap.add_argument("--compare", type=Path, default=None, help="for a fine-tune: compare.py JSON (old vs new model)")
+    ap.add_argument("--gate", type=Path, default=None, help="gate.py JSON: final progress per episode kind vs targets")
     args = ap.parse_args()
 
     model_dir = args.run / "model"
@@ -257,7 +280,7 @@ Task x instruction confusion (mean final progress of successful episodes given e
 {confusion_table(full)}
 
 Plots: `experiments/demo_model/results/curves.png`, `confusion.png`.
-
+{gate_section(args.gate)}
 ## Limitations
 See the per-kind numbers above and `experiments/demo_model/README.md` for which targets this model
 meets. Only FetchReach with the success ball from the `front` + `side` views at 128x128 each; other
