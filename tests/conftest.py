@@ -38,3 +38,18 @@ def tiny_model():
     from rlrm.models import make_reward_model
 
     return make_reward_model("tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_is_restored():
+    """A test that leaves a robot's Ctrl-C handler installed would swallow a later test's Ctrl-C: restore it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)

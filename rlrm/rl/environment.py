@@ -137,14 +137,21 @@ def vectorize(env: gym.Env, normalize_obs: bool, load_from: Any = None) -> Any:
     venv = DummyVecEnv([lambda: Monitor(env)])
     if not normalize_obs:
         return venv
+    # images stay uint8 for SB3's CNN policies: only state entries are normalised. SB3 would put its
+    # channel-first transpose *above* VecNormalize and then store untransposed original observations,
+    # so the transpose goes below it here.
+    from gymnasium import spaces
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    space = venv.observation_space
+    subspaces = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
+    if any(is_image_space(sub) and not is_image_space_channels_first(sub) for sub in subspaces):
+        venv = VecTransposeImage(venv)
+        space = venv.observation_space
     if load_from is not None and Path(load_from).exists():
         log.info("observation statistics from %s", load_from)
         return VecNormalize.load(str(load_from), venv)
-    # images stay uint8 for SB3's CNN policies: only state entries are normalised
-    from gymnasium import spaces
-    from stable_baselines3.common.preprocessing import is_image_space
-
-    space = env.observation_space
     if isinstance(space, spaces.Dict):
         keys = [k for k, sub in space.spaces.items() if not is_image_space(sub)]
         if not keys:
