@@ -148,11 +148,13 @@ class GamepadTeleop:
         self._pygame = None
         if device is None:
             try:
+                # SDL would otherwise install its own SIGINT handler, and Ctrl-C (the robot's stop path)
+                # would no longer reach Python
+                os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
                 import pygame
             except ImportError as exc:
                 raise ImportError("GamepadTeleop needs pygame: pip install 'rlrm[robots]'") from exc
-            pygame.init()
-            pygame.joystick.init()
+            pygame.joystick.init()  # not pygame.init(): no display, and no SDL signal handlers (see below)
             if pygame.joystick.get_count() <= joystick_index:
                 raise RuntimeError(f"no gamepad at index {joystick_index} ({pygame.joystick.get_count()} connected)")
             device = pygame.joystick.Joystick(joystick_index)

@@ -12,6 +12,9 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# pygame (CartPole frames, the gamepad) initialises SDL, which otherwise takes over SIGINT for the rest of
+# the process: a later test's Ctrl-C would never become a KeyboardInterrupt
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
 # Tests often run a worker subprocess beside the test process: one math thread each keeps them
 # from fighting over the cores (measured: 2 threads under contention were ~40x slower per query).
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -119,9 +119,14 @@ def test_fetch_reset_seed_is_reproducible():
 
 def test_fetch_reach_config_builds_the_env():
     cfg = yaml.safe_load((CONFIGS / "fetch_reach.yaml").read_text())
-    assert set(cfg) == {"id", "kwargs", "task", "camera", "max_episode_steps"}
+    assert set(cfg) == {"id", "kwargs", "reward_camera", "max_episode_steps"}
     env = gym.make(cfg["id"], max_episode_steps=cfg["max_episode_steps"], **cfg["kwargs"])
-    assert env.unwrapped.task == cfg["task"]
-    env.reset(seed=0)
-    assert env.render().shape == (cfg["kwargs"]["image_size"],) * 2 + (3,)
+    assert env.unwrapped.task == "move the gripper to the red target"
+    assert env.unwrapped.goal_marker == "success_ball" and cfg["reward_camera"] == ["front", "side"]
+    obs, _ = env.reset(seed=0)
+    size = cfg["kwargs"]["image_size"]
+    assert env.render().shape == (size, size, 3)
+    from rlrm.wrappers.frames import FrameSource
+
+    assert FrameSource(env, cfg["reward_camera"]).read(obs).shape == (size, 2 * size, 3)
     env.close()

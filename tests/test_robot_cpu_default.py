@@ -82,7 +82,8 @@ def test_image_policy_override_and_a_learner_slower_than_the_control_period_is_w
     cfg = compose_run(*SO101, "robot.env.policy_obs=images", "robot.env.fps=10000", "total_steps=16")
     with caplog.at_level(logging.INFO):
         run_rl.train(cfg, tmp_path)
-    assert "front: float32 (128, 128, 3)" in _built_line(caplog)
+    # the policy sees the image as SB3's CNN wants it: uint8, channel-first, not normalised by VecNormalize
+    assert "front: uint8 (3, 128, 128)" in _built_line(caplog)
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "rlrm.rl.learner_rate" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
