@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 __all__ = ["main", "SUBCOMMANDS", "BENCHMARKS"]
 
@@ -51,23 +52,24 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, help_) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module)
-        if name == wanted:
-            _Lazy(module).load().add_arguments(p)
+    _add_commands(sub, SUBCOMMANDS, wanted)
     bench = sub.add_parser("bench", help="benchmarks that print a table and write JSON")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH")
     bench_wanted = None
     if wanted == "bench":
         rest = argv[argv.index("bench") + 1 :]
         bench_wanted = next((a for a in rest if not a.startswith("-")), None)
-    for name, (module, help_) in BENCHMARKS.items():
-        p = bsub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module)
-        if name == bench_wanted:
-            _Lazy(module).load().add_arguments(p)
+    _add_commands(bsub, BENCHMARKS, bench_wanted)
     return parser
+
+
+def _add_commands(sub: Any, table: dict[str, tuple[str, str]], wanted: str | None) -> None:
+    """One subparser per ``name -> (module, help)``; only the ``wanted`` one imports its module for its options."""
+    for name, (module, help_) in table.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        if name == wanted:
+            _Lazy(module).load().add_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,13 +57,7 @@ def load_server_keys(source: Any) -> tuple[bytes, bytes]:
             raise ValueError(f"curve_keys pair must be (public, secret), got {len(source)} values")
         public, secret = (k.encode() if isinstance(k, str) else bytes(k) for k in source)
     else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / SERVER_SECRET
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no CurveZMQ secret key at {path}: make one with `rlrm keys {Path(source)}`"
-            )
+        path = _key_file(source, SERVER_SECRET, f"no CurveZMQ secret key at {{path}}: make one with `rlrm keys {source}`")
         public, secret = zmq.auth.load_certificate(path)
         if secret is None:
             raise ValueError(f"{path} holds only a public key; the worker needs {SERVER_SECRET}")
@@ -80,15 +74,20 @@ def load_server_public_key(source: Any) -> bytes:
         if len(key) != 40:
             raise ValueError(f"curve server key must be 40 z85 characters, got {len(key)}")
         return key
-    path = Path(source)
-    if path.is_dir():
-        path = path / SERVER_PUBLIC
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no CurveZMQ public key at {path}: copy {SERVER_PUBLIC} from the worker's key directory"
-        )
+    path = _key_file(source, SERVER_PUBLIC,
+                     f"no CurveZMQ public key at {{path}}: copy {SERVER_PUBLIC} from the worker's key directory")
     public, _ = zmq.auth.load_certificate(path)
     return public
+
+
+def _key_file(source: Any, name: str, missing: str) -> Path:
+    """``source`` as a key file path (``source/name`` for a directory); FileNotFoundError(``missing``) if absent."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / name
+    if not path.is_file():
+        raise FileNotFoundError(missing.format(path=path))
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
