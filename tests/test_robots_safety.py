@@ -296,10 +296,13 @@ def test_stop_from_another_thread_halts_within_one_tick():
     steps_after_stop: list[dict] = []
 
     def policy_loop():
-        for i in range(400):
+        # keeps stepping until it has taken a few steps after the stop (a fixed step count could end first)
+        i = 0
+        while len(steps_after_stop) < 5 and i < 100_000:
             _, _, _, trunc, info = env.step(np.array([1, 1, 0, 0, 0, 0, 1.0]) * (-1) ** (i // 20))
             if stopped.is_set():
                 steps_after_stop.append(info)
+            i += 1
 
     worker = threading.Thread(target=policy_loop)
     worker.start()
