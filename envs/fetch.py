@@ -184,7 +184,7 @@ class FetchEnv(GoalEnv):
     def render_camera(self, name: str) -> np.ndarray:
         """The current frame from the named view (see :attr:`camera_names`): (image_size, image_size, 3) uint8."""
         views = FETCH_CAMERAS[self.task_name]
-        if name not in views and name not in self.camera_names:
+        if name not in self.camera_names:
             raise ValueError(f"unknown camera {name!r} for {self.task_name}; available: {self.camera_names}")
         self._fetch._render_callback()
         return self._renderer.render(views.get(name, name))

@@ -53,7 +53,7 @@ class RewardLoggingCallback(BaseCallback):
         if self.stats is None:  # the reward wrapper's RewardStats, found through the training env
             for env in getattr(self.training_env, "envs", [])[:1]:
                 while env is not None and self.stats is None:
-                    self.stats = getattr(env, "reward_stats", None) if "reward_stats" in vars(env) else None
+                    self.stats = getattr(env, "reward_stats", None)  # gymnasium wrappers do not forward attributes
                     env = getattr(env, "env", None)
 
     def _record(self, progress: Any, success_prob: Any, terms: dict, latency_ms: Any) -> None:
@@ -185,11 +185,8 @@ class LearningCurveCallback(BaseCallback):
         if self._env is None:
             self._env = self.make_env()
         stats = self.model.get_vec_normalize_env()
-        transform = None
-        if stats is not None:
-            def transform(obs: Any) -> Any:
-                return stats.normalize_obs(obs)
-        metrics = evaluate_policy(self.model, self._env, self.episodes, seed=self.seed, obs_transform=transform)
+        metrics = evaluate_policy(self.model, self._env, self.episodes, seed=self.seed,
+                                  obs_transform=stats.normalize_obs if stats is not None else None)
         point = {"env_steps": int(self.num_timesteps), "success_rate": float(metrics["success_rate"]),
                  "mean_length": float(metrics["mean_length"])}
         self.points.append(point)

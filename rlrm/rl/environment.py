@@ -152,11 +152,7 @@ def vectorize(env: gym.Env, normalize_obs: bool, load_from: Any = None) -> Any:
     if load_from is not None and Path(load_from).exists():
         log.info("observation statistics from %s", load_from)
         return VecNormalize.load(str(load_from), venv)
-    if isinstance(space, spaces.Dict):
-        keys = [k for k, sub in space.spaces.items() if not is_image_space(sub)]
-        if not keys:
-            return venv
-        return VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=10.0, norm_obs_keys=keys)
-    if is_image_space(space):
-        return venv
-    return VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=10.0)
+    keys = [k for k, sub in space.spaces.items() if not is_image_space(sub)] if isinstance(space, spaces.Dict) else None
+    if keys == [] or (keys is None and is_image_space(space)):
+        return venv  # nothing but images: nothing to normalise
+    return VecNormalize(venv, norm_obs=True, norm_reward=False, clip_obs=10.0, norm_obs_keys=keys)

@@ -36,9 +36,8 @@ def evaluate_policy(model: Any, env: gym.Env, episodes: int, seed: int = 10_000,
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     records: list[dict[str, Any]] = []
     final_frames: list[np.ndarray] = []
-    buffer_owner = env  # the reward wrapper, which keeps the episode's frames
-    while buffer_owner is not None and not ("frame_buffer" in dir(type(buffer_owner))
-                                            or "frame_buffer" in vars(buffer_owner)):
+    buffer_owner = env  # the reward wrapper, which keeps the episode's frames (wrappers do not forward attributes)
+    while buffer_owner is not None and getattr(buffer_owner, "frame_buffer", None) is None:
         buffer_owner = getattr(buffer_owner, "env", None)
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)

@@ -4,8 +4,9 @@
   float, channel-first, RGBA or grayscale image.
 * :func:`frame_from_observation` - pull an image out of a dict observation by key (``"a/b"``
   for nested dicts); a missing key lists the keys there are.
-* :class:`FrameSource` - one env's frames: ``env.render()`` (``camera=None``) or an image key
-  of its dict observation; checks the first frame fully, later ones cheaply.
+* :func:`camera_list` - the camera setting as a list of names (or None), checked.
+* :class:`FrameSource` - one env's frames: ``env.render()`` (``camera=None``), image keys of its dict
+  observation or its render cameras (several tiled); checks the first frame fully, later ones cheaply.
 * :class:`FrameBuffer` - every frame of the current episode in RAM, reset frame first.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_frame", "frame_from_observation", "FrameSource", "FrameBuffer"]
+__all__ = ["check_frame", "frame_from_observation", "camera_list", "FrameSource", "FrameBuffer"]
 
 
 def check_frame(frame: Any, where: str) -> np.ndarray:
@@ -75,6 +76,22 @@ def _list_keys(observation: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def camera_list(camera: Any) -> list[str] | None:
+    """None, or ``camera`` as a list of names (one name, or several to tile); a ValueError saying what is allowed."""
+    if camera is None:
+        return None
+    names = [camera] if isinstance(camera, str) else camera
+    try:
+        names = list(names)
+    except TypeError:
+        names = []
+    if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"camera must be None, an image key / camera name (str) or a non-empty list of distinct names, got {camera!r}"
+        )
+    return names
+
+
 class FrameSource:
     """Reads the current frame of one env from ``env.render()``, observation keys or named render cameras.
 
@@ -99,24 +116,7 @@ class FrameSource:
 
     def __init__(self, env: Any, camera: str | list[str] | tuple[str, ...] | None = None) -> None:
         self.env = env
-        if isinstance(camera, (list, tuple)) or (camera is not None and not isinstance(camera, str)):
-            try:
-                names = [str(c) for c in camera] if all(isinstance(c, str) and c for c in camera) else None
-            except TypeError:
-                names = None
-            if not names:
-                raise ValueError(
-                    f"camera must be None, an image key / camera name (str) or a non-empty list of them, got {camera!r}"
-                )
-            if len(set(names)) != len(names):
-                raise ValueError(f"camera names must be distinct, got {names}")
-            self.cameras: list[str] | None = names
-        elif camera is None:
-            self.cameras = None
-        elif not camera:
-            raise ValueError(f"camera must be an image key of the observation (str) or None, got {camera!r}")
-        else:
-            self.cameras = [camera]
+        self.cameras = camera_list(camera)
         self.camera = camera if not isinstance(camera, (list, tuple)) else list(camera)
         self._shape: tuple[int, ...] | None = None
         self._kinds: list[str] | None = None  # per camera: "obs" or "render"
@@ -171,18 +171,24 @@ class FrameSource:
         for name, kind in zip(self.cameras, self._kinds, strict=True):
             frame = frame_from_observation(observation, name) if kind == "obs" else base.render_camera(name)
             views.append(frame if self._shape is not None else check_frame(frame, f"camera {name!r}"))
+        return self.tile(views)
+
+    def tile(self, views: list[np.ndarray], where: str | None = None) -> np.ndarray:
+        """The views of one step (in camera order) side by side, validated as :meth:`check` does;
+        the first call records :attr:`view_widths`."""
         if len(views) == 1:
-            frame = views[0]
-        else:
-            from rlrm.views import tile_views
+            return self.check(views[0], where)
+        from rlrm.views import tile_views
 
-            frame = tile_views(views, self.cameras)
-        if not self.view_widths:
+        if len(self.view_widths) <= 1:
             self.view_widths = [int(v.shape[1]) for v in views]
-        return self.check(frame)
+        return self.check(tile_views(views, self.cameras), where)
 
-    def check(self, frame: Any) -> np.ndarray:
-        """Validate ``frame`` (fully the first time, by shape afterwards) and return it."""
+    def check(self, frame: Any, where: str | None = None) -> np.ndarray:
+        """Validate ``frame`` (fully the first time, by shape afterwards) and return it.
+
+        ``where`` names the frame's origin in errors (default :attr:`where`; a vector wrapper names the sub-env).
+        """
         if (
             self._shape is not None
             and isinstance(frame, np.ndarray)
@@ -190,10 +196,11 @@ class FrameSource:
             and frame.dtype == np.uint8
         ):
             return frame
-        frame = check_frame(frame, self.where)
+        where = where or self.where
+        frame = check_frame(frame, where)
         if self._shape is not None and frame.shape != self._shape:
             raise ValueError(
-                f"{self.where} changed image size mid-run: got {frame.shape}, earlier frames were {self._shape}; "
+                f"{where} changed image size mid-run: got {frame.shape}, earlier frames were {self._shape}; "
                 "keep the render/camera resolution fixed"
             )
         self._shape = frame.shape

@@ -40,24 +40,14 @@ from typing import Any
 import numpy as np
 
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.views import ViewMeanScorer, check_views, tile_views
+from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
-from rlrm.wrappers.frames import check_frame, frame_from_observation
+from rlrm.wrappers.frames import FrameSource, frame_from_observation
 from rlrm.wrappers.reward import open_scorer
 
 __all__ = ["VecRewardCore", "CoreAccess"]
 
 log = logging.getLogger(__name__)
-
-
-def camera_list(camera: str | Sequence[str] | None) -> list[str] | None:
-    """None, or the camera names as a list (one name, or several to tile); a clear error otherwise."""
-    if camera is None:
-        return None
-    names = [camera] if isinstance(camera, str) else list(camera)
-    if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
-        raise ValueError(f"camera must be None, an image key / camera name, or a list of distinct names, got {camera!r}")
-    return names
 
 
 class VecRewardCore:
@@ -90,11 +80,10 @@ class VecRewardCore:
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
         tasks = self._resolve_tasks(task, num_envs)
-        self.cameras = camera_list(camera)
+        # checks and tiles every sub-env's frames as a single env's FrameSource does (the wrapper reads them)
+        self.frames = FrameSource(None, camera)
         self.views = check_views(views)
         self.on_timeout = on_timeout
-        self.view_widths: list[int] = []
-        self._shape: tuple[int, ...] | None = None
         self.episodes = [
             EpisodeReward(
                 tasks[i],
@@ -110,7 +99,7 @@ class VecRewardCore:
         ]
         self.scorer, self._owns_scorer = open_scorer(source)
         if self.views == "mean" and self.cameras and len(self.cameras) > 1:
-            self.scorer = ViewMeanScorer(self.scorer, lambda: self.view_widths, owns=self._owns_scorer)
+            self.scorer = ViewMeanScorer(self.scorer, lambda: self.frames.view_widths, owns=self._owns_scorer)
         self.reward_stats = RewardStats()
         self.timing_in_info = False
 
@@ -125,23 +114,10 @@ class VecRewardCore:
             raise ValueError(f"task must be one instruction or {num_envs} (one per sub-env), got {len(tasks)}")
         return tasks
 
-    def check(self, frame: Any, where: str) -> np.ndarray:
-        """Validate one sub-env frame (fully the first time, by shape afterwards)."""
-        if isinstance(frame, np.ndarray) and frame.shape == self._shape and frame.dtype == np.uint8:
-            return frame
-        frame = check_frame(frame, where)
-        if self._shape is not None and frame.shape != self._shape:
-            raise ValueError(f"{where} changed image size mid-run: got {frame.shape}, earlier frames were {self._shape}")
-        self._shape = frame.shape
-        if not self.view_widths:
-            self.view_widths = [int(frame.shape[1])]
-        return frame
-
-    def tile(self, views: list[np.ndarray], where: str) -> np.ndarray:
-        """Tile one sub-env's views (in camera order) into its frame and validate it."""
-        if len(views) > 1 and len(self.view_widths) <= 1:
-            self.view_widths = [int(v.shape[1]) for v in views]
-        return self.check(tile_views(views, self.cameras), where)
+    @property
+    def cameras(self) -> list[str] | None:
+        """The camera names (None: the wrapper renders)."""
+        return self.frames.cameras
 
     def frames_from(self, obs: Any, render_camera: Callable[[str], Sequence[np.ndarray]], num_envs: int,
                     ) -> list[np.ndarray]:
@@ -153,7 +129,7 @@ class VecRewardCore:
             except (KeyError, ValueError):
                 images = render_camera(name)
             per_camera.append(images)
-        return [self.tile([np.asarray(images[i]) for images in per_camera], f"sub-env {i} cameras {self.cameras}")
+        return [self.frames.tile([np.asarray(images[i]) for images in per_camera], f"sub-env {i} cameras {self.cameras}")
                 for i in range(num_envs)]
 
     def _score_due(self, due: list[int]) -> tuple[dict[int, Any], float | None]:

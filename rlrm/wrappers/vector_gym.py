@@ -114,7 +114,7 @@ class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
             images = self.env.render()
             if images is None:
                 images = [None] * self.num_envs
-            return [self.core.check(images[i], "env.render()") for i in range(self.num_envs)]
+            return [self.core.frames.check(images[i], f"sub-env {i} env.render()") for i in range(self.num_envs)]
         return self.core.frames_from(obs, lambda name: self.env.call("render_camera", name), self.num_envs)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):

@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.frames import FrameSource, frame_from_observation
-from rlrm.wrappers.vector import CoreAccess, VecRewardCore, camera_list
+from rlrm.wrappers.vector import CoreAccess, VecRewardCore
 
 __all__ = ["RobometerSB3VecReward", "SB3VecReward", "FrameInInfo"]
 
@@ -108,21 +108,20 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
                 "last frame: wrap the sub-envs with make_vec_env(..., wrapper_class=rlrm.wrappers.FrameInInfo) "
                 "or pass camera=<image key of the observation>"
             )
-        self.camera = camera_list(camera)
         self.core = VecRewardCore(venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
                                   success, on_timeout, terminate_on_success=self.terminate_on_success, views=views)
 
     def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
-        if self.camera is None or FRAME_KEY in info_i:
+        if self.core.cameras is None or FRAME_KEY in info_i:
             frame = info_i.get(FRAME_KEY)
             if frame is None:
                 raise KeyError(f"info has no {FRAME_KEY!r}: wrap the sub-envs in rlrm.wrappers.FrameInInfo")
-            if self.camera is not None and len(self.camera) > 1 and len(self.core.view_widths) <= 1:
-                widths = self.venv.get_attr("frame_source", indices=[0])[0].view_widths
-                self.core.view_widths = list(widths)
-            return self.core.check(frame, f"info[{FRAME_KEY!r}]")
-        views = [np.asarray(frame_from_observation(obs_i, name)) for name in self.camera]
-        return self.core.tile(views, f"observation{self.camera}")
+            frames = self.core.frames
+            if self.core.cameras is not None and len(self.core.cameras) > 1 and len(frames.view_widths) <= 1:
+                frames.view_widths = list(self.venv.get_attr("frame_source", indices=[0])[0].view_widths)
+            return frames.check(frame, f"info[{FRAME_KEY!r}]")
+        views = [np.asarray(frame_from_observation(obs_i, name)) for name in self.core.cameras]
+        return self.core.frames.tile(views, f"observation{self.core.cameras}")
 
     def _obs_at(self, obs: Any, i: int) -> Any:
         if isinstance(obs, dict):
@@ -142,7 +141,7 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
         n = self.num_envs
         frames = []
         for i in range(n):
-            if dones[i] and self.camera is not None:
+            if dones[i] and self.core.cameras is not None:
                 frames.append(self._frame(infos[i]["terminal_observation"], infos[i]))
             else:
                 frames.append(self._frame(self._obs_at(obs, i), infos[i]))
