@@ -15,13 +15,25 @@ Every env: ``render()`` returns an upright (image_size, image_size, 3) uint8 fra
 from __future__ import annotations
 
 import os
+import sys
 
 import gymnasium as gym
 
 # Frames are rendered offscreen; without a display MuJoCo needs EGL (or OSMesa). Set MUJOCO_GL
-# yourself (glfw, osmesa) before importing envs to choose another backend.
+# yourself (glfw, osmesa) before importing envs to choose another backend. MuJoCo reads it once, when
+# it is first imported: if something (gymnasium_robotics, dm_control) imported it before us, setting it
+# here changes nothing, and envs.rendering explains the resulting GL error.
+MUJOCO_GL_SET_TOO_LATE = "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ
+if MUJOCO_GL_SET_TOO_LATE and not os.environ.get("DISPLAY"):
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "mujoco was imported before `import envs` with MUJOCO_GL unset: it will try glfw, which needs a display, "
+        "and offscreen frames will fail. Import envs first, or run with MUJOCO_GL=egl in the environment")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+from envs._compat import patch_gymnasium_robotics_on_import
 
 __all__ = ["FETCH_IDS", "register_envs"]
 
@@ -51,3 +63,4 @@ def register_envs() -> None:
 
 
 register_envs()
+patch_gymnasium_robotics_on_import()  # gymnasium-robotics' own Fetch/Hand envs need it with this MuJoCo too

@@ -3,36 +3,46 @@
 * :func:`fix_gymnasium_robotics_joint_types` - lets gymnasium-robotics 1.4.x build its
   envs with recent MuJoCo (3.17 here), whose joint-type enums no longer equal numpy ints from the left.
 * :func:`fix_metaworld_weld_data` - lets MetaWorld 3.0 build its envs with MuJoCo's 12-field eq_data.
+* :func:`patch_gymnasium_robotics_on_import` - applies the joint-type fix as soon as gymnasium-robotics'
+  ``mujoco_utils`` is imported (``import envs`` calls it), so gymnasium-robotics' own envs
+  (``FetchSlide-v4``, ``HandReach-v3``) build too, not only rlrm's.
+
+This module imports MuJoCo only inside the fixes: ``import envs`` stays light and leaves the
+choice of ``MUJOCO_GL`` to the moment MuJoCo is first imported.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import logging
+import sys
 import types
 
-import mujoco
-import numpy as np
-
-__all__ = ["fix_gymnasium_robotics_joint_types", "fix_metaworld_weld_data"]
+__all__ = ["fix_gymnasium_robotics_joint_types", "fix_metaworld_weld_data", "patch_gymnasium_robotics_on_import"]
 
 logger = logging.getLogger(__name__)
 
-
-class _IntJointTypes:
-    """``mujoco.mjtJoint`` with plain-int members, so ``np.int32(2) in (SLIDE, HINGE)`` holds."""
-
-    mjJNT_FREE = int(mujoco.mjtJoint.mjJNT_FREE)
-    mjJNT_BALL = int(mujoco.mjtJoint.mjJNT_BALL)
-    mjJNT_SLIDE = int(mujoco.mjtJoint.mjJNT_SLIDE)
-    mjJNT_HINGE = int(mujoco.mjtJoint.mjJNT_HINGE)
+_MUJOCO_UTILS = "gymnasium_robotics.utils.mujoco_utils"
 
 
 class _MujocoWithIntJointTypes(types.ModuleType):
-    """The ``mujoco`` module as seen by gymnasium-robotics' ``mujoco_utils``: only mjtJoint differs."""
+    """The ``mujoco`` module as seen by gymnasium-robotics' ``mujoco_utils``: only mjtJoint differs.
 
-    mjtJoint = _IntJointTypes
+    Its ``mjtJoint`` has plain-int members, so ``np.int32(2) in (SLIDE, HINGE)`` holds.
+    """
+
+    def __init__(self, name: str) -> None:
+        import mujoco
+
+        super().__init__(name)
+        joint = mujoco.mjtJoint
+        self.mjtJoint = types.SimpleNamespace(**{k: int(getattr(joint, k)) for k in
+                                                 ("mjJNT_FREE", "mjJNT_BALL", "mjJNT_SLIDE", "mjJNT_HINGE")})
 
     def __getattr__(self, name: str):
+        import mujoco
+
         return getattr(mujoco, name)
 
 
@@ -44,6 +54,9 @@ def fix_gymnasium_robotics_joint_types() -> bool:
     enums, so every Fetch env fails to build. We hand its ``mujoco_utils`` module a view of
     ``mujoco`` whose joint-type constants are ints; nothing else changes.
     """
+    import mujoco
+    import numpy as np
+
     if np.int32(int(mujoco.mjtJoint.mjJNT_SLIDE)) in (mujoco.mjtJoint.mjJNT_SLIDE,):
         return False
     from gymnasium_robotics.utils import mujoco_utils
@@ -63,6 +76,7 @@ def fix_metaworld_weld_data() -> bool:
     MetaWorld env builds (metaworld 3.1 instead pins mujoco==3.3.0, which would downgrade
     every other user of MuJoCo). We write the same 11 values and keep MuJoCo's extra field.
     """
+    import mujoco
     from metaworld import sawyer_xyz_env
 
     probe = mujoco.MjModel.from_xml_string(
@@ -83,3 +97,42 @@ def fix_metaworld_weld_data() -> bool:
     sawyer_xyz_env.SawyerMocapBase._rlrm_weld_fix = True
     logger.debug("patched metaworld SawyerMocapBase.reset_mocap_welds for mujoco %s", mujoco.__version__)
     return True
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds gymnasium-robotics' ``mujoco_utils`` like the normal path finder, then applies the fix to it."""
+
+    def find_spec(self, fullname, path, target=None):
+        """The module's ordinary spec with this object as loader (only for ``mujoco_utils``)."""
+        if fullname != _MUJOCO_UTILS:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        """Let the original loader create the module."""
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        """Run the module as usual, then patch it (its ``mujoco`` global exists only now)."""
+        self._loader.exec_module(module)
+        sys.modules[_MUJOCO_UTILS] = module  # the fix imports it by name
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        fix_gymnasium_robotics_joint_types()
+
+
+def patch_gymnasium_robotics_on_import() -> None:
+    """Apply :func:`fix_gymnasium_robotics_joint_types` now if gymnasium-robotics is loaded, else when it loads.
+
+    Importing gymnasium-robotics here would load MuJoCo (and print its notices) on every
+    ``import envs``; an import hook costs nothing until ``gym.make("FetchSlide-v4")`` imports it.
+    """
+    if _MUJOCO_UTILS in sys.modules:
+        fix_gymnasium_robotics_joint_types()
+    elif not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterImport())

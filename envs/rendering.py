@@ -4,6 +4,7 @@
 * :class:`FrameRenderer` - renders (H, W, 3) uint8 frames of a model/data pair from a named,
   numbered or free camera, optionally flipped upright, optionally with fast settings.
 * :func:`apply_fast_render` - model settings that make CPU rendering cheap (no multisampling).
+* :func:`gl_context_advice` - what to do when MuJoCo cannot create a GL context (MUJOCO_GL chosen too late).
 
 Why a fast mode: with software/EGL rendering on CPU, MuJoCo's default shadow map, multisample
 anti-aliasing, reflections and skybox dominate the cost of a frame. A reward model looking at
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-__all__ = ["CameraView", "FrameRenderer", "apply_fast_render"]
+__all__ = ["CameraView", "FrameRenderer", "apply_fast_render", "gl_context_advice"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,26 @@ logger = logging.getLogger(__name__)
 # backend's own atexit hook (atexit runs last-registered first).
 _OPEN_RENDERERS: weakref.WeakSet = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
+
+
+def gl_context_advice(error: str) -> str:
+    """The message for a failed OpenGL context: which backend MuJoCo picked, why, and what to do instead."""
+    import os
+    import sys
+
+    backend = os.environ.get("MUJOCO_GL")
+    envs_module = sys.modules.get("envs")
+    too_late = bool(getattr(envs_module, "MUJOCO_GL_SET_TOO_LATE", False))
+    if too_late:
+        why = ("mujoco was imported before `import envs` (e.g. by `import gymnasium_robotics`), with MUJOCO_GL "
+               "unset, so it chose its default backend (glfw, which needs a display); envs sets MUJOCO_GL=egl "
+               "only while MuJoCo is not loaded yet. Import envs first, or start Python with MUJOCO_GL=egl in "
+               "the environment (`MUJOCO_GL=egl python ...`)")
+    else:
+        why = (f"MUJOCO_GL={backend!r}" if backend else "MUJOCO_GL is unset") + (
+            f", DISPLAY={os.environ.get('DISPLAY')!r}. Without a display set MUJOCO_GL=egl (or osmesa) in the "
+            "environment before anything imports mujoco")
+    return f"MuJoCo could not create an OpenGL context for offscreen frames ({error.strip()}): {why}."
 
 
 def _close_open_renderers() -> None:
@@ -122,7 +143,10 @@ class FrameRenderer:
         # The offscreen buffer must be at least the frame size.
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), self.image_size)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), self.image_size)
-        self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
+        try:
+            self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
+        except mujoco.FatalError as e:
+            raise RuntimeError(gl_context_advice(str(e))) from None
         _OPEN_RENDERERS.add(self)
         global _EXIT_HOOK_REGISTERED
         if not _EXIT_HOOK_REGISTERED:
