@@ -8,6 +8,7 @@
   describes its model (``info``): what ``LocalScorer``, ``RewardClient`` and ``RayRewardPool`` offer.
 * :func:`validate_queries` - the one check of a query list every scorer runs before scoring.
 * :func:`validate_frames` - the check of one (T, H, W, 3) uint8 frame array.
+* :func:`float_frames_hint` - how to turn float images into uint8, chosen by their value range.
 * :class:`InvalidQueriesError` - what :func:`validate_queries` raises on a malformed list.
 
 These types are plain numpy + dataclasses + typing protocols: they cross the wire
@@ -31,8 +32,27 @@ __all__ = [
     "AsyncScorer",
     "validate_queries",
     "validate_frames",
+    "float_frames_hint",
     "InvalidQueriesError",
 ]
+
+
+def float_frames_hint(frames: np.ndarray, name: str = "frames") -> str:
+    """The conversion to uint8 that fits float ``frames``' values: [0, 1] scaled by 255, 0..255 cast, else normalised.
+
+    >>> float_frames_hint(np.full((2, 2, 3), 200.0))
+    'float values in 0..255: use np.clip(frames, 0, 255).astype(np.uint8)'
+    """
+    finite = frames[np.isfinite(frames)] if frames.size else frames
+    if finite.size == 0:
+        return f"float {name} hold no finite value (NaN/inf): render real images"
+    low, high = float(finite.min()), float(finite.max())
+    if low >= 0.0 and high <= 1.0:
+        return f"float values in [0, 1]: use (np.clip({name}, 0, 1) * 255).astype(np.uint8)"
+    if low >= 0.0 and high <= 255.0:
+        return f"float values in 0..255: use np.clip({name}, 0, 255).astype(np.uint8)"
+    return (f"float values in [{low:.3g}, {high:.3g}], neither [0, 1] nor 0..255: undo the normalisation "
+            f"that produced them, then convert to uint8")
 
 
 def validate_frames(frames: Any, name: str = "frames") -> np.ndarray:
@@ -50,7 +70,7 @@ def validate_frames(frames: Any, name: str = "frames") -> np.ndarray:
         if frames.ndim == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:
             hint = " (looks channel-first: use frames.transpose(0, 2, 3, 1))"
         elif frames.dtype.kind == "f":
-            hint = " (float images: use (np.clip(frames, 0, 1) * 255).astype(np.uint8))"
+            hint = f" ({float_frames_hint(frames)})"
         elif frames.ndim == 3:
             hint = " (a single image: use frames[None])"
         raise ValueError(

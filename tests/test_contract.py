@@ -199,3 +199,13 @@ def test_top_level_names_resolve_lazily_to_the_library_objects():
     assert {"RobometerReward", "SuccessTermination", "make_reward_model", "RewardClient"} <= set(dir(rlrm))
     with pytest.raises(AttributeError, match="module 'rlrm' has no attribute 'RobometerRewards'"):
         rlrm.RobometerRewards  # noqa: B018
+
+
+@pytest.mark.parametrize("value, advice", [(0.5, r"\* 255"), (128.0, r"np.clip\(frames, 0, 255\).astype")])
+def test_float_frames_hint_follows_the_value_range(value, advice):
+    """Frames already in 0..255 must not be told to scale by 255 (that saturates every pixel)."""
+    from rlrm.types import validate_frames
+
+    with pytest.raises(ValueError, match=advice) as caught:
+        validate_frames(np.full((2, 8, 8, 3), value, np.float32))
+    assert (value > 1) == ("* 255" not in str(caught.value))

@@ -194,6 +194,9 @@ def test_float_camera_image_is_refused_with_a_fix(tiny_model):
 @pytest.mark.parametrize(
     "frame, message",
     [
+        (np.full((32, 40, 3), 0.5), r"values in \[0, 1\]: use \(np.clip\(frame, 0, 1\) \* 255\)"),
+        (np.full((32, 40, 3), 200.0, np.float32), r"values in 0..255: use np.clip\(frame, 0, 255\).astype"),
+        (np.full((32, 40, 3), -2.0), r"values in \[-2, -2\], neither \[0, 1\] nor 0..255"),
         (np.zeros((3, 32, 40), np.uint8), r"channel-first.*transpose\(1, 2, 0\)"),
         (np.zeros((32, 40, 4), np.uint8), r"RGBA: use frame\[\.\.\., :3\]"),
         (np.zeros((32, 40), np.uint8), "grayscale"),

@@ -5,6 +5,7 @@
   env's own success at episode end.
 * :class:`CheckpointCallback` - a heartbeat every few steps and a checkpoint (policy + replay
   buffer + step counter) every ``every`` steps and at the end (:mod:`rlrm.rl.checkpoints`).
+* :func:`rollout_steps` - env steps per rollout (where an on-policy algorithm can checkpoint).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlrm.rl.checkpoints import save_checkpoint, write_heartbeat
 
-__all__ = ["RewardLoggingCallback", "CheckpointCallback", "LearningCurveCallback"]
+__all__ = ["RewardLoggingCallback", "CheckpointCallback", "LearningCurveCallback", "rollout_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ class RewardLoggingCallback(BaseCallback):
         return True
 
 
+def rollout_steps(model: Any) -> int:
+    """Env steps between two rollout ends: ``n_steps * n_envs`` for on-policy algorithms (PPO), 1 for SAC."""
+    n_steps = getattr(model, "n_steps", None)
+    return int(n_steps) * int(model.n_envs) if isinstance(n_steps, int) else 1
+
+
 class CheckpointCallback(BaseCallback):
     """Heartbeat every ``heartbeat_every`` steps; checkpoint every ``every`` steps and at the end.
 
@@ -113,6 +120,14 @@ class CheckpointCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._last_saved = self.num_timesteps
+        rollout = rollout_steps(self.model)
+        if self.every > 0 and rollout > 1 and self.every % rollout:
+            spacing = -(-self.every // rollout) * rollout
+            log.warning("checkpoint_every=%d: %s saves at the end of a rollout (n_steps=%d x %d envs = %d env "
+                        "steps), so checkpoints come every %d steps (%d, %d, ...); choose a multiple of %d to "
+                        "match", self.every, type(self.model).__name__, rollout // self.model.n_envs,
+                        self.model.n_envs, rollout, spacing, self.num_timesteps + spacing,
+                        self.num_timesteps + 2 * spacing, rollout)
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.heartbeat_every == 0:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from rlrm.types import float_frames_hint
+
 __all__ = ["check_frame", "frame_from_observation", "camera_list", "FrameSource", "FrameBuffer"]
 
 
@@ -37,7 +39,7 @@ def check_frame(frame: Any, where: str) -> np.ndarray:
     if frame.ndim == 3 and frame.shape[0] in (1, 3) and frame.shape[-1] not in (1, 3, 4):
         hint = "; it looks channel-first (C,H,W): use frame.transpose(1, 2, 0)"
     elif frame.dtype.kind == "f":
-        hint = "; float images in [0,1]: use (np.clip(frame, 0, 1) * 255).astype(np.uint8)"
+        hint = "; " + float_frames_hint(frame, "frame")
     elif frame.ndim == 3 and frame.shape[-1] == 4:
         hint = "; RGBA: use frame[..., :3]"
     elif frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] == 1):
