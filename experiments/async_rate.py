@@ -9,7 +9,7 @@ actions, transitions stored in a replay buffer) runs three ways:
 * ``async``      - :class:`rlrm.rl.async_reward.AsyncRobometerReward` + the relabelling replay
   buffer: the loop keeps its rate; rewards are written into the buffer as they arrive.
 
-Prints a table, writes ``experiments/results/async_rate.json`` (+ ``.png``) and reports the
+Prints a table, writes ``outputs/experiments/async_rate.json`` (+ ``.png``) and reports the
 async env-loop rate against the no-reward rate (``async_over_no_reward``; the target is >= 0.9)
 and against sync, and whether every async transition was labelled by the end of the run
 (``async_all_labelled``: the loop, then waiting for the last labels). The async env thread only
@@ -38,6 +38,8 @@ from rlrm.rl.async_reward import AsyncRobometerReward  # noqa: E402
 from rlrm.rl.relabel_buffer import RelabelingDictReplayBuffer  # noqa: E402
 from rlrm.transport import make_scorer, spawn_worker  # noqa: E402
 from rlrm.wrappers import RobometerReward  # noqa: E402
+
+from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 
 log = logging.getLogger("async_rate")
 
@@ -109,8 +111,9 @@ def main() -> int:
     parser.add_argument("--worker-nice", type=int, default=0,
                         help="run the worker this much nicer than the env loop (its tiny model's CPU work stands "
                         "in for a model that would run on a GPU; 0 = same priority)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "async_rate.json"))
+    add_output_arguments(parser, "async_rate.json")
     args = parser.parse_args()
+    args.out = str(output_path(args, "async_rate.json"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def fetch():

@@ -13,7 +13,7 @@ the same wall time. On a 2-core machine the
 question is overhead, not speedup: the learner's gradient steps bound both, so 1 runner should
 keep at least 0.8x the single-process rate; 4 runners oversubscribe the cores. Configurations run
 interleaved, ``--repeats`` times each, and the table shows medians. Prints a table and writes
-``experiments/results/distributed_scaling.json``.
+``outputs/experiments/distributed_scaling.json`` (``--results``: ``experiments/results/``).
 
     python experiments/distributed_scaling.py --steps 2000 --repeats 2
     python experiments/distributed_scaling.py --reward tiny     # runners share a real tiny-model worker
@@ -34,6 +34,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 
 log = logging.getLogger("distributed_scaling")
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +98,9 @@ def main() -> None:
     parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--reward", choices=["env_dense", "tiny"], default="env_dense")
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "distributed_scaling.json"))
+    add_output_arguments(parser, "distributed_scaling.json")
     args = parser.parse_args()
+    args.out = str(output_path(args, "distributed_scaling.json"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("rlrm.distributed.run").setLevel(logging.WARNING)
 

@@ -10,7 +10,7 @@ Runs ``python run_rl.py`` (SAC, the default budget and evaluation, a learning-cu
 * ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
 
 Success is the env's ``info["is_success"]`` at the end of each evaluation episode. Writes
-``experiments/results/fetch_reward_comparison.json``, ``.png`` (eval success against env steps: mean and
+``outputs/experiments/fetch_reward_comparison.json`` (``--results``: ``experiments/results/``), ``.png`` (eval success against env steps: mean and
 min-max band over seeds, final evaluation as dots), and for the Robometer runs a reward-hacking audit:
 the share of final evaluation episodes where the model says success (success probability > 0.65) but the
 env says failure, with a strip of final frames (``fetch_reward_hacking.png``). Prints a table.
@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 
 from rlrm.rl.reward_source import resolve_model_spec  # noqa: E402
 from rlrm.transport import spawn_worker  # noqa: E402
+
+from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {
@@ -171,12 +173,13 @@ def main() -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--conditions", nargs="+", default=["env_dense", "env_sparse", "robometer"],
                         choices=list(CONDITIONS))
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "fetch_reward_comparison"))
+    add_output_arguments(parser, "fetch_reward_comparison")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (they share one reward worker)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other conditions already in the output JSON (run conditions separately)")
     parser.add_argument("--runs-dir", default=str(ROOT / "outputs" / "fetch_reward_comparison"))
     args = parser.parse_args()
+    args.out = str(output_path(args, "fetch_reward_comparison"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = resolve_model_spec(args.model)
     budget = [f"total_steps={args.total_steps}"] if args.total_steps else []

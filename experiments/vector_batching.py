@@ -7,7 +7,7 @@ N CartPole envs render 400x600 rgb_array frames; the tiny Robometer model scores
 * ``RobometerVecReward``    - the vector env wrapped once: one batched request per vector step.
 
 ``in-process`` uses a LocalScorer; ``worker`` a real ``rlrm worker`` subprocess on loopback.
-Prints a table, writes ``experiments/results/vector_batching.json`` and reports the
+Prints a table, writes ``outputs/experiments/vector_batching.json`` and reports the
 single/vector ratio measured in the same run.
 
     python experiments/vector_batching.py --num-envs 4 --steps 10
@@ -28,6 +28,8 @@ from tqdm import tqdm
 from rlrm.models import make_reward_model
 from rlrm.transport import LocalScorer, RewardClient, spawn_worker
 from rlrm.wrappers import RobometerReward, RobometerVecReward
+
+from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 
 log = logging.getLogger("vector_batching")
 TASK = "balance the pole"
@@ -78,8 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="vector steps timed per configuration")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "vector_batching.json"))
+    add_output_arguments(parser, "vector_batching.json")
     args = parser.parse_args()
+    args.out = str(output_path(args, "vector_batching.json"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     n, steps = args.num_envs, args.steps
     rows: dict[str, float] = {"env + render only": time_bare(n, steps)}
