@@ -267,3 +267,19 @@ def test_worker_timeout_raises_or_holds(slow_worker):
     assert r1 == 0.0  # delta of a held progress
     env.close()
     client.close()
+
+
+@pytest.mark.parametrize("wrapper", ["sync", "async"])
+def test_a_dead_worker_url_fails_at_construction_naming_the_url(wrapper):
+    """Nothing listens at the URL: the wrapper says so when built, not 4 x 30 s into the first step()."""
+    import socket
+
+    from rlrm.wrappers import AsyncRobometerReward
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    cls = RobometerReward if wrapper == "sync" else AsyncRobometerReward
+    with pytest.raises(TimeoutError, match=rf"no reward worker answered at {url} within 5 s: start one there "
+                                           rf"\(rlrm worker --model MODEL --bind {url}\)"):
+        cls(cartpole_env(), TASK, url)

@@ -147,7 +147,7 @@ def probe_worker(client: Any, url: str, timeout_ms: float = PROBE_TIMEOUT_MS) ->
     attempts = int(getattr(client, "retries", 0)) + 1
     attempt_ms = max(50.0, min(timeout_ms / attempts, float(getattr(client, "timeout_ms", timeout_ms))))
     try:
-        rtt_ms = client.ping(timeout_ms=attempt_ms)
+        rtt_ms = client.wait_until_answering(timeout_ms)
         info = _as_model_info(client.info(timeout_ms=attempt_ms))
     except TimeoutError:
         raise RewardSourceError(

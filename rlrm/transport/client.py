@@ -217,6 +217,24 @@ class RewardClient:
         self._enqueue(self._pending("ping", timeout_ms)).result()
         return (time.perf_counter() - t0) * 1000
 
+    def wait_until_answering(self, timeout_ms: float = 5000.0) -> float:
+        """Ping within ``timeout_ms`` in all (split over this client's attempts); the round trip in ms.
+
+        What a wrapper or a run does before its first query, so a dead or wrong URL fails in seconds
+        instead of ``(retries + 1) x timeout_ms`` into the first ``step()``. Raises ``TimeoutError``
+        naming the URL and how to start a worker there.
+        """
+        attempts = self.retries + 1
+        attempt_ms = max(50.0, min(float(timeout_ms) / attempts, self.timeout_ms))
+        try:
+            return self.ping(timeout_ms=attempt_ms)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no reward worker answered at {self.url} within {attempts * attempt_ms / 1000:g} s: start one "
+                f"there (rlrm worker --model MODEL --bind {self.url}), or pass the URL of a running one (a worker "
+                "started with --curve-keys also needs curve_server_key)"
+            ) from None
+
     def close(self) -> None:
         """Stop the I/O thread and close the socket; pending calls fail with ``RuntimeError``."""
         if self._closed.is_set():

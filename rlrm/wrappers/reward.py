@@ -40,11 +40,18 @@ def open_scorer(source: Any) -> tuple[Any, bool]:
     """Resolve ``source`` with :func:`rlrm.transport.make_scorer`; returns ``(scorer, owned)``.
 
     ``owned`` is True when the scorer was created here (from a URL or a model), so the wrapper
-    closes it on ``close()``; a scorer passed in stays the caller's to close.
+    closes it on ``close()``; a scorer passed in stays the caller's to close. A worker URL is pinged
+    here (5 s in all), so a dead worker fails at construction, not minutes into the first ``step()``.
     """
     from rlrm.transport import make_scorer
 
     scorer = make_scorer(source)
+    if isinstance(source, str):
+        try:
+            scorer.wait_until_answering(5000.0)
+        except TimeoutError:
+            scorer.close()
+            raise
     return scorer, scorer is not source
 
 
