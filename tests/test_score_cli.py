@@ -86,3 +86,44 @@ def test_bench_model_writes_json(tmp_path):
     assert [r["batch_size"] for r in report["rows"]] == [1, 2]
     assert report["rows"][0]["speedup_per_query_vs_first"] == 1.0
     assert all(r["ms_per_query"] > 0 for r in report["rows"])
+
+
+def test_input_errors_are_one_message_without_a_traceback(tmp_path):
+    """A text file, a file named .mp4 that is no video, and a hub id the hub cannot serve: one line each, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "fake.mp4").write_text("hi")
+    np.save(tmp_path / "ep.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    # no network: the hub endpoint refuses connections at once; an empty cache
+    env.update(OMP_NUM_THREADS="1", HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"),
+               HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
+    cases = {
+        "notes.txt": ["--model", "tiny"],
+        "fake.mp4": ["--model", "tiny"],
+        "ep.npy": ["--model", "robometer/Robometer-4B"],
+    }
+    expected = {
+        "notes.txt": "unsupported video type '.txt'",
+        "fake.mp4": "OpenCV cannot open",
+        "ep.npy": "is not in the local Hugging Face cache and the hub at http://127.0.0.1:9 could not be reached",
+    }
+    for name, extra in cases.items():
+        done = subprocess.run([sys.executable, "-m", "rlrm", "score", str(tmp_path / name), "--task", "reach", *extra],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 2, done.stderr[-3000:]
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-3000:]
+        assert lines[0].startswith("rlrm score: ") and expected[name] in lines[0], lines[0]
+        assert "OFFLINE" not in lines[0]  # neither HF_HUB_OFFLINE nor TRANSFORMERS_OFFLINE was set
+
+
+def test_table_title_is_one_unbroken_line(tmp_path, capsys):
+    """A long task wrapped at the 4-column table's width, mid-phrase; the title now has its own line."""
+    np.save(tmp_path / "ep.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    task = "pick up the red block on the left and place it gently inside the blue bowl on the right"
+    assert main(["score", str(tmp_path / "ep.npy"), "--task", task, "--model", "tiny", "--max-frames", "2"]) == 0
+    assert f"ep.npy: {task} (model tiny)" in capsys.readouterr().out.splitlines()

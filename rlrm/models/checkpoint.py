@@ -99,6 +99,7 @@ def resolve_checkpoint_dir(spec: str) -> Path:
             f"no checkpoint directory {spec!r}; expected an existing directory or a hub id like "
             "'robometer/Robometer-4B'"
         )
+    import huggingface_hub.constants as hub_constants
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -110,12 +111,35 @@ def resolve_checkpoint_dir(spec: str) -> Path:
             )
         )
     except LocalEntryNotFoundError as e:
+        if offline:
+            flag = next((name for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(name, "")
+                         .strip().lower() in ("1", "true", "yes", "on")), "HF_HUB_OFFLINE")
+            why = f"{flag}={os.environ.get(flag, '1')} forbids downloading it"
+            fixes = f"unset {flag}, "
+        else:
+            root = _root_cause(e)
+            why = (f"the hub at {hub_constants.ENDPOINT} could not be reached to download it "
+                   f"({type(root).__name__}: {_first_line(root)})")
+            fixes = ""
         raise FileNotFoundError(
-            f"checkpoint {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
-            f"downloading it. Fetch it once with `hf download {repo_id}` (or `huggingface-cli download "
-            f"{repo_id}`) on a machine with access to the hub, unset HF_HUB_OFFLINE, or pass a local "
-            "checkpoint directory"
+            f"checkpoint {repo_id!r} is not in the local Hugging Face cache and {why}. Fetch it once with "
+            f"`hf download {repo_id}` (or `huggingface-cli download {repo_id}`) on a machine with access to the "
+            f"hub, {fixes}or pass a local checkpoint directory"
         ) from e
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a ``raise ... from`` / ``during handling`` chain (the network error)."""
+    seen = {id(error)}
+    while (error.__cause__ or error.__context__) is not None and id(error.__cause__ or error.__context__) not in seen:
+        error = error.__cause__ or error.__context__
+        seen.add(id(error))
+    return error
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def detect_layout(directory: Path) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,8 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
         return coerce_frames(frames, name=f"{path.name} contents"), None
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"unsupported video type {suffix!r} for {str(path)!r}; expected .npy or one of {VIDEO_SUFFIXES}")
+    # FFmpeg would print its own line ("moov atom not found") before ours; ours names the file and the fix
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -254,11 +258,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.task or not args.task.strip():
         raise ValueError(f"--task must be a non-empty instruction, got {args.task!r}")
-    frames, container_fps = read_video(args.video)
-    source_fps = args.source_fps or container_fps
-    indices = select_frames(len(frames), args.max_frames, args.all_frames, args.fps, source_fps)
-    kwargs: dict[str, Any] = {"device": args.device} if args.device else {}
-    model = make_reward_model(args.model, **kwargs)
+    try:  # a wrong file or an unreachable checkpoint is the user's to fix: its message, not a traceback
+        frames, container_fps = read_video(args.video)
+        source_fps = args.source_fps or container_fps
+        indices = select_frames(len(frames), args.max_frames, args.all_frames, args.fps, source_fps)
+        kwargs: dict[str, Any] = {"device": args.device} if args.device else {}
+        model = make_reward_model(args.model, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("RLRM_DEBUG", "0") not in ("", "0"):
+            raise
+        print(f"rlrm score: {e}", file=sys.stderr)
+        return 2
     info = model.info()
     if info.name in RANDOM_WEIGHT_MODELS:
         log.warning("model %r has random weights (a test model): its scores mean nothing; pass --model with "
@@ -266,13 +276,17 @@ def run(args: argparse.Namespace) -> int:
     query = RewardQuery(np.ascontiguousarray(frames[indices]), args.task, frame_index=indices)
     result = model.score([query])[0]
 
-    table = Table(title=f"{Path(args.video).name}: {args.task} (model {info.name})")
+    console = Console()
+    # the title on its own line: as the table's title it wraps at the narrow table's width, mid-phrase
+    console.print(f"{Path(args.video).name}: {args.task} (model {info.name})", markup=False, highlight=False,
+                  soft_wrap=True)
+    table = Table()
     for col in ("frame", "time s", "progress", "success"):
         table.add_column(col, justify="right")
     for i, p, s in zip(indices, result.progress, result.success, strict=True):
         t = f"{i / source_fps:.2f}" if source_fps else "-"
         table.add_row(str(int(i)), t, f"{p:.3f}", f"{s:.3f}")
-    Console().print(table)
+    console.print(table)
 
     report = {
         "video": str(args.video),
