@@ -33,7 +33,8 @@ from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
 from rlrm.rl.async_reward import AsyncRobometerReward
 from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
 from rlrm.rl.checkpoints import load_replay_buffer, resume_point
-from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
+from rlrm.rl.environment import (VECNORMALIZE_FILE, find_wrapper, make_env, resolve_env_defaults, vectorize,
+                                  with_policy_action, wrap_with_reward)
 from rlrm.rl.evaluation import evaluate_policy
 from rlrm.rl.interventions import InterventionLoggingCallback
 from rlrm.rl.learner_rate import LearnerRateCallback
@@ -63,12 +64,13 @@ def curve_callback(cfg: dict[str, Any], run_dir: Path) -> list[LearningCurveCall
     """Success-vs-env-steps points on the bare sim env every ``eval_every`` steps (never on a real robot)."""
     if not cfg.get("eval_every") or cfg.get("robot"):
         return []
-    return [LearningCurveCallback(lambda: make_env(cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
+    return [LearningCurveCallback(lambda: with_policy_action(make_env(cfg), cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
                                   run_dir / "learning_curve.json", seed=20_000 + cfg["seed"])]
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Run one training job described by the resolved config ``cfg``; returns the summary it writes."""
+    resolve_env_defaults(cfg)  # reward.model=auto, algo.base_policy.kind=env: what the task's config names
     if (cfg.get("distributed") or {}).get("runners", 0) != 0:  # env runners + a learner on Ray (docs/distributed.md)
         from rlrm.distributed.run import run_distributed
 

@@ -16,9 +16,9 @@ import logging
 import gymnasium as gym
 import numpy as np
 
-from envs.rendering import FrameRenderer
+from envs.rendering import CameraView, FrameRenderer
 
-__all__ = ["METAWORLD_TASKS", "UPSIDE_DOWN_CAMERAS", "MetaWorldEnv"]
+__all__ = ["METAWORLD_TASKS", "METAWORLD_VIEWS", "UPSIDE_DOWN_CAMERAS", "MetaWorldEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ METAWORLD_TASKS: dict[str, str] = {
 
 # Their camera frames have the world's up pointing down: rotate by 180 degrees.
 UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3"})
+
+#: Named views for the reward model, closer than MetaWorld's own cameras (at 128 px the corner camera
+#: shows the puck as ~3 pixels): ``front`` looks back at the robot across the goal region from the far
+#: right, ``side`` along the table from the left. Tiled together, one of them sees the object and the goal
+#: when the arm hides them in the other.
+METAWORLD_VIEWS: dict[str, CameraView] = {
+    "front": CameraView(lookat=(0.0, 0.75, 0.08), distance=0.85, azimuth=-60.0, elevation=-35.0),
+    "side": CameraView(lookat=(0.0, 0.75, 0.08), distance=0.85, azimuth=180.0, elevation=-30.0),
+}
 
 
 def _import_metaworld():
@@ -169,6 +178,23 @@ class MetaWorldEnv(gym.Env):
             flip=camera in UPSIDE_DOWN_CAMERAS,
         )
         self.camera = camera
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Names :meth:`render_camera` accepts: :data:`METAWORLD_VIEWS` and the model's own cameras."""
+        from envs.rendering import camera_names
+
+        return sorted(METAWORLD_VIEWS) + camera_names(self._mw.model)
+
+    def render_camera(self, name: str) -> np.ndarray:
+        """The current frame from the named view (see :attr:`camera_names`): (image_size, image_size, 3) uint8."""
+        if name not in self.camera_names:
+            raise ValueError(f"unknown camera {name!r} for MetaWorld {self.task_name}; available: {self.camera_names}")
+        frame = self._renderer.render(METAWORLD_VIEWS.get(name, name))
+        # The renderer flips for its own (corner) camera; other views come out upright.
+        if self._renderer.flip != (name in UPSIDE_DOWN_CAMERAS):
+            frame = np.ascontiguousarray(frame[::-1, ::-1])
+        return frame
 
     @property
     def model(self):

@@ -39,7 +39,7 @@ ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], bool]] = {
 }
 
 # config keys that are ours, not SB3 constructor arguments
-_OWN_KEYS = {"name", "policy", "net_arch", "residual_scale", "base_policy", "normalize_obs"}
+_OWN_KEYS = {"name", "policy", "net_arch", "residual_scale", "base_policy", "normalize_obs", "initial_residual_std"}
 
 
 def policy_for(observation_space: spaces.Space) -> str:
@@ -141,7 +141,7 @@ def make_algorithm(
         kwargs["replay_buffer_class"] = relabeling_buffer_class(env.observation_space)
     model = cls(policy, env, seed=seed, tensorboard_log=tensorboard_log, device=device, verbose=0, **kwargs)
     if name == "residual_sac":
-        zero_init_residual(model)
+        zero_init_residual(model, initial_std=algo_cfg.get("initial_residual_std"))
     log.info("built %s (%s) on %s%s", name, policy, describe_space(env.observation_space),
              f", replay buffer of {model.buffer_size} transitions" if off_policy else "")
     return model

@@ -4,8 +4,12 @@
   or ``robots.make_robot_env(robot.name, ...)`` when ``robot`` is set.
 * :func:`task_text` - the instruction of the run (``task=`` override, else the env config's).
 * :func:`reward_camera` - which image the reward model sees.
+* :func:`resolve_env_defaults` - fill ``reward.model: auto`` and ``algo.base_policy.kind: env`` from the env
+  config's ``reward_model`` and ``base_policy`` (each task names the reward model and base it was made for).
 * :func:`wrap_with_reward` - the Robometer reward (synchronous or asynchronous) or the env's
-  own reward, then :class:`~rlrm.rl.residual.ResidualAction` for ``algo=residual_sac``.
+  own reward, then the policy's action wrapper (:func:`with_policy_action`).
+* :func:`with_policy_action` - :class:`~rlrm.rl.residual.ResidualAction` for ``algo=residual_sac``; the
+  same wrapper goes on training, learning-curve and evaluation envs, so the policy always sees its inputs.
 * :func:`vectorize` - the SB3 vector env the algorithm trains on: ``Monitor`` + ``DummyVecEnv``,
   with observation normalisation (``VecNormalize``, observations only) when ``algo.normalize_obs``.
 """
@@ -20,7 +24,13 @@ import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
 
-__all__ = ["make_env", "task_text", "reward_camera", "wrap_with_reward", "find_wrapper", "vectorize"]
+__all__ = ["make_env", "task_text", "reward_camera", "resolve_env_defaults", "wrap_with_reward", "with_policy_action",
+           "find_wrapper", "vectorize"]
+
+#: ``reward.model`` value that means "the env config's ``reward_model``, else ``demo``".
+AUTO_REWARD_MODEL = "auto"
+#: ``algo.base_policy.kind`` value that means "the env config's ``base_policy``".
+ENV_BASE_POLICY = "env"
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,44 @@ def reward_camera(cfg: Mapping[str, Any]) -> str | list[str] | None:
     return (cfg.get("env") or {}).get("reward_camera")
 
 
+def resolve_env_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fill the settings that follow the task (in place; returns ``cfg``).
+
+    * ``reward.model: auto`` becomes the env config's ``reward_model`` (e.g. ``demo_mw`` for the MetaWorld
+      tasks), else ``demo``: the model trained for what that env renders.
+    * ``algo.base_policy.kind: env`` becomes the env config's ``base_policy`` (e.g. the behaviour-cloned
+      base shipped for a MetaWorld task); an env without one gets an error that says what to set.
+    """
+    env_cfg = cfg.get("env") or {}
+    reward = cfg.get("reward") or {}
+    if reward.get("kind") == "robometer" and reward.get("model") == AUTO_REWARD_MODEL:
+        reward["model"] = env_cfg.get("reward_model") or "demo"
+    algo = cfg.get("algo") or {}
+    base = algo.get("base_policy")
+    if algo.get("name") == "residual_sac" and isinstance(base, Mapping) and base.get("kind") == ENV_BASE_POLICY:
+        if cfg.get("robot") or not env_cfg.get("base_policy"):
+            where = f"robot {cfg['robot'].get('name')!r}" if cfg.get("robot") else f"env {env_cfg.get('id')!r}"
+            raise ValueError(
+                f"algo.base_policy.kind=env, but the {where} config names no base_policy; choose one, e.g. "
+                "algo.base_policy.kind=sb3 +algo.base_policy.path=model.zip (kinds: goal_reaching, scripted, sb3, "
+                "bc, lerobot)"
+            )
+        algo["base_policy"] = dict(env_cfg["base_policy"])
+    return cfg
+
+
+def with_policy_action(env: gym.Env, cfg: Mapping[str, Any]) -> gym.Env:
+    """Put the policy's action wrapper on ``env``: :class:`~rlrm.rl.residual.ResidualAction` for
+    ``algo=residual_sac`` (the frozen base plus the learned residual), else ``env`` unchanged."""
+    algo = cfg["algo"]
+    if algo["name"] != "residual_sac":
+        return env
+    from rlrm.rl.residual import ResidualAction, make_base_policy
+
+    base = make_base_policy(dict(algo["base_policy"]), env.action_space)
+    return ResidualAction(env, base, scale=float(algo["residual_scale"]))
+
+
 def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, asynchronous: bool | None = None,
                      ) -> gym.Env:
     """Put the run's reward (and, for residual algorithms, the residual action) on ``env``.
@@ -100,13 +148,7 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, async
         if asynchronous is None:  # the training env (evaluation envs pass asynchronous=False): log once per run
             log.info("the reward model receives the task %r (%s)", env.task,
                      "from task=" if cfg.get("task") else "the env's own task; change it with task=...")
-    algo = cfg["algo"]
-    if algo["name"] == "residual_sac":
-        from rlrm.rl.residual import ResidualAction, make_base_policy
-
-        base = make_base_policy(dict(algo["base_policy"]), env.action_space)
-        env = ResidualAction(env, base, scale=float(algo["residual_scale"]))
-    return env
+    return with_policy_action(env, cfg)
 
 
 def find_wrapper(env: gym.Env, cls: type) -> gym.Env | None:

@@ -185,14 +185,32 @@ def _import_callable(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-BASE_POLICY_KINDS = ("goal_reaching", "scripted", "sb3", "lerobot")
+BASE_POLICY_KINDS = ("goal_reaching", "scripted", "sb3", "bc", "lerobot")
+
+
+def _bc_policy(path: str) -> BasePolicy:
+    from rlrm.rl.bc import BCPolicy
+
+    return BCPolicy.load(_package_path(path))
+
+
+def _package_path(path: str) -> str:
+    """``path`` as given, or relative to the installed packages (``envs/assets/...`` works from any folder)."""
+    from pathlib import Path
+
+    candidate = Path(path)
+    if candidate.exists() or candidate.is_absolute():
+        return str(candidate)
+    root = Path(__file__).resolve().parents[2]  # the folder holding rlrm/ and envs/
+    return str(root / candidate) if (root / candidate).exists() else str(candidate)
 
 
 def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePolicy:
     """Build a frozen base policy from a config dict ``{kind: ..., ...}``.
 
     Kinds: ``goal_reaching`` (``gain``, ``noise``), ``scripted`` (``target: "module:fn"``),
-    ``sb3`` (``path``, ``algo``), ``lerobot`` (``path``, ``policy_type``, ``obs_keys``).
+    ``sb3`` (``path``, ``algo``), ``bc`` (``path`` of a :class:`~rlrm.rl.bc.BCPolicy` file),
+    ``lerobot`` (``path``, ``policy_type``, ``obs_keys``).
     """
     spec = dict(spec)
     kind = spec.pop("kind", None)
@@ -200,6 +218,7 @@ def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePoli
         "goal_reaching": lambda **kw: GoalReachingController(action_dim=int(np.prod(action_space.shape)), **kw),
         "scripted": lambda target: ScriptedPolicy(_import_callable(target)),
         "sb3": SB3Policy,
+        "bc": _bc_policy,
         "lerobot": LeRobotPolicy,
     }
     if kind not in builders:
@@ -207,7 +226,7 @@ def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePoli
     # A Hydra override such as base_policy.kind=sb3 keeps the default kind's fields: drop those, loudly.
     accepted = {
         "goal_reaching": {"gain", "noise", "seed"}, "scripted": {"target"},
-        "sb3": {"path", "algo", "device"}, "lerobot": {"path", "policy_type", "obs_keys", "device"},
+        "sb3": {"path", "algo", "device"}, "bc": {"path"}, "lerobot": {"path", "policy_type", "obs_keys", "device"},
     }[kind]
     unused = sorted(set(spec) - accepted)
     if unused:
@@ -286,11 +305,13 @@ class ResidualAction(gym.Wrapper):
         return self._with_base(obs), reward, terminated, truncated, info
 
 
-def zero_init_residual(model: Any) -> None:
+def zero_init_residual(model: Any, initial_std: float | None = None) -> None:
     """Zero the output layer of an SB3 actor so the initial (deterministic) residual is 0.
 
     SAC/TD3: the actor's ``mu`` layer; PPO/A2C: the policy's ``action_net``. With a tanh
     squash (SAC) or a Gaussian mean (PPO), zero weights and bias give a zero residual.
+    ``initial_std`` (SAC only) also sets the actor's exploration at the start: its ``log_std`` layer
+    outputs ``log(initial_std)`` for every observation (SAC then adapts it as usual).
     """
     import torch
 
@@ -309,3 +330,11 @@ def zero_init_residual(model: Any) -> None:
             last.weight.zero_()
             if last.bias is not None:
                 last.bias.zero_()
+        if initial_std is not None:
+            if not initial_std > 0:
+                raise ValueError(f"initial_residual_std must be > 0, got {initial_std}")
+            log_std = getattr(getattr(policy, "actor", None), "log_std", None)
+            if not isinstance(log_std, torch.nn.Linear):
+                raise ValueError("initial_residual_std needs an SAC actor with a state-dependent log_std layer")
+            log_std.weight.zero_()
+            log_std.bias.fill_(float(np.log(initial_std)))
