@@ -88,5 +88,5 @@ def test_make_base_policy_names_the_allowed_kinds():
 
 @pytest.mark.skipif(importlib.util.find_spec("lerobot") is not None, reason="lerobot is installed")
 def test_lerobot_adapter_without_lerobot_names_the_package():
-    with pytest.raises(ImportError, match="pip install lerobot"):
+    with pytest.raises(ImportError, match=r"pip install 'rlrm\[lerobot\]'"):
         LeRobotPolicy("some/dir", policy_type="act", obs_keys={})

@@ -5,7 +5,8 @@
 * :class:`GoalReachingController` - a proportional controller for goal-conditioned dict
   observations (``achieved_goal``/``desired_goal``), the default scripted base for Fetch.
 * :class:`SB3Policy` - adapter for a saved stable-baselines3 model (``.zip``).
-* :class:`LeRobotPolicy` - adapter for a LeRobot pretrained policy (needs ``lerobot``).
+* :class:`LeRobotPolicy` - a LeRobot policy through its saved processors; re-exported from
+  :mod:`rlrm.bridges.lerobot_policy` (needs the ``rlrm[lerobot]`` extra when loaded).
 * :func:`make_base_policy` - build one of the above from a config dict.
 * :class:`ResidualAction` - env wrapper: the agent's action is the residual,
   ``env action = clip(base + scale * residual)``, and the observation gains ``base_action``.
@@ -26,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from rlrm.bridges.lerobot_policy import LeRobotPolicy
 
 __all__ = [
     "BasePolicy",
@@ -131,58 +134,20 @@ class SB3Policy:
         return np.asarray(action)
 
 
-class LeRobotPolicy:
-    """A LeRobot pretrained policy (ACT, Diffusion, pi0, ...) used as a frozen base.
-
-    Observations are passed as ``{lerobot_key: tensor[1, ...]}`` using ``obs_keys``
-    (``{"observation.state": "state", "observation.images.front": "front"}``); image arrays
-    (H, W, 3) uint8 become (1, 3, H, W) float in [0, 1], as LeRobot expects.
-
-    Args:
-        path: local directory of a LeRobot ``save_pretrained`` policy.
-        policy_type: LeRobot policy type (``"act"``, ``"diffusion"``, ...).
-        obs_keys: LeRobot feature name -> key in our observation dict.
-    """
-
-    def __init__(self, path: str, policy_type: str, obs_keys: dict[str, str], device: str = "cpu") -> None:
-        try:
-            factory = importlib.import_module("lerobot.policies.factory")
-        except ImportError as e:
-            raise ImportError(
-                "LeRobotPolicy needs the `lerobot` package: pip install lerobot"
-            ) from e
-        import torch
-
-        self.torch = torch
-        self.policy = factory.get_policy_class(policy_type).from_pretrained(path)
-        self.policy.to(device).eval()
-        self.obs_keys = dict(obs_keys)
-        self.device = device
-
-    def reset(self) -> None:
-        """Clear the policy's action queue at episode start."""
-        self.policy.reset()
-
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """One action from the policy's ``select_action``."""
-        torch = self.torch
-        batch = {}
-        for feature, key in self.obs_keys.items():
-            value = np.asarray(obs[key])
-            t = torch.as_tensor(value)
-            if value.dtype == np.uint8 and value.ndim == 3:
-                t = t.permute(2, 0, 1).float() / 255.0
-            batch[feature] = t.float().unsqueeze(0).to(self.device)
-        with torch.no_grad():
-            action = self.policy.select_action(batch)
-        return action.squeeze(0).cpu().numpy()
-
-
 def _import_callable(target: str) -> Callable[..., Any]:
     if ":" not in target:
         raise ValueError(f"base policy target must look like 'package.module:function', got {target!r}")
     module, name = target.split(":", 1)
     return getattr(importlib.import_module(module), name)
+
+
+def _lerobot_base(action_space: spaces.Box, **kwargs: Any) -> LeRobotPolicy:
+    """A :class:`LeRobotPolicy` whose action shape is checked against the env's action space."""
+    policy = LeRobotPolicy(**kwargs)
+    if tuple(policy.action_shape) != tuple(action_space.shape):
+        raise ValueError(f"LeRobot policy at {kwargs.get('path')} outputs actions of shape {policy.action_shape}, "
+                         f"but the env's action space is {action_space.shape}")
+    return policy
 
 
 BASE_POLICY_KINDS = ("goal_reaching", "scripted", "sb3", "bc", "lerobot")
@@ -210,7 +175,8 @@ def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePoli
 
     Kinds: ``goal_reaching`` (``gain``, ``noise``), ``scripted`` (``target: "module:fn"``),
     ``sb3`` (``path``, ``algo``), ``bc`` (``path`` of a :class:`~rlrm.rl.bc.BCPolicy` file),
-    ``lerobot`` (``path``, ``policy_type``, ``obs_keys``).
+    ``lerobot`` (``path``, optional ``obs_keys``, ``device``, ``task``, ``policy_type``; the policy's action
+    shape must match the env's).
     """
     spec = dict(spec)
     kind = spec.pop("kind", None)
@@ -219,14 +185,15 @@ def make_base_policy(spec: dict[str, Any], action_space: spaces.Box) -> BasePoli
         "scripted": lambda target: ScriptedPolicy(_import_callable(target)),
         "sb3": SB3Policy,
         "bc": _bc_policy,
-        "lerobot": LeRobotPolicy,
+        "lerobot": lambda **kw: _lerobot_base(action_space, **kw),
     }
     if kind not in builders:
         raise ValueError(f"unknown base policy kind {kind!r}; expected one of {list(BASE_POLICY_KINDS)}")
     # A Hydra override such as base_policy.kind=sb3 keeps the default kind's fields: drop those, loudly.
     accepted = {
         "goal_reaching": {"gain", "noise", "seed"}, "scripted": {"target"},
-        "sb3": {"path", "algo", "device"}, "bc": {"path"}, "lerobot": {"path", "policy_type", "obs_keys", "device"},
+        "sb3": {"path", "algo", "device"}, "bc": {"path"},
+        "lerobot": {"path", "policy_type", "obs_keys", "device", "task"},
     }[kind]
     unused = sorted(set(spec) - accepted)
     if unused:
