@@ -7,6 +7,7 @@
     python run_rl.py algo=residual_sac                 # learn a residual on a frozen base policy
     python run_rl.py reward=env_dense                  # baseline: the env's own reward
     python run_rl.py resume=outputs/run_rl/DATE/TIME   # continue a run from its last checkpoint, in a new folder
+    python run_rl.py record.dataset=DIR                # every training and evaluation episode as a LeRobot dataset
 
 Outputs in the Hydra run folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
 ``checkpoints/`` (policy + replay buffer), ``videos/`` (reward videos of evaluation
@@ -28,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.logger import configure
 
+from rlrm.bridges.lerobot_dataset import closing_recording, open_recording, record_episodes, recording_summary
 from rlrm.known_notices import silence_known_notices
 from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
 from rlrm.rl.async_reward import AsyncRobometerReward
@@ -86,9 +88,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         shutil.copy(curve, run_dir / curve.name)  # this run's curve continues the earlier one's
     t0 = time.perf_counter()
 
-    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
+    robot = cfg.get("robot") or {}
+    recording = open_recording(cfg.get("record"), fps=robot.get("fps"), robot_type=robot.get("name"))
+    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer, closing_recording(recording):
         # 1. the env, with the reward model's reward (and the residual action for residual_sac)
-        env = wrap_with_reward(make_env(cfg), cfg, scorer)
+        env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer), recording)
         async_reward = find_wrapper(env, AsyncRobometerReward)
         labeler = async_reward.labeler if async_reward is not None else None
 
@@ -122,7 +126,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         train_s = time.perf_counter() - t0
 
         # 4. evaluate with the env's own success signal, with reward videos of some episodes
-        eval_env = wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False)
+        eval_env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False), recording,
+                                   evaluation=True)
         n_videos = cfg["eval_video_episodes"] if cfg["reward"]["kind"] == "robometer" else 0
         if n_videos:
             every = max(1, -(-cfg["eval_episodes"] // n_videos))
@@ -154,6 +159,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "reward": cfg["reward"]["kind"],
         "reward_model": record_reward_model(scorer, run_dir),  # what the worker really served; + reward_model.json
         "seed": cfg["seed"],
+        "recorded": recording_summary(recording),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("eval success rate %.2f, eval return %.3f, %d env steps, %.0f s -> %s",

@@ -37,10 +37,13 @@ def test_feature_sources_default_mapping_and_errors():
     with pytest.raises(ValueError, match="non-dict observation can feed one input feature"):
         lerobot_feature_sources(features, None, None)
     assert lerobot_feature_sources({"observation.state": ((4,), False)}, None, None) == {"observation.state": None}
+    # gymnasium-robotics' "observation" key feeds observation.state (how record.dataset stores it)
+    assert lerobot_feature_sources({"observation.state": ((4,), False)}, None, ["observation", "desired_goal"]) == {
+        "observation.state": "observation"}
 
 
 def test_rlrm_never_imports_lerobot_at_import_time():
-    code = ("import sys, rlrm, rlrm.bridges.lerobot_policy, rlrm.rl.residual; "
+    code = ("import sys, rlrm, rlrm.bridges.lerobot_policy, rlrm.bridges.lerobot_dataset, rlrm.rl.residual, rlrm.train.lerobot_data; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lerobot', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -57,7 +57,7 @@ def lerobot_feature_sources(features: Mapping[str, Any], obs_keys: Mapping[str, 
 
     ``obs_keys`` entries win; otherwise a feature is fed by the key of the same name, or by its name
     without the ``observation.images.`` / ``observation.`` prefix (``observation.images.front`` <- ``front``,
-    ``observation.state`` <- ``state``). A non-dict observation (``available=None``) feeds a single
+    ``observation.state`` <- ``state``, else ``observation`` as in gymnasium-robotics' dict observations). A non-dict observation (``available=None``) feeds a single
     non-image feature. Raises ValueError listing every feature left without a source.
     """
     obs_keys = dict(obs_keys or {})
@@ -79,6 +79,8 @@ def lerobot_feature_sources(features: Mapping[str, Any], obs_keys: Mapping[str, 
             sources[name] = None
             continue
         candidates = [name, name.removeprefix("observation.images."), name.removeprefix("observation.")]
+        if name == "observation.state":
+            candidates.append("observation")  # gymnasium-robotics' key; recorded as observation.state
         found = next((c for c in candidates if c in available), None)
         if found is None:
             missing.append(name)

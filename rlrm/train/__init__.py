@@ -1,7 +1,7 @@
 """Training Robometer reward models with the published objective (``rlrm train``).
 
 * :mod:`rlrm.train.data` - the on-disk trajectory format, its reader/writer, ``TrajectoryDataset``.
-* :mod:`rlrm.train.lerobot_data` - LeRobot v3 datasets as trajectories (needs ``lerobot``).
+* :mod:`rlrm.train.lerobot_data` - LeRobot v3 datasets as trajectories (pyarrow; video cameras need ``lerobot``).
 * :mod:`rlrm.train.losses` - two-hot progress CE, class-balanced success BCE, preference BCE.
 * :mod:`rlrm.train.pairs` - forward / rewound / different-instruction views and preference pairs.
 * :mod:`rlrm.train.trainer` - ``TrainConfig`` and the ``Trainer`` loop (checkpoints, resume, export).

@@ -3,8 +3,7 @@
 * :class:`Trajectory` - frames of one episode plus task, quality label, per-frame progress/success.
 * :func:`write_trajectory` / :func:`read_trajectory` - the on-disk format (below).
 * :class:`TrajectoryDataset` - every trajectory folder under a root, frames loaded lazily.
-* :func:`load_dataset` - a dataset from a folder of trajectories or (if ``lerobot`` is
-  installed) a LeRobot v3 dataset on local disk.
+* :func:`load_dataset` - a dataset from a folder of trajectories or a LeRobot v3 dataset on local disk.
 
 On-disk layout of one trajectory (``<root>/<episode_id>/``)::
 
@@ -310,7 +309,7 @@ class TrajectoryDataset(Sequence):
 def load_dataset(source: str | os.PathLike, **kwargs: Any) -> Sequence[Trajectory]:
     """Open trajectory data: a folder of trajectory folders, or a LeRobot v3 dataset on disk.
 
-    A LeRobot dataset (a folder with ``meta/info.json``) needs ``lerobot`` installed; see
+    A LeRobot dataset (a folder with ``meta/info.json``) is read with pyarrow (video cameras need ``lerobot``); see
     :func:`rlrm.train.lerobot_data.read_lerobot_dataset` for its keyword arguments.
     """
     path = Path(source)

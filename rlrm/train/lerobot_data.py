@@ -1,16 +1,20 @@
-"""LeRobot v3 datasets on local disk as rlrm trajectories (needs ``lerobot``; imported lazily).
+"""LeRobot v3 datasets on local disk as rlrm trajectories.
 
 * :func:`read_lerobot_dataset` - every episode of a local LeRobot dataset as a
   :class:`~rlrm.train.data.Trajectory` (one camera, the episode's task text).
 
-LeRobot datasets carry no quality label or progress: episodes are taken as successful
-demonstrations (``quality="success"`` unless told otherwise) whose progress is the linear ramp
-Robometer uses by default. ``lerobot`` is not a dependency of rlrm; without it this raises an
-ImportError saying how to install it. (Not exercised by rlrm's CI, which does not install lerobot.)
+Datasets with image features (LeRobot's ``use_videos=False`` layout, and every dataset rlrm records with
+``record.dataset=DIR``) are read with pyarrow alone (:func:`rlrm.bridges.lerobot_dataset.read_lerobot_episodes`);
+datasets that store cameras as video need ``lerobot`` (imported lazily; without it an ImportError names the
+extra). LeRobot datasets carry no progress: episodes get the linear ramp Robometer uses by default. Their
+quality is an episode's recorded human label (``label`` 1 -> success, 0 -> failure) where there is one,
+else ``quality`` (demonstrations: ``"success"``). Tested against LeRobot 0.4.4 in CI
+(``tests/test_lerobot_dataset.py``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -35,6 +39,32 @@ def _to_uint8_hwc(image) -> np.ndarray:
     return arr
 
 
+def _read_image_dataset(root: Path, info: dict, camera: str | None, quality: str, episodes: list[int] | None,
+                        stride: int) -> list[Trajectory]:
+    """:func:`read_lerobot_dataset` for datasets whose cameras are image features (pyarrow only)."""
+    from rlrm.bridges.lerobot_dataset import read_lerobot_episodes
+
+    cameras = [k for k, f in info["features"].items() if f["dtype"] == "image"]
+    if not cameras:
+        raise ValueError(f"LeRobot dataset at {root} has no camera features")
+    camera = camera or cameras[0]
+    if camera not in cameras:
+        raise ValueError(f"camera {camera!r} not in the dataset; expected one of {cameras}")
+    columns = [camera] + (["label"] if "label" in info["features"] else [])
+    out = []
+    for ep in read_lerobot_episodes(root, episodes=episodes, columns=columns):
+        frames = ep["features"][camera][::stride]
+        if len(frames) == 0:
+            continue
+        label = int(ep["features"]["label"][0]) if "label" in ep["features"] else -1
+        ep_quality = {1: "success", 0: "failure"}.get(label, quality)
+        out.append(Trajectory(frames, ep["task"] or "do the task", ep_quality,
+                              episode_id=f"episode_{ep['episode_index']:06d}", source=str(root),
+                              extra={"camera": camera, "stride": stride, "label": label}))
+    log.info("read %d episodes from LeRobot dataset %s (camera %s)", len(out), root, camera)
+    return out
+
+
 def read_lerobot_dataset(
     root: str | Path,
     camera: str | None = None,
@@ -47,21 +77,24 @@ def read_lerobot_dataset(
 
     Args:
         camera: image feature to use (e.g. ``"observation.images.front"``); default the first camera.
-        quality: quality label given to every episode.
+        quality: quality label of episodes without a recorded human label.
         episodes: episode indices to read (default all).
         stride: keep every ``stride``-th frame (long teleop episodes at 30 fps need few frames).
         repo_id: the dataset's id (only a name here; nothing is downloaded), default ``local/<folder>``.
     """
+    root = Path(root)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    if not any(f["dtype"] == "video" for f in info["features"].values()):
+        return _read_image_dataset(root, info, camera, quality, episodes, stride)
     try:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
     except ImportError as e:
         raise ImportError(
-            "reading LeRobot datasets needs the lerobot package (pip install lerobot); "
-            "or convert the episodes with rlrm.train.data.write_trajectory"
+            f"{root} stores its cameras as video, which needs the lerobot package to decode: "
+            "pip install 'rlrm[lerobot]'; or convert the episodes with rlrm.train.data.write_trajectory"
         ) from e
-    root = Path(root)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
     ds = LeRobotDataset(repo_id or f"local/{root.name}", root=root)
     cameras = list(ds.meta.camera_keys)
     if not cameras:
