@@ -20,8 +20,22 @@ def test_saved_policy_acts_as_lerobot_pipeline(kind, tmp_path):
     # the statistics matter: skipping the processors (the old adapter) is far off, so the test can fail
     assert out["unprocessed_gap"] > 0.5, out
     assert out["distinct_actions"] == 50, out
+    errors = out["errors"]  # bad observations fail naming the feature, the expected and the given shape
+    assert "'observation.images.front'" in errors["wrong_image"] and "(64, 64, 3)" in errors["wrong_image"]
+    assert "(32, 32, 3)" in errors["wrong_image"]
+    assert "'observation.state'" in errors["wrong_state"] and "(6,)" in errors["wrong_state"]
+    assert "(7,)" in errors["wrong_state"]
+    assert "observation.images.front" in errors["missing"] and "no source" in errors["missing"]
     saved = sorted(p.name for p in (tmp_path / kind).iterdir())
     assert "policy_preprocessor.json" in saved and "policy_postprocessor.json" in saved
+
+
+def test_lerobot_policy_as_residual_base_resets_per_episode(tmp_path):
+    """make_base_policy(kind="lerobot") under ResidualAction on a real env: every base action is LeRobot's."""
+    out = run_in_lerobot_venv("residual_base.py", tmp_path / "act")
+    assert out["episodes"] == 3 and out["steps"] == 39
+    assert out["max_abs_diff"] <= 1e-5, out
+    assert "outputs actions of shape (1,), but the env's action space is (2,)" in out["shape_error"]
 
 
 def test_feature_sources_default_mapping_and_errors():

@@ -39,6 +39,8 @@ CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk folder, as LeRobot
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"
+WRITER_NICENESS = 10
+"""Niceness of the writer thread (where the OS allows it): encoding yields to the control loop."""
 LABELS = {"success": 1, "failure": 0}
 """Human label of an episode -> the ``label`` column (-1: no label)."""
 STATE_KEYS = ("observation", "state")
@@ -194,6 +196,10 @@ class LeRobotDatasetWriter:
 
     # ---- the writer thread ---------------------------------------------------------------------------
     def _work(self) -> None:
+        try:  # Linux: a thread is a task with its own niceness; the control loop keeps the CPU first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+        except (AttributeError, OSError) as e:
+            log.debug("could not lower the dataset writer thread's priority: %s", e)
         while True:
             item = self._queue.get()
             try:

@@ -103,7 +103,20 @@ for i, obs in enumerate(observations[:8]):
                                         STATE: torch.from_numpy(obs["state"])[None]})
     raw_actions.append(raw.squeeze(0).numpy().tolist())
 
+errors = {}
+for name, bad in {"wrong_image": {"front": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(S, np.float32)},
+                  "wrong_state": {"front": observations[0]["front"], "state": np.zeros(S + 1, np.float32)}}.items():
+    try:
+        ours.act(bad)
+    except ValueError as e:
+        errors[name] = str(e)
+try:
+    LeRobotPolicy(out, device="cpu").act({"state": observations[0]["state"]})
+except ValueError as e:
+    errors["missing"] = str(e)
+
 print(json.dumps({
+    "errors": errors,
     "kind": kind,
     "n": len(our_actions),
     "n_action_steps": cfg.n_action_steps,
