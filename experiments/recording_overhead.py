@@ -4,8 +4,9 @@ The env stack is run_rl.py's (FetchReach, its two cameras, the reward wrapper wi
 in this process, as ``transport=local``). Episodes alternate between the bare stack and the same stack
 wrapped in :class:`rlrm.bridges.lerobot_dataset.RecordEpisodes` (ABBA order per round, so drift and the
 writer thread's backlog fall on both sides); random actions stand in for the policy. Timed: every
-``reset`` and ``step`` on the control thread. The writer thread (PNG encoding, parquet, metadata) runs
-beside it on the same cores, so its cost shows up wherever it competes.
+``reset`` and ``step`` on the control thread, and (exactly) the recorder's own share of it. The writer
+thread (PNG encoding, parquet, metadata; niceness 10) runs beside it on the same cores, so its cost shows up
+wherever it competes; its own time per frame is reported too.
 
 Prints a table, writes ``outputs/experiments/recording_overhead.json`` (``--results``: experiments/results/).
 
@@ -25,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -37,6 +39,28 @@ from rlrm.rl.reward_source import open_reward_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("recording_overhead")
+
+
+class InnerTimer(gym.Wrapper):
+    """Sums the time spent below it, so the recorder's own share of a step is known exactly."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.seconds = 0.0
+
+    def reset(self, **kwargs):
+        """Timed reset."""
+        t0 = time.perf_counter()
+        out = self.env.reset(**kwargs)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def step(self, action):
+        """Timed step."""
+        t0 = time.perf_counter()
+        out = self.env.step(action)
+        self.seconds += time.perf_counter() - t0
+        return out
 
 
 def run_episode(env, rng: np.random.Generator, seed: int) -> tuple[float, int]:
@@ -75,7 +99,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
         writer = LeRobotDatasetWriter(Path(tmp) / "ds", fps=10)
         bare = wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False)
-        recorded = RecordEpisodes(bare, writer)
+        inner = InnerTimer(bare)
+        recorded = RecordEpisodes(inner, writer)
         rng = np.random.default_rng(0)
         run_episode(bare, rng, seed=999)  # warm-up: first render, model load paths
         times = {"off": [], "on": []}
@@ -95,6 +120,8 @@ def main() -> None:
         bare.close()
 
     ms = {m: 1000 * sum(times[m]) / steps[m] for m in times}
+    recorder_ms = 1000 * (sum(times["on"]) - inner.seconds) / steps["on"]  # the recorder's own control-thread time
+    writer_ms = 1000 * writer.write_seconds / max(frames, 1)
     per_round = [(sum(times["on"][2 * r:2 * r + 2]) / sum(times["off"][2 * r:2 * r + 2])) - 1
                  for r in range(args.rounds)]
     result = {
@@ -103,6 +130,8 @@ def main() -> None:
         "ms_per_step_off": ms["off"], "ms_per_step_on": ms["on"],
         "overhead": ms["on"] / ms["off"] - 1, "overhead_per_round": per_round,
         "overhead_median_round": float(np.median(per_round)),
+        "recorder_ms_per_step_control_thread": recorder_ms, "recorder_share_of_step": recorder_ms / ms["off"],
+        "writer_thread_ms_per_frame": writer_ms,
         "episodes_recorded": len(times["on"]), "frames_recorded": frames,
         "writer_drain_s_at_close": drain_s, "dataset_mb": size_mb, "cpu_cores": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
@@ -110,6 +139,8 @@ def main() -> None:
     print(f"{'recording':<10} {'ms/step':>9} {'steps':>7}")
     for m in ("off", "on"):
         print(f"{m:<10} {ms[m]:>9.2f} {steps[m]:>7d}")
+    print(f"recorder on the control thread: {recorder_ms:.3f} ms/step ({100 * recorder_ms / ms['off']:.2f}% of a step); "
+          f"writer thread: {writer_ms:.2f} ms CPU per frame")
     print(f"overhead {100 * result['overhead']:+.1f}% (median round {100 * result['overhead_median_round']:+.1f}%), "
           f"{frames} frames, {size_mb:.1f} MB, writer drained {drain_s:.2f} s after the last episode")
     out.parent.mkdir(parents=True, exist_ok=True)

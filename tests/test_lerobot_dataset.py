@@ -219,3 +219,13 @@ def test_killed_run_leaves_a_dataset_of_its_finished_episodes(tmp_path):
     writer.close()
     out = run_in_lerobot_venv("dataset_check.py", dataset)
     assert out["num_episodes"] == len(episodes) and out["num_frames"] == 10 * len(episodes)
+
+
+def test_lerobot_train_on_the_recording_then_act_through_lerobot_policy(recorded_run, tmp_path):
+    """record -> `lerobot-train` (ACT, 2 steps) -> the checkpoint acts through LeRobotPolicy as through LeRobot."""
+    _, _, dataset = recorded_run
+    out = run_in_lerobot_venv("train_on_recording.py", dataset, tmp_path / "train")
+    assert out["inputs"] == ["observation.achieved_goal", "observation.desired_goal", "observation.images.front",
+                             "observation.images.side", "observation.state"]
+    assert {"policy_preprocessor.json", "policy_postprocessor.json", "model.safetensors"} <= set(out["checkpoint_files"])
+    assert out["n"] == 10 and out["max_abs_diff"] <= 1e-5, out

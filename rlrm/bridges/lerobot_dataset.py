@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ class LeRobotDatasetWriter:
         self.tasks: dict[str, int] = {}
         self.stats: dict[str, _RunningStats] = {}
         self.total_frames = 0
+        self.write_seconds = 0.0  # spent by the writer thread encoding and writing (for benchmarks)
         self._load_existing()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
         self._error: BaseException | None = None
@@ -206,7 +208,9 @@ class LeRobotDatasetWriter:
                 if item is None:
                     return
                 if self._error is None:
+                    t0 = time.perf_counter()
                     self._write_episode(*item)
+                    self.write_seconds += time.perf_counter() - t0
             except BaseException as e:  # noqa: BLE001 - kept and raised on the caller's thread
                 log.exception("writing an episode to %s failed", self.root)
                 self._error = e
