@@ -80,7 +80,7 @@ def test_sb3_checkpoint_adapter_matches_the_saved_model(tmp_path):
 def test_make_base_policy_names_the_allowed_kinds():
     box = gym.spaces.Box(-1, 1, (4,))
     assert isinstance(make_base_policy({"kind": "scripted", "target": "numpy:zeros_like"}, box), ScriptedPolicy)
-    with pytest.raises(ValueError, match=r"expected one of \['goal_reaching', 'scripted', 'sb3', 'lerobot'\]"):
+    with pytest.raises(ValueError, match=r"expected one of \['goal_reaching', 'scripted', 'sb3', 'bc', 'lerobot'\]"):
         make_base_policy({"kind": "magic"}, box)
     with pytest.raises(ValueError, match="achieved_goal"):
         GoalReachingController(4).act(np.zeros(3))
