@@ -4,9 +4,13 @@
 * :class:`RewardResult` - per-frame progress and success probability for one query.
 * :class:`ModelInfo` - what a reward model is and what input it expects.
 * :class:`Scorer` - the contract every reward source meets: ``score(queries) -> results``, ``close()``.
-* :class:`AsyncScorer` - a :class:`Scorer` that also scores in the background (``score_async``) and
-  describes its model (``info``): what ``LocalScorer``, ``RewardClient`` and ``RayRewardPool`` offer.
+* Optional abilities, each a named protocol: :class:`DescribedScorer` (``info``), :class:`AsyncScorer`
+  (+ ``score_async``: what ``LocalScorer``, ``RewardClient`` and ``RayRewardPool`` offer) and
+  :class:`DeferredScorer` (+ ``score_deferred``: builds queries on its own thread, ``RewardClient``).
+* :class:`BaseScorer` - the base class of every scorer: validates queries and checks results once.
 * :func:`validate_queries` - the one check of a query list every scorer runs before scoring.
+* :func:`check_results` / :func:`checked_future` / :class:`ResultsMismatchError` - the one check of a
+  scorer's answer (one result per query, one value per sent frame).
 * :func:`validate_frames` - the check of one (T, H, W, 3) uint8 frame array.
 * :func:`float_frames_hint` - how to turn float images into uint8, chosen by their value range.
 * :class:`InvalidQueriesError` - what :func:`validate_queries` raises on a malformed list.
@@ -17,7 +21,7 @@ These types are plain numpy + dataclasses + typing protocols: they cross the wir
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -29,8 +33,14 @@ __all__ = [
     "RewardResult",
     "ModelInfo",
     "Scorer",
+    "DescribedScorer",
     "AsyncScorer",
+    "DeferredScorer",
+    "BaseScorer",
     "validate_queries",
+    "check_results",
+    "checked_future",
+    "ResultsMismatchError",
     "validate_frames",
     "float_frames_hint",
     "InvalidQueriesError",
@@ -226,6 +236,39 @@ def validate_queries(queries: Any) -> list[RewardQuery]:
     return list(queries)
 
 
+class ResultsMismatchError(RuntimeError):
+    """A scorer's answer does not fit its queries: not one :class:`RewardResult` per query, or not one value
+    per sent frame. Raised by :func:`check_results`, wherever the model runs."""
+
+
+def check_results(queries: Sequence[RewardQuery], results: Any, source: str = "scorer") -> list[RewardResult]:
+    """Check that ``results`` holds one :class:`RewardResult` per query with one value per sent frame; return it as a list.
+
+    The one check of a scorer's answer: :class:`BaseScorer` runs it on every result it returns, the
+    worker on its model's output, the client on a worker's reply.
+
+    Raises:
+        ResultsMismatchError: naming ``source``, what it returned and what was expected.
+
+    >>> q = RewardQuery(np.zeros((2, 4, 4, 3), np.uint8), "reach")
+    >>> check_results([q], [RewardResult([0.1], [0.0])], "model")
+    Traceback (most recent call last):
+    ...
+    rlrm.types.ResultsMismatchError: model returned 1 values for query 0 of 2 frames; expected one per sent frame
+    """
+    if not isinstance(results, (list, tuple)) or len(results) != len(queries):
+        got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+        raise ResultsMismatchError(f"{source} returned {got} results for {len(queries)} queries; "
+                                   "expected one RewardResult per query")
+    for i, (q, r) in enumerate(zip(queries, results, strict=True)):
+        if not isinstance(r, RewardResult):
+            raise ResultsMismatchError(f"{source} returned a {type(r).__name__} for query {i}; expected a RewardResult")
+        if len(r) != q.num_frames:
+            raise ResultsMismatchError(f"{source} returned {len(r)} values for query {i} of {q.num_frames} frames; "
+                                       "expected one per sent frame")
+    return list(results)
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """Anything that turns queries into results: the contract the reward wrappers and tools rely on.
@@ -245,17 +288,117 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
-class AsyncScorer(Scorer, Protocol):
-    """A :class:`Scorer` that can also score in the background and describe its model.
+class DescribedScorer(Scorer, Protocol):
+    """A :class:`Scorer` that describes the model behind it (``info``): runs record it, wrappers read ``max_frames``."""
 
-    What :class:`~rlrm.transport.LocalScorer`, :class:`~rlrm.transport.RewardClient` and
-    :class:`~rlrm.distributed.RayRewardPool` offer, and what the asynchronous reward needs.
+    def info(self) -> ModelInfo:
+        """The :class:`ModelInfo` of the model behind this scorer."""
+        ...
+
+
+@runtime_checkable
+class AsyncScorer(DescribedScorer, Protocol):
+    """A :class:`DescribedScorer` that can also score in the background (``score_async``).
+
+    What :class:`BaseScorer` subclasses (:class:`~rlrm.transport.LocalScorer`,
+    :class:`~rlrm.transport.RewardClient`, :class:`~rlrm.transport.RayRewardPool`) offer, and what the
+    asynchronous reward needs.
     """
 
     def score_async(self, queries: Sequence[RewardQuery]) -> Future:
         """Start scoring and return a Future of ``list[RewardResult]`` (one per query, in order)."""
         ...
 
+
+@runtime_checkable
+class DeferredScorer(AsyncScorer, Protocol):
+    """An :class:`AsyncScorer` that can build the queries itself, off the caller's thread (``score_deferred``).
+
+    :class:`~rlrm.transport.RewardClient` does (on its I/O thread), so an env loop only hands over a callable.
+    """
+
+    def score_deferred(self, build: Callable[[], Sequence[RewardQuery]]) -> Future:
+        """Call ``build()`` on the scorer's own thread and score what it returns; a Future of the results."""
+        ...
+
+
+class BaseScorer:
+    """The shared half of every scorer: queries validated and results checked once, here.
+
+    ``score`` and ``score_async`` refuse a closed scorer, run :func:`validate_queries`, answer an empty
+    list at once, and check what comes back with :func:`check_results`. A subclass implements
+    ``_score_async(queries, timeout_ms) -> Future`` (and ``_score`` when it scores on the calling
+    thread), ``info()`` and ``_close()``; it is a context manager that closes on exit.
+
+    >>> class Constant(BaseScorer):
+    ...     def _score(self, queries, timeout_ms):
+    ...         return [RewardResult(np.full(q.num_frames, 0.5), np.zeros(q.num_frames)) for q in queries]
+    ...     def info(self):
+    ...         return ModelInfo("constant")
+    >>> Constant().score([RewardQuery(np.zeros((3, 4, 4, 3), np.uint8), "reach")])[0].progress
+    array([0.5, 0.5, 0.5], dtype=float32)
+    """
+
+    _closed: bool = False
+
+    def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
+        """Score ``queries`` and wait; one :class:`RewardResult` per query, in order (``TimeoutError`` past ``timeout_ms``)."""
+        queries = self._validated(queries)
+        if not queries:
+            return []
+        return check_results(queries, self._score(queries, timeout_ms), repr(self))
+
+    def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
+        """Start scoring ``queries``; a Future of ``list[RewardResult]``, checked like :meth:`score`'s."""
+        queries = self._validated(queries)
+        if not queries:
+            done: Future = Future()
+            done.set_result([])
+            return done
+        return checked_future(self._score_async(queries, timeout_ms), queries, repr(self))
+
+    def _score(self, queries: list[RewardQuery], timeout_ms: float | None) -> list[RewardResult]:
+        return self._score_async(queries, timeout_ms).result()
+
+    def _score_async(self, queries: list[RewardQuery], timeout_ms: float | None) -> Future:
+        raise NotImplementedError(f"{type(self).__name__} implements neither _score_async nor score_async")
+
     def info(self) -> ModelInfo:
         """The :class:`ModelInfo` of the model behind this scorer."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not implement info()")
+
+    def close(self) -> None:
+        """Release what the scorer holds (once); it refuses queries afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    def _close(self) -> None:
+        """What :meth:`close` releases (sockets, threads, actors); nothing by default."""
+
+    def _validated(self, queries: Sequence[RewardQuery]) -> list[RewardQuery]:
+        """The validated query list, or an error if this scorer is closed."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        return validate_queries(queries)
+
+    def __enter__(self) -> BaseScorer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def checked_future(inner: Future, queries: Sequence[RewardQuery], source: str) -> Future:
+    """A Future resolving to ``inner``'s results checked by :func:`check_results` (or to ``inner``'s error)."""
+    outer: Future = Future()
+
+    def done(f: Future) -> None:
+        try:
+            outer.set_result(check_results(queries, f.result(), source))
+        except BaseException as e:  # handed to the caller through the Future
+            outer.set_exception(e)
+
+    inner.add_done_callback(done)
+    return outer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rlrm
-from rlrm.distributed.pool import RayRewardPool
+from rlrm.transport.ray import RayRewardPool
 from rlrm.models.base import RewardModel
 from rlrm.transport import (
     URL_SCHEMES,

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -64,6 +65,27 @@ def test_unreachable_or_absent_clusters_fail_within_seconds(tmp_path):
     with pytest.raises(DistributedConfigError, match=r"cannot join a Ray cluster at distributed.address='auto'"):
         run_distributed(compose_run("distributed.runners=1", "distributed.address=auto"), tmp_path)
     assert time.perf_counter() - t0 < 60 and not ray.is_initialized()
+
+
+def test_auto_address_from_a_stale_cluster_file_fails_naming_the_address_and_the_file(tmp_path, monkeypatch):
+    """A ``ray_current_cluster`` left by a cluster that is gone: refused after one TCP probe, before Ray retries it."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        stale = f"127.0.0.1:{s.getsockname()[1]}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(stale + "\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("ray.init was called: it would retry the dead GCS for minutes")
+
+    monkeypatch.setattr(ray, "init", no_init)
+    with pytest.raises(DistributedConfigError) as info:
+        run_distributed(compose_run("distributed.runners=1", "distributed.address=auto"), tmp_path / "run")
+    message = str(info.value)
+    assert f"resolved to {stale!r}" in message and str(tmp_path / "ray" / "ray_current_cluster") in message
+    assert "unreachable" in message and not ray.is_initialized()
 
 
 def test_config_defaults_and_actor_options():

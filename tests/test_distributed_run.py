@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 ray = pytest.importorskip("ray", reason="distributed runs need the 'ray' extra")
 
 from rlrm.distributed.run import run_distributed  # noqa: E402
+from rlrm.run import train  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a Ray runtime, runner and learner actors
 
@@ -92,8 +93,9 @@ def _buffer(run_dir: Path):
 
 def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_labelled_transitions(cluster, tmp_path):
     cfg = compose_run("reward.model=tiny", "transport=worker", "reward.mode=async", "reward.max_frames=4",
-                      "distributed.runners=2", "total_steps=120", "eval_episodes=1", "checkpoint_every=0")
-    summary = run_distributed(cfg, tmp_path)
+                      "distributed.runners=2", "total_steps=120", "eval_episodes=2", "checkpoint_every=0",
+                      "eval_every=50", "curve_episodes=1")
+    summary = train(cfg, tmp_path)  # the one run driver, as for single-process runs
 
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["runners"] == 2 and summary["env_steps"] == 120 and summary["reward"] == "robometer"
@@ -102,9 +104,17 @@ def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_la
     assert sorted(summary["runner_env_steps"]) == ["0", "1"] and sum(summary["runner_env_steps"].values()) == 120
     for versions in summary["runner_weight_versions"].values():  # every runner moved on to newer weights
         assert versions == sorted(set(versions)) and versions[-1] > 0
-    assert summary["weights_version"] == 80 // 5 and len(summary["eval_episodes"]) == 1
+    assert summary["weights_version"] == 80 // 5 and len(summary["eval_episodes"]) == 2
     assert summary["reward_model"]["name"] == "tiny" and summary["reward_model"]["source"].startswith("tcp://")
     assert json.loads((tmp_path / "reward_model.json").read_text())["name"] == "tiny"
+    # the outputs a single-process run writes: the learning curve every eval_every steps, the final frames
+    curve = json.loads((tmp_path / "learning_curve.json").read_text())
+    steps = [p["env_steps"] for p in curve["points"]]  # the first batch the learner receives past each multiple
+    assert len(steps) == 2 and 50 <= steps[0] < 100 <= steps[1] < 120 and curve["episodes_per_point"] == 1
+    final = np.load(tmp_path / "eval_final_frames.npz")
+    assert final["frames"].shape[:2] == (2, 64) and final["frames"].shape[-1] == 3 and final["frames"].dtype == np.uint8
+    assert final["success_prob"].shape == (2,) and final["model_success"].shape == (2,)
+    assert (tmp_path / "config.yaml").exists() and "final_frames" not in summary
 
     buf = _buffer(tmp_path)  # the final checkpoint's replay buffer
     assert buf.size() == 120 and buf.num_pending == 0 and buf.labelled[:120].all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import os
+import threading
 from pathlib import Path
 
 import gymnasium as gym
@@ -176,21 +177,38 @@ def test_asynchronous_rewards_are_held_back_until_labelled(tmp_path):
 
 
 def test_the_shared_reward_actor_batches_concurrent_runners_queries(tiny_model):
+    """Through the worker's batcher: queries arriving while the scorer is busy go together in the next batch."""
     actor = SharedRewardActor({"kind": "robometer", "model": "tiny", "source": None},
                               {"name": "local", "model_kwargs": {}})
     rng = np.random.default_rng(0)
+    first = [RewardQuery(rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8), "open the drawer")]
     queries = [[RewardQuery(rng.integers(0, 255, (2 + i, 32, 32, 3), dtype=np.uint8), "open the drawer")]
                for i in range(4)]
+    scorer, gate = actor.batcher.model, threading.Event()
 
-    async def four_runners():
-        return await asyncio.gather(*(actor.score(q) for q in queries))
+    class Busy:  # the scorer holds the first batch until the four runners' queries wait
+        def score(self, qs):
+            gate.wait(60)
+            return scorer.score(qs)
 
-    results = asyncio.run(four_runners())
+    actor.batcher.model = Busy()
+
+    async def four_runners_while_busy():
+        busy = asyncio.ensure_future(actor.score(first))
+        await asyncio.sleep(0)  # the first request is queued...
+        while actor.batcher.stats()["queued_items"]:
+            await asyncio.sleep(0.01)  # ...and taken by the batcher thread, which now waits at the gate
+        rest = [asyncio.ensure_future(actor.score(q)) for q in queries]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await busy, await asyncio.gather(*rest)
+
+    _, results = asyncio.run(four_runners_while_busy())
     expected = tiny_model.score([q[0] for q in queries])
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(got[0].progress, want.progress, atol=1e-5)
     stats = asyncio.run(actor.stats())
-    assert stats == {"queries": 4, "batches": 1}  # four runners asking at once: one model batch
+    assert stats["items"] == 5 and stats["batch_sizes"] == {"1": 1, "4": 1}  # the four waiting ones: one batch
     assert asyncio.run(actor.info())["name"] == "tiny"
     asyncio.run(actor.close())
 

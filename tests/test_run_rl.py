@@ -141,7 +141,7 @@ def test_sigkilled_run_resumes_with_buffer_and_step_counter(worker, run_rl, tmp_
     assert reached > ckpt_steps
 
     cfg = resumed_config(str(run_dir), [f"resume={run_dir}", f"total_steps={ckpt_steps + 20}"])
-    with caplog.at_level(logging.WARNING, logger="run_rl"):
+    with caplog.at_level(logging.WARNING, logger="rlrm.run"):
         summary = run_rl.train(cfg, run_dir)
     assert f"{reached - ckpt_steps} steps since that checkpoint were lost" in caplog.text
     assert summary["resumed_from"] == str(ckpt) and summary["lost_steps"] == reached - ckpt_steps

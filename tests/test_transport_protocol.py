@@ -16,7 +16,7 @@ from rlrm.transport.protocol import (
     encode_results,
     results_from_reply,
 )
-from rlrm.types import RewardQuery, RewardResult
+from rlrm.types import ResultsMismatchError, RewardQuery, RewardResult
 
 
 def gradient_frames(t=3, h=32, w=48, seed=0):
@@ -136,7 +136,7 @@ def test_replies_round_trip():
     np.testing.assert_allclose(got.progress, [0.1, 0.5, 0.9], rtol=1e-6)
     err = decode_reply(encode_error(6, ErrorCode.BUSY, "queue full"))
     assert not err["ok"] and err["error"] == {"code": "busy", "message": "queue full"}
-    with pytest.raises(ProtocolError, match="2 values for a query of 3 frames"):
+    with pytest.raises(ResultsMismatchError, match="reply returned 2 values for query 0 of 3 frames"):
         results_from_reply({"results": [{"progress": [0, 1], "success": [0, 1]}]}, [q])
     with pytest.raises(ValueError, match="error code must be one of"):
         encode_error(1, "oops", "x")

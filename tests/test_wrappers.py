@@ -242,7 +242,7 @@ def test_worker_url_gives_in_process_rewards(tiny_model, slow_worker):
     np.testing.assert_allclose([s[3]["rlrm"]["progress"] for s in remote],
                                [s[3]["rlrm"]["progress"] for s in local], atol=1e-5)
     assert all(s[3]["rlrm"]["latency_ms"] > 0 and not s[3]["rlrm"]["stale"] for s in remote)
-    assert env.scorer._closed.is_set()  # the wrapper made the client from the URL, so it closes it
+    assert env.scorer._closed  # the wrapper made the client from the URL, so it closes it
 
 
 def test_worker_timeout_raises_or_holds(slow_worker):

@@ -1,7 +1,6 @@
 """Ray: a reward-model pool, and actor/learner runs across machines (``run_rl.py distributed.runners=N``).
 
-* :class:`~rlrm.distributed.pool.RayRewardPool` - a pool of model replicas behind the scorer
-  interface (``score``, ``score_async``, ``info``, ``close``).
+* ``RayRewardPool`` - re-exported from :mod:`rlrm.transport.ray`, where it lives with the other scorers.
 * ``config.py`` - :class:`DistributedConfig` (the ``distributed:`` block) and the checks that run
   before anything starts: values, cluster address, resources on the cluster's nodes.
 * ``shared_reward.py`` - one reward source for all runners (a worker URL, or a named actor around
@@ -17,11 +16,11 @@ Ray and torch are imported when these are used, not when this package is; instal
 """
 
 from rlrm._lazy import lazy_getattr
-from rlrm.distributed.pool import RayRewardPool
 
 __all__ = ["RayRewardPool", "DistributedConfig", "EnvRunner", "Learner", "run_distributed"]
 
 _LAZY = {
+    "RayRewardPool": "rlrm.transport.ray",
     "DistributedConfig": "rlrm.distributed.config",
     "EnvRunner": "rlrm.distributed.runner",
     "Learner": "rlrm.distributed.learner",

@@ -5,8 +5,9 @@
 * :func:`distributed_config` - read and check the block of a resolved run config (every problem at once).
 * :class:`DistributedConfigError` - what a bad block, an unreachable cluster or a resource no node
   has raises (a :class:`~rlrm.rl.run_config.RunConfigError`, so ``run_rl.py`` prints it alone).
-* :func:`ray_cluster` - context manager: join the cluster at ``address`` (after a reachability check)
-  or start a local one, and shut down only what it started.
+* :func:`ray_cluster` - context manager: join the cluster at ``address`` (after a reachability check
+  within seconds, ``auto`` resolved first) or start a local one, and shut down only what it started.
+* :func:`resolve_auto_address` - the address ``auto`` means and where it was read from.
 * :func:`check_cluster` - the runners' and learner's resources exist on the cluster's nodes, and a
   loopback reward worker is not asked to serve runners on other machines.
 * :func:`actor_options` - Ray actor options (``num_cpus``, ``num_gpus``, ``resources``) from a resource dict.
@@ -28,7 +29,7 @@ from urllib.parse import urlparse
 from rlrm.rl.run_config import RunConfigError
 
 __all__ = ["DistributedConfig", "DistributedConfigError", "distributed_config", "ray_cluster", "check_cluster",
-           "actor_options", "DISTRIBUTED_ALGORITHMS", "RAY_NAMESPACE"]
+           "actor_options", "resolve_auto_address", "DISTRIBUTED_ALGORITHMS", "RAY_NAMESPACE"]
 
 log = logging.getLogger(__name__)
 
@@ -160,18 +161,48 @@ def actor_options(resources: Mapping[str, float]) -> dict[str, Any]:
     return options
 
 
-def _check_reachable(address: str) -> None:
-    """A TCP connect to the address's host:port within seconds, so a wrong address fails now, not in minutes."""
+def _check_reachable(address: str, origin: str | None = None) -> None:
+    """A TCP connect to the address's host:port within seconds, so a wrong address fails now, not in minutes.
+
+    ``origin`` names where an ``auto`` address came from (the ``RAY_ADDRESS`` variable or Ray's
+    ``ray_current_cluster`` file), so a stale one can be found and removed.
+    """
     host, port = _host_port(address)
     try:
         with socket.create_connection((host, port), timeout=_REACH_TIMEOUT_S):
             pass
     except OSError as e:
+        if origin is not None:
+            raise DistributedConfigError(
+                f"distributed.address='auto' resolved to {address!r} (read from {origin}), which is unreachable "
+                f"within {_REACH_TIMEOUT_S:g} s ({e}): the cluster that wrote it is gone. Start one with "
+                f"`ray start --head`, remove the stale {origin}, or pass distributed.address=null for a local cluster"
+            ) from None
         raise DistributedConfigError(
             f"distributed.address={address!r} is unreachable ({e}); start the head with `ray start --head` "
             "there and pass its address ('ray://HOST:10001' for Ray client, 'HOST:6379' from a cluster node), "
             "'auto' for a cluster started on this machine, or null for a local cluster"
         ) from None
+
+
+def resolve_auto_address() -> tuple[str, str] | None:
+    """Where ``ray.init(address="auto")`` would connect: ``(address, origin)`` from ``RAY_ADDRESS`` or the
+    ``ray_current_cluster`` file ``ray start`` writes (under ``RAY_TMPDIR``/``TMPDIR``, else /tmp/ray); None if neither.
+    """
+    import os
+
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return env, "the RAY_ADDRESS environment variable"
+    from ray._common.utils import get_ray_address_file
+
+    path = get_ray_address_file(None)
+    try:
+        with open(path) as f:
+            address = f.read().strip()
+    except OSError:
+        return None
+    return (address, path) if address else None
 
 
 @contextlib.contextmanager
@@ -189,10 +220,16 @@ def ray_cluster(address: str | None, **init_kwargs: Any) -> Iterator[bool]:
         log.info("using the Ray runtime this process already runs")
         yield False
         return
-    if address not in (None, "auto"):
+    target = address
+    if address == "auto":
+        resolved = resolve_auto_address()
+        if resolved is not None:  # a stale file would have Ray retry a dead GCS for minutes
+            _check_reachable(*resolved)
+            target = resolved[0]  # the address just checked, not whatever Ray finds next
+    elif address is not None:
         _check_reachable(address)
     try:
-        ray.init(address=address, namespace=RAY_NAMESPACE, include_dashboard=False, **init_kwargs)
+        ray.init(address=target, namespace=RAY_NAMESPACE, include_dashboard=False, **init_kwargs)
     except ConnectionError as e:
         raise DistributedConfigError(
             f"cannot join a Ray cluster at distributed.address={address!r}: {e}; run `ray start --head` first, "

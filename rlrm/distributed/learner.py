@@ -4,7 +4,8 @@
   are built on where no env steps (the learner; the runners' observation normalisers).
 * :class:`Learner` - plain class (Ray actor body in distributed runs): ``ingest`` a runner's batch
   into the replay buffer, take the gradient steps it is owed, publish :class:`PolicyWeights`
-  every ``sync_every`` gradient steps; checkpoints, heartbeats and TensorBoard as single-process runs.
+  every ``sync_every`` gradient steps; checkpoints, heartbeats, ``learning_curve.json`` (every ``eval_every``
+  received transitions) and TensorBoard as single-process runs.
 
 The learner keeps single-process SAC's update-to-data ratio: after ``learning_starts`` transitions
 it owes ``gradient_steps`` updates every ``train_freq`` transitions, whichever runner sent them.
@@ -130,6 +131,11 @@ class Learner:
         self._train_s = 0.0
         self._episodes = 0
         self._takeover_steps = 0
+        from rlrm.run import learning_curve
+
+        self.curve = learning_curve(self.cfg, self.run_dir)  # learning_curve.json, as single-process runs write it
+        if self.curve is not None:
+            self.curve.start(self.start_steps)
         log.info("learner: %s on %s, %d transitions to start, device %s", algo["name"], observation_space,
                  self.start_steps, self.model.device)
 
@@ -189,6 +195,7 @@ class Learner:
             self._lags.update((self.version - acted).tolist())
             self._record_batch(batch)
             published = self._train()
+            self._maybe_curve_point()
         self._maybe_checkpoint()
         return self.stats(), published
 
@@ -248,6 +255,13 @@ class Learner:
         n, start = self.start_steps, int(self.model.learning_starts)
         return 0 if n <= start else max(0, n // self.train_every - start // self.train_every) * self.gradient_steps
 
+    def _maybe_curve_point(self) -> None:
+        """A learning-curve point once the received transitions pass the next multiple of ``eval_every``."""
+        steps = int(self.model.num_timesteps)
+        if self.curve is not None and self.curve.due(steps):
+            self.curve.evaluate(self.model, steps, self.obs_stats.normalize_obs if self.obs_stats is not None else None,
+                                self.model.logger)
+
     def _maybe_checkpoint(self) -> None:
         from rlrm.rl.checkpoints import save_checkpoint
 
@@ -287,5 +301,7 @@ class Learner:
         return self.stats()
 
     def close(self) -> None:
-        """Close the TensorBoard writer."""
+        """Close the learning curve's env and the TensorBoard writer."""
+        if self.curve is not None:
+            self.curve.close()
         self.model.logger.close()

@@ -1,8 +1,9 @@
 """``run_rl.py distributed.runners=N``: env runners and a learner on Ray, driven from this process.
 
-* :func:`run_distributed` - the distributed counterpart of ``run_rl.train``: same config, same
-  outputs (``config.yaml``, ``tb/``, ``checkpoints/``, ``videos/``, ``summary.json``), plus the
-  distributed keys in the summary (``runners``, ``policy_lag_p50``, ``env_steps_per_s`` ...).
+* :func:`train_distributed` - what :func:`rlrm.run.train` runs for ``distributed.runners >= 1``: the
+  same run folder, outputs and summary as a single-process run (:mod:`rlrm.run` writes them), plus
+  the distributed keys in the summary (``runners``, ``policy_lag_p50``, ``env_steps_per_s`` ...).
+* :func:`run_distributed` - :func:`rlrm.run.train` for a config that must run distributed.
 
 What runs where::
 
@@ -24,15 +25,12 @@ its batches untrained, which keeps single-process SAC's update-to-data ratio. A 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from rlrm.distributed.config import (
     DistributedConfig,
@@ -44,8 +42,9 @@ from rlrm.distributed.config import (
 from rlrm.distributed.learner import Learner
 from rlrm.distributed.runner import EnvRunner
 from rlrm.distributed.shared_reward import RewardEndpoint, open_shared_reward
+from rlrm.run import EVAL_SEED_OFFSET, RunOutcome, RunStart, keep_final_frames, video_episodes
 
-__all__ = ["run_distributed"]
+__all__ = ["train_distributed", "run_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -279,9 +278,9 @@ class _Driver:
         if not live:
             raise RuntimeError("no live runner left to evaluate the policy on")
         final = self.learner.weights.remote()
-        n_videos = int(self.cfg.get("eval_video_episodes", 0)) if self.cfg["reward"]["kind"] == "robometer" else 0
         return self.ray.get(live[0].actor.evaluate.remote(
-            None, [final], episodes, 10_000 + int(self.cfg["seed"]), str(self.run_dir / "videos"), n_videos))
+            None, [final], episodes, EVAL_SEED_OFFSET + int(self.cfg["seed"]), str(self.run_dir / "videos"),
+            video_episodes(self.cfg), keep_final_frames(self.cfg)))
 
     def shutdown(self, interrupted: bool) -> None:
         """Stop (robots halt now) and close every runner, then the learner; kill the actors."""
@@ -328,29 +327,15 @@ def _remote_runner_class(ray: Any) -> Any:
     return ray.remote(concurrency_groups={"control": 1})(RemoteEnvRunner)
 
 
-def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Train with ``distributed.runners`` env runners and a learner on Ray; returns the summary it writes.
+def train_distributed(start: RunStart) -> RunOutcome:
+    """Train with ``distributed.runners`` env runners and a learner on Ray; what :func:`rlrm.run.train` summarises.
 
-    Checks the config (:func:`~rlrm.distributed.config.distributed_config`,
-    :func:`~rlrm.rl.run_config.validate_run_config`), then the cluster (address reachable, the
-    requested resources on some node) before any env, worker or actor starts.
-
-    >>> run_distributed(compose("config", ["distributed.runners=2"]), "outputs/run")   # doctest: +SKIP
+    The config was checked by :func:`rlrm.run.start_run`; the cluster is checked here (address
+    reachable, the requested resources on some node) before any env, worker or actor starts.
     """
-    from rlrm.rl.checkpoints import resume_point
-    from rlrm.rl.reward_source import REWARD_MODEL_FILE
-    from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
-
-    dcfg = distributed_config(cfg)
-    validate_run_config(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    resume = resume_point(cfg["resume"]) if cfg["resume"] else None
-    if resume is not None:
-        log.warning(resume.describe())
+    dcfg = distributed_config(start.cfg)
+    cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
     run_id = uuid.uuid4().hex[:8]
-    t0 = time.perf_counter()
     with ray_cluster(dcfg.address):
         check_cluster(dcfg, cfg)
         with open_shared_reward(cfg, f"rlrm-reward-{run_id}") as endpoint:
@@ -364,25 +349,8 @@ def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             finally:
                 driver.shutdown(interrupted)
     stats = driver.stats
-    if endpoint.model is not None:  # what the runs' rewards really came from, as single-process runs record it
-        (run_dir / REWARD_MODEL_FILE).write_text(json.dumps(endpoint.model, indent=2, default=str))
     trained = int(stats["env_steps"]) - driver.start_steps
-    summary = {
-        "eval_success_rate": metrics["success_rate"],
-        "eval_return": metrics["mean_return"],
-        "eval_model_success_rate": metrics["model_success_rate"],
-        "eval_episodes": metrics["episodes"],
-        "env_steps": int(stats["env_steps"]),
-        "trained_steps": trained,
-        "wall_s": time.perf_counter() - t0,
-        "train_s": driver.train_s,
-        "resumed_from": str(resume.checkpoint) if resume else None,
-        "lost_steps": resume.lost_steps if resume else 0,
-        "videos": metrics.get("videos", []),
-        "algo": cfg["algo"]["name"],
-        "reward": cfg["reward"]["kind"],
-        "reward_model": endpoint.model,
-        "seed": cfg["seed"],
+    extra = {
         "runners": dcfg.runners,
         "env_steps_per_s": trained / driver.train_s if driver.train_s > 0 else None,
         "policy_lag_p50": stats["policy_lag_p50"],
@@ -396,11 +364,21 @@ def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         "runner_lost_steps": driver.lost_steps,
         "intervention_steps": stats["takeover_steps"],
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("%d runners: eval success rate %.2f, %d env steps at %.1f steps/s, policy lag p50 %s, %d runner "
-             "failures -> %s", dcfg.runners, summary["eval_success_rate"], summary["env_steps"],
-             summary["env_steps_per_s"] or 0.0, summary["policy_lag_p50"], driver.failures, run_dir / "summary.json")
-    return summary
+    log.info("%d runners: %d env steps at %.1f steps/s, policy lag p50 %s, %d runner failures", dcfg.runners,
+             int(stats["env_steps"]), extra["env_steps_per_s"] or 0.0, extra["policy_lag_p50"], driver.failures)
+    return RunOutcome(metrics, env_steps=int(stats["env_steps"]), trained_steps=trained, train_s=driver.train_s,
+                      videos=metrics.pop("videos", []), reward_model=endpoint.model, extra=extra)
+
+
+def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """:func:`rlrm.run.train` for a config that asks for ``distributed.runners >= 1`` (checked first).
+
+    >>> run_distributed(compose("config", ["distributed.runners=2"]), "outputs/run")   # doctest: +SKIP
+    """
+    from rlrm.run import train
+
+    distributed_config(cfg)  # runners=0 is refused here, not silently run in one process
+    return train(cfg, run_dir)
 
 
 def _distinct(versions: list[int]) -> list[int]:

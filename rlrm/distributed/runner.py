@@ -335,11 +335,11 @@ class EnvRunner:
 
     # ------------------------------------------------------------------ evaluation and shutdown
     def evaluate(self, version: int | None, weights: list[Any], episodes: int, seed: int, video_dir: str | None = None,
-                 video_episodes: int = 0) -> dict[str, Any]:
+                 video_episodes: int = 0, keep_final_frames: bool = False) -> dict[str, Any]:
         """Close the training env and run ``episodes`` deterministic episodes on a fresh one (synchronous reward).
 
-        Same judging as a single-process run (:func:`rlrm.rl.evaluation.evaluate_policy`); returns its
-        metrics plus ``videos`` (paths of reward videos written to ``video_dir``).
+        Same judging as a single-process run (:func:`rlrm.rl.evaluation.evaluate_policy`, ``final_frames``
+        kept if asked); returns its metrics plus ``videos`` (paths of reward videos written to ``video_dir``).
         """
         from rlrm.rl.environment import make_env, wrap_with_reward
         from rlrm.rl.evaluation import evaluate_policy
@@ -354,7 +354,8 @@ class EnvRunner:
             eval_env = RewardVideoRecorder(eval_env, video_dir, every_n_episodes=every, name_prefix="eval")
         try:
             metrics = evaluate_policy(self.policy, eval_env, episodes, seed=seed,
-                                      obs_transform=self.obs_norm.normalize_obs if self.obs_norm is not None else None)
+                                      obs_transform=self.obs_norm.normalize_obs if self.obs_norm is not None else None,
+                                      keep_final_frames=keep_final_frames)
             metrics["videos"] = [str(v) for v in getattr(eval_env, "written", [])]
         finally:
             eval_env.close()

@@ -3,8 +3,8 @@
 * :class:`RewardEndpoint` - how a runner reaches the run's reward source (picklable, sent to every
   runner): nothing (the env's own reward), a worker URL, or the name of the shared reward actor.
 * :class:`SharedRewardActor` - Ray actor body holding the run's scorer (a
-  :class:`~rlrm.distributed.RayRewardPool` for ``transport=ray``, the model itself for
-  ``transport=local``); requests arriving while a batch is scored form the next batch.
+  :class:`~rlrm.transport.RayRewardPool` for ``transport=ray``, the model itself for
+  ``transport=local``) behind the worker's batcher: requests arriving while a batch is scored form the next batch.
 * :class:`SharedRewardClient` - the scorer interface (``score``, ``score_async``, ``info``, ``close``)
   over that named actor, used inside runners.
 * :func:`open_shared_reward` - context manager in the driver: start what the run's ``reward`` and
@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlrm.transport.batching import ContinuousBatcher, QueryJob
 from rlrm.types import ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["RewardEndpoint", "SharedRewardActor", "SharedRewardClient", "open_shared_reward"]
@@ -33,6 +35,8 @@ __all__ = ["RewardEndpoint", "SharedRewardActor", "SharedRewardClient", "open_sh
 log = logging.getLogger(__name__)
 
 ENDPOINT_KINDS = ("none", "worker", "actor")
+_MAX_BATCH = 16  # queries per scorer call, as a worker's default --max-batch
+_MAX_QUEUE = 4096  # queries waiting: every runner's in-flight queries fit
 
 
 @dataclass
@@ -71,9 +75,14 @@ class RewardEndpoint:
 class SharedRewardActor:
     """Ray actor body: open the run's reward source once and score every runner's queries on it.
 
+    Queries go through the worker's :class:`~rlrm.transport.batching.ContinuousBatcher` (as
+    :class:`~rlrm.transport.batching.QueryJob` s), run on one thread of this actor: an idle scorer runs
+    a request at once, requests that arrive meanwhile form the next batch (up to ``max_batch`` queries).
+
     Args:
         reward / transport: the run's ``reward`` and ``transport`` config groups (plain dicts), as
-            :func:`rlrm.rl.reward_source.open_reward_source` takes them.
+            :func:`rlrm.rl.reward_source.open_reward_source` takes them; ``transport.max_batch`` and
+            ``transport.max_wait_ms`` (if set) tune the batcher as they tune a worker.
     """
 
     def __init__(self, reward: Mapping[str, Any], transport: Mapping[str, Any]) -> None:
@@ -81,40 +90,26 @@ class SharedRewardActor:
 
         self._stack = contextlib.ExitStack()
         self.scorer = self._stack.enter_context(open_reward_source(dict(reward), dict(transport)))
-        self._waiting: list[tuple[list[RewardQuery], asyncio.Future]] = []
-        self._busy = False
-        self.batches = 0
-        self.queries = 0
+        self.batcher = ContinuousBatcher(self.scorer, max_batch=int(transport.get("max_batch", _MAX_BATCH)),
+                                         max_wait_ms=float(transport.get("max_wait_ms", 0.0)), max_queue=_MAX_QUEUE)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="rlrm-shared-reward", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        """The batcher thread: take the next batch, score it, answer its callers; until closed."""
+        while not self._stop.is_set():
+            batch = self.batcher.next_batch(self._stop)
+            if batch:
+                self.batcher.run(batch)
 
     async def score(self, queries: list[RewardQuery]) -> list[RewardResult]:
         """Score ``queries`` together with whatever other runners sent meanwhile; results in order."""
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(queries), done))
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return await done
-
-    async def _drain(self) -> None:
-        """Score waiting requests as one batch, again and again until none wait."""
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                flat = [q for queries, _ in batch for q in queries]
-                self.batches += 1
-                self.queries += len(flat)
-                try:
-                    results = await asyncio.wrap_future(self.scorer.score_async(flat))
-                except Exception as e:  # every caller of this batch gets the error
-                    for _, done in batch:
-                        done.set_exception(e)
-                    continue
-                start = 0
-                for queries, done in batch:
-                    done.set_result(results[start:start + len(queries)])
-                    start += len(queries)
-        finally:
-            self._busy = False
+        done: Future = Future()
+        busy = self.batcher.offer(QueryJob(list(queries), done))
+        if busy is not None:
+            raise RuntimeError(f"shared reward actor: {busy}")
+        return await asyncio.wrap_future(done)
 
     async def info(self) -> dict[str, Any]:
         """The scorer's :class:`ModelInfo` as a dict."""
@@ -127,12 +122,16 @@ class SharedRewardActor:
 
         return reward_model_info(self.scorer)
 
-    async def stats(self) -> dict[str, int]:
-        """Batches scored and queries in them (how well runners' queries batched together)."""
-        return {"batches": self.batches, "queries": self.queries}
+    async def stats(self) -> dict[str, Any]:
+        """The batcher's counters (batches, items, batch sizes, queue and inference time): how well
+        runners' queries batched together."""
+        return self.batcher.stats()
 
     async def close(self) -> None:
-        """Close the scorer (and the Ray pool or model behind it)."""
+        """Stop the batcher thread (the batch in progress finishes), then close the scorer."""
+        self._stop.set()
+        self.batcher.wake()
+        self._thread.join(timeout=60)
         self._stack.close()
 
 

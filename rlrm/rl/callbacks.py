@@ -6,6 +6,9 @@
 * :class:`CheckpointCallback` - a heartbeat every few steps and a checkpoint (policy + replay
   buffer + step counter) every ``every`` steps and at the end (:mod:`rlrm.rl.checkpoints`).
 * :func:`rollout_steps` - env steps per rollout (where an on-policy algorithm can checkpoint).
+* :class:`LearningCurve` - success-vs-env-steps points on the bare sim env -> ``learning_curve.json``
+  (single-process runs through :class:`LearningCurveCallback`, distributed runs in the learner).
+* :class:`LearningCurveCallback` - a :class:`LearningCurve` point every ``eval_every`` env steps of SB3's ``learn``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlrm.rl.checkpoints import save_checkpoint, write_heartbeat
 
-__all__ = ["RewardLoggingCallback", "CheckpointCallback", "LearningCurveCallback", "rollout_steps"]
+__all__ = ["RewardLoggingCallback", "CheckpointCallback", "LearningCurve", "LearningCurveCallback", "rollout_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +150,15 @@ class CheckpointCallback(BaseCallback):
             self._last_saved = self.num_timesteps
 
 
-class LearningCurveCallback(BaseCallback):
-    """Every ``every`` env steps, evaluate the current policy on the bare env and append the point to a curve.
+class LearningCurve:
+    """Success-vs-env-steps points of the current policy on the bare env, kept in ``learning_curve.json``.
 
     The curve is judged by the env's own ``info["is_success"]`` at the end of each episode, on an env
     *without* the reward model (cheap, and independent of what the reward model believes), with the
     observation statistics the policy trains on. Points go to TensorBoard (``eval/curve_success``) and to
     ``path`` (JSON: ``{"points": [{"env_steps", "success_rate", "mean_length"}, ...]}``), rewritten after
-    each point, so a killed run keeps its curve; a resumed run appends to it.
+    each point, so a killed run keeps its curve; a resumed run appends to it. Used by
+    :class:`LearningCurveCallback` (single-process runs) and the distributed learner.
 
     Args:
         make_env: builds a fresh evaluation env (the run's env without the reward wrapper).
@@ -162,10 +166,13 @@ class LearningCurveCallback(BaseCallback):
         episodes: evaluation episodes per point.
         path: JSON file of the curve.
         seed: episode i of every point resets with ``seed + i`` (the same goals at every point).
+
+    >>> curve = LearningCurve(lambda: make_env(cfg), 1000, 10, "run/learning_curve.json")  # doctest: +SKIP
+    >>> curve.start(env_steps=0)                                                          # doctest: +SKIP
+    >>> if curve.due(1000): curve.evaluate(model, 1000, None, model.logger)               # doctest: +SKIP
     """
 
     def __init__(self, make_env: Any, every: int, episodes: int, path: str | os.PathLike, seed: int = 20_000) -> None:
-        super().__init__()
         if every <= 0 or episodes <= 0:
             raise ValueError(f"every and episodes must be > 0, got every={every}, episodes={episodes}")
         self.make_env = make_env
@@ -177,35 +184,36 @@ class LearningCurveCallback(BaseCallback):
         self._env = None
         self._next = self.every
 
-    def _on_training_start(self) -> None:
+    def start(self, env_steps: int) -> None:
+        """Keep the points of an earlier run up to ``env_steps`` (a resumed run) and schedule the next one."""
         import json
 
         if os.path.exists(self.path):
             with open(self.path) as f:
-                self.points = [p for p in json.load(f).get("points", []) if p["env_steps"] <= self.num_timesteps]
-        self._next = (self.num_timesteps // self.every + 1) * self.every
+                self.points = [p for p in json.load(f).get("points", []) if p["env_steps"] <= env_steps]
+        self._next = (int(env_steps) // self.every + 1) * self.every
 
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.every
-            self.evaluate()
+    def due(self, env_steps: int) -> bool:
+        """Whether a point is owed at ``env_steps`` (then the next one is scheduled ``every`` steps later)."""
+        if env_steps < self._next:
+            return False
+        self._next = (int(env_steps) // self.every + 1) * self.every
         return True
 
-    def evaluate(self) -> dict[str, float]:
-        """Evaluate now, record and save the point, and return it."""
+    def evaluate(self, policy: Any, env_steps: int, obs_transform: Any = None, logger: Any = None) -> dict[str, float]:
+        """Evaluate ``policy`` (has ``predict``) now, record and save the point at ``env_steps``, and return it."""
         import json
 
         from rlrm.rl.evaluation import evaluate_policy
 
         if self._env is None:
             self._env = self.make_env()
-        stats = self.model.get_vec_normalize_env()
-        metrics = evaluate_policy(self.model, self._env, self.episodes, seed=self.seed,
-                                  obs_transform=stats.normalize_obs if stats is not None else None)
-        point = {"env_steps": int(self.num_timesteps), "success_rate": float(metrics["success_rate"]),
+        metrics = evaluate_policy(policy, self._env, self.episodes, seed=self.seed, obs_transform=obs_transform)
+        point = {"env_steps": int(env_steps), "success_rate": float(metrics["success_rate"]),
                  "mean_length": float(metrics["mean_length"])}
         self.points.append(point)
-        self.logger.record("eval/curve_success", point["success_rate"])
+        if logger is not None:
+            logger.record("eval/curve_success", point["success_rate"])
         log.info("learning curve: %d env steps, success %.2f", point["env_steps"], point["success_rate"])
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
@@ -213,7 +221,42 @@ class LearningCurveCallback(BaseCallback):
         os.replace(tmp, self.path)
         return point
 
-    def _on_training_end(self) -> None:
+    def close(self) -> None:
+        """Close the evaluation env."""
         if self._env is not None:
             self._env.close()
             self._env = None
+
+
+class LearningCurveCallback(BaseCallback):
+    """Every ``every`` env steps, evaluate the current policy on the bare env and append the point to a curve.
+
+    Args:
+        curve: the :class:`LearningCurve` to extend, driven by SB3's step counter.
+    """
+
+    def __init__(self, curve: LearningCurve) -> None:
+        super().__init__()
+        self.curve = curve
+
+    @property
+    def points(self) -> list[dict[str, float]]:
+        """The curve's points so far."""
+        return self.curve.points
+
+    def _on_training_start(self) -> None:
+        self.curve.start(self.num_timesteps)
+
+    def _on_step(self) -> bool:
+        if self.curve.due(self.num_timesteps):
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate now, record and save the point, and return it."""
+        stats = self.model.get_vec_normalize_env()
+        return self.curve.evaluate(self.model, self.num_timesteps,
+                                   stats.normalize_obs if stats is not None else None, self.logger)
+
+    def _on_training_end(self) -> None:
+        self.curve.close()

@@ -76,7 +76,7 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
     * ``transport.name == "worker"``: start ``rlrm worker`` for ``reward.model`` as a subprocess
       on loopback (:func:`~rlrm.transport.spawn_worker`), connect to it, stop it on exit.
     * ``transport.name == "local"``: load the model in this process (:class:`~rlrm.transport.LocalScorer`).
-    * ``transport.name == "ray"``: a :class:`~rlrm.distributed.RayRewardPool` of model replicas on a Ray
+    * ``transport.name == "ray"``: a :class:`~rlrm.transport.RayRewardPool` of model replicas on a Ray
       cluster (``transport.address``; None starts a local one), shut down on exit.
 
     A worker is pinged and its :class:`~rlrm.types.ModelInfo` read before the scorer is yielded
@@ -124,7 +124,7 @@ def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack:
         log.info("reward source: model %r in this process", spec)
         return make_scorer(make_reward_model(spec))
     if name == "ray":
-        from rlrm.distributed import RayRewardPool
+        from rlrm.transport.ray import RayRewardPool
 
         num_actors = int(transport.get("num_actors", 2))
         log.info("reward source: model %r on %d Ray actors", spec, num_actors)

@@ -2,6 +2,8 @@
 
 * :class:`Job` - a score request admitted to the queue: who sent it, its queries' frames (arrays,
   decode Futures or stored frames) and vision-feature keys, its arrival time.
+* :class:`QueryJob` - queries from this process answered through a Future (the shared Ray reward actor
+  batches its runners' queries with this batcher).
 * :class:`WorkerStats` - counters (requests, items, batch sizes, queue/decode/inference time, errors).
 * :class:`ContinuousBatcher` - ``offer`` jobs (refused when the queue is full), ``next_batch``
   (the oldest job plus the others waiting that fit, without waiting unless ``max_wait_ms`` asks
@@ -10,7 +12,8 @@
 Batches are grouped so padding stays bounded: a job joins the batch only if the padded work
 (items x longest item) stays within ``1 + max_padding`` times the real work. The oldest job is
 always taken, so nothing starves. No sockets here: :class:`~rlrm.transport.server.RewardWorker`
-feeds the batcher from its socket thread and runs batches on its batcher thread.
+feeds the batcher from its socket thread and runs batches on its batcher thread; the shared Ray
+reward actor (:mod:`rlrm.distributed.shared_reward`) feeds it :class:`QueryJob` s the same way.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from rlrm.transport.protocol import (
     encode_results,
     item_query,
 )
-from rlrm.types import RewardQuery
+from rlrm.types import RewardQuery, RewardResult, check_results
 
-__all__ = ["Job", "WorkerStats", "ContinuousBatcher"]
+__all__ = ["Job", "QueryJob", "WorkerStats", "ContinuousBatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,20 @@ class Job:
     def num_items(self) -> int:
         """Queries in this job."""
         return len(self.request.items)
+
+    @property
+    def deadline_ms(self) -> float | None:
+        """How long the sender waits for the answer (None: no limit)."""
+        return self.request.deadline_ms
+
+    def answer(self, results: list[RewardResult], timing: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+        """The ``ok`` reply to send back: ``(identity, message parts)``."""
+        reply = encode_reply(self.request.id, v=self.request.version, results=encode_results(results), timing=timing)
+        return self.identity, reply
+
+    def fail(self, code: str, message: str, error: Exception | None = None) -> tuple[bytes, list[bytes]]:
+        """The error reply to send back (``code`` from :class:`~rlrm.transport.protocol.ErrorCode`)."""
+        return self.identity, encode_error(self.request.id, code, message, v=self.request.version)
 
     def ready(self) -> bool:
         """True when no frame of the job is still decoding."""
@@ -95,6 +112,46 @@ class Job:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, str(e), rid) from e
             queries.append(item_query(item, frames, rid, i))
         return queries, keys
+
+
+class QueryJob:
+    """Queries from this process (the shared Ray reward actor), answered through a Future instead of a socket.
+
+    Args:
+        queries: validated queries to score.
+        future: receives the results, or the model's exception.
+
+    >>> job = QueryJob([RewardQuery(frames, "reach")], Future())   # doctest: +SKIP
+    >>> batcher.offer(job)                                          # doctest: +SKIP
+    """
+
+    def __init__(self, queries: list[RewardQuery], future: Future) -> None:
+        self.queries = list(queries)
+        self.future = future
+        self.arrived = time.monotonic()
+        self.lengths = [q.num_frames * q.frames.shape[1] * q.frames.shape[2] for q in self.queries]
+        self.deadline_ms: float | None = None
+
+    @property
+    def num_items(self) -> int:
+        """Queries in this job."""
+        return len(self.queries)
+
+    def ready(self) -> bool:
+        """Always: the frames are arrays already."""
+        return True
+
+    def materialize(self) -> tuple[list[RewardQuery], list[list[int] | None]]:
+        """The queries, with no vision-feature keys."""
+        return self.queries, [None] * len(self.queries)
+
+    def answer(self, results: list[RewardResult], timing: dict[str, Any]) -> None:
+        """Hand the results to the waiting caller."""
+        self.future.set_result(results)
+
+    def fail(self, code: str, message: str, error: Exception | None = None) -> None:
+        """Hand the model's exception (or a RuntimeError naming ``code``) to the waiting caller."""
+        self.future.set_exception(error if error is not None else RuntimeError(f"{code}: {message}"))
 
 
 @dataclass
@@ -137,7 +194,7 @@ class ContinuousBatcher:
     """Gathers queries from many requests into model calls of up to ``max_batch`` queries.
 
     Args:
-        model: has ``score(list[RewardQuery]) -> list[RewardResult]``; if it also has
+        model: has ``score(list[RewardQuery]) -> list[RewardResult]`` (a model or a scorer); if it also has
             ``forget_features``, streamed frames are scored with ``score(queries, feature_keys=...)``
             so their vision features are computed once.
         max_batch: queries per model call; a request larger than this is scored alone.
@@ -253,23 +310,23 @@ class ContinuousBatcher:
                 self._stats.waited_batches += 1
         return batch
 
-    def run(self, batch: list[Job]) -> list[tuple[bytes, list[bytes]]]:
-        """Score a batch in one model call; returns ``(identity, reply parts)`` for every job.
+    def run(self, batch: list[Any]) -> list[Any]:
+        """Score a batch in one model call and answer every job; returns the jobs' replies
+        (``(identity, reply parts)`` for a :class:`Job`; a :class:`QueryJob` answers its Future, no reply).
 
         Jobs that waited past their ``deadline_ms`` get ``busy`` without being computed; a job
         whose frames do not decode gets ``bad_request``. If the model raises on the batch, each
         request is retried alone so only the one that breaks it gets ``internal``.
         """
         start = time.monotonic()
-        live: list[tuple[Job, list[RewardQuery], list[Any]]] = []
-        replies: list[tuple[bytes, list[bytes]]] = []
+        live: list[tuple[Any, list[RewardQuery], list[Any]]] = []
+        replies: list[Any] = []
         for job in batch:
             waited_ms = (start - job.arrived) * 1000
-            version = job.request.version
-            if job.request.deadline_ms is not None and waited_ms > job.request.deadline_ms:
+            if job.deadline_ms is not None and waited_ms > job.deadline_ms:
                 # the client has given up on it; answering costs nothing, computing would
-                msg = f"expired in the queue after {waited_ms:.0f} ms (deadline_ms={job.request.deadline_ms:g})"
-                replies.append((job.identity, encode_error(job.request.id, ErrorCode.BUSY, msg, v=version)))
+                msg = f"expired in the queue after {waited_ms:.0f} ms (deadline_ms={job.deadline_ms:g})"
+                replies.append(job.fail(ErrorCode.BUSY, msg))
                 with self._stats_lock:
                     self._stats.expired += 1
                     self._stats.errors[ErrorCode.BUSY] += 1
@@ -278,13 +335,13 @@ class ContinuousBatcher:
                 queries, keys = job.materialize()
             except ProtocolError as e:
                 self.count(error=e.code)
-                replies.append((job.identity, encode_error(job.request.id, e.code, e.message, v=version)))
+                replies.append(job.fail(e.code, e.message, e))
                 continue
             live.append((job, queries, keys))
         model_start = time.monotonic()
         decode_ms = (model_start - start) * 1000
         if not live:
-            return replies
+            return [r for r in replies if r is not None]
         queries = [q for _, qs, _ in live for q in qs]
         keys = [k for _, _, ks in live for k in ks]
         outcome: list[Any] = []
@@ -300,10 +357,9 @@ class ContinuousBatcher:
         infer_ms = (time.monotonic() - model_start) * 1000
         self._record([job for job, _, _ in live], len(queries), start, decode_ms, infer_ms)
         for (job, _, _), out in zip(live, outcome, strict=True):
-            rid, version = job.request.id, job.request.version
             if isinstance(out, Exception):
                 self.count(error=ErrorCode.INTERNAL)
-                reply = encode_error(rid, ErrorCode.INTERNAL, f"model raised {type(out).__name__}: {out}", v=version)
+                replies.append(job.fail(ErrorCode.INTERNAL, f"model raised {type(out).__name__}: {out}", out))
             else:
                 timing = {
                     "queue_ms": (start - job.arrived) * 1000,
@@ -311,9 +367,8 @@ class ContinuousBatcher:
                     "infer_ms": infer_ms,
                     "batch_items": len(queries),
                 }
-                reply = encode_reply(rid, v=version, results=encode_results(out), timing=timing)
-            replies.append((job.identity, reply))
-        return replies
+                replies.append(job.answer(out, timing))
+        return [r for r in replies if r is not None]
 
     def _score_alone(self, queries: list[RewardQuery], keys: list[Any]) -> Any:
         try:
@@ -338,9 +393,4 @@ class ContinuousBatcher:
             results = self.model.score(queries, feature_keys=keys)
         else:
             results = self.model.score(queries)
-        if len(results) != len(queries):
-            raise RuntimeError(f"model returned {len(results)} results for {len(queries)} queries")
-        for i, (q, r) in enumerate(zip(queries, results, strict=True)):
-            if len(r) != q.num_frames:
-                raise RuntimeError(f"model returned {len(r)} values for query {i} of {q.num_frames} frames")
-        return list(results)
+        return check_results(queries, results, "model")

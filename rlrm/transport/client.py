@@ -48,7 +48,7 @@ from rlrm.transport.protocol import (
     results_from_reply,
 )
 from rlrm.transport.uploads import EpisodeUploads
-from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
+from rlrm.types import BaseScorer, ModelInfo, ResultsMismatchError, RewardQuery, RewardResult, validate_queries
 
 __all__ = ["RewardClient", "WorkerError"]
 
@@ -89,7 +89,7 @@ class _Pending:
     full_resends: int = 0
 
 
-class RewardClient:
+class RewardClient(BaseScorer):
     """Score queries on a remote reward worker.
 
     Args:
@@ -147,15 +147,19 @@ class RewardClient:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._ctx = zmq.Context()
-        self._closed = threading.Event()
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._io_loop, name=f"rlrm-client {url}", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- public API
 
     def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
-        """Send queries and return a Future of ``list[RewardResult]`` (one per query, in order)."""
-        queries = validate_queries(queries)
+        """Send queries and return a Future of ``list[RewardResult]`` (one per query, in order).
+
+        Queries are validated here (:class:`~rlrm.types.BaseScorer`); the reply is checked against them
+        on the I/O thread (:func:`~rlrm.transport.protocol.results_from_reply`), as for every request kind.
+        """
+        queries = self._validated(queries)
         if not queries:
             done: Future = Future()
             done.set_result([])
@@ -190,7 +194,7 @@ class RewardClient:
         self, queries: Sequence[RewardQuery], timeout_ms: float | None = None
     ) -> tuple[list[RewardResult], dict[str, Any]]:
         """Score and also return the worker's timing of the request (``queue_ms``, ``decode_ms``, ``infer_ms``, ...)."""
-        queries = validate_queries(queries)
+        queries = self._validated(queries)
         if not queries:
             return [], {}
         p = self._pending("score", timeout_ms, queries=queries)
@@ -237,9 +241,10 @@ class RewardClient:
 
     def close(self) -> None:
         """Stop the I/O thread and close the socket; pending calls fail with ``RuntimeError``."""
-        if self._closed.is_set():
+        if self._stopped.is_set():
             return
-        self._closed.set()
+        self._closed = True
+        self._stopped.set()
         self._commands.put(None)
         self._wake()
         self._thread.join(5.0)
@@ -247,19 +252,13 @@ class RewardClient:
         os.close(self._wake_w)
         self._ctx.term()
 
-    def __enter__(self) -> RewardClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RewardClient({self.url!r}, timeout_ms={self.timeout_ms:g}, retries={self.retries})"
 
     # ---------------------------------------------------------------- caller side
 
     def _pending(self, op: str, timeout_ms: float | None, **fields: Any) -> _Pending:
-        if self._closed.is_set():
+        if self._stopped.is_set():
             raise RuntimeError(f"{self!r} is closed")
         timeout_ms = self.timeout_ms if timeout_ms is None else float(timeout_ms)
         fut: Future = Future()
@@ -505,7 +504,7 @@ class RewardClient:
             elif p.op == "score":
                 try:
                     results = results_from_reply(reply, p.queries)
-                except (ProtocolError, KeyError, ValueError, TypeError) as e:
+                except (ProtocolError, ResultsMismatchError, KeyError, ValueError, TypeError) as e:
                     p.future.set_exception(WorkerError(self.url, "internal", f"malformed score reply: {e}"))
                 else:
                     p.future.set_result((results, reply.get("timing") or {}) if p.with_timing else results)

@@ -8,22 +8,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
+from rlrm.types import BaseScorer, ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["LocalScorer"]
 
 log = logging.getLogger(__name__)
 
 
-class LocalScorer:
+class LocalScorer(BaseScorer):
     """Score queries with a reward model in this process.
 
-    ``score_async`` runs on one background thread, so the model sees one batch at a time
-    (models are not assumed thread-safe) while the caller keeps stepping its env.
+    ``score`` runs on the calling thread; ``score_async`` on one background thread, so the model sees
+    one batch at a time (models are not assumed thread-safe) while the caller keeps stepping its env.
+    Queries and results are checked by :class:`~rlrm.types.BaseScorer`.
 
     Args:
         model: anything with ``info() -> ModelInfo`` and ``score(list[RewardQuery]) -> list[RewardResult]``.
@@ -38,24 +38,14 @@ class LocalScorer:
             raise TypeError(f"model must have score() and info() (a RewardModel), got {type(model).__name__}")
         self.model = model
         self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
 
-    def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
-        """Score queries now, on the calling thread (``timeout_ms`` is accepted for interface parity)."""
-        queries = self._check(queries)
-        if not queries:
-            return []
-        results = list(self.model.score(queries))
-        if len(results) != len(queries):
-            raise RuntimeError(f"model returned {len(results)} results for {len(queries)} queries")
-        return results
+    def _score(self, queries: list[RewardQuery], timeout_ms: float | None) -> list[RewardResult]:
+        return list(self.model.score(queries))  # timeout_ms is accepted for interface parity
 
-    def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
-        """Score queries on the background thread; returns a Future of ``list[RewardResult]``."""
-        queries = self._check(queries)
+    def _score_async(self, queries: list[RewardQuery], timeout_ms: float | None) -> Future:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlrm-local-scorer")
-        return self._executor.submit(self.score, queries)
+        return self._executor.submit(self._score, queries, timeout_ms)
 
     def info(self) -> ModelInfo:
         """The model's :class:`ModelInfo`."""
@@ -65,23 +55,11 @@ class LocalScorer:
         """Always reachable: 0.0 ms."""
         return 0.0
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Wait for pending async calls and stop the background thread."""
-        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def __enter__(self) -> LocalScorer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"LocalScorer({type(self.model).__name__})"
-
-    def _check(self, queries: Sequence[RewardQuery]) -> list[RewardQuery]:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")
-        return validate_queries(queries)

@@ -43,7 +43,7 @@ import msgpack
 import numpy as np
 
 from rlrm.transport.codec import FrameBlock, encode_jpeg, jpeg_size
-from rlrm.types import RewardQuery, RewardResult
+from rlrm.types import RewardQuery, RewardResult, check_results
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -546,15 +546,8 @@ def decode_reply(parts: Sequence[Any]) -> dict[str, Any]:
 def results_from_reply(reply: dict[str, Any], expected: Sequence[RewardQuery]) -> list[RewardResult]:
     """The results of an ``ok`` score reply, checked against the queries they answer."""
     raw = reply.get("results")
-    if not isinstance(raw, list) or len(raw) != len(expected):
-        n = len(raw) if isinstance(raw, list) else raw
-        raise ProtocolError(ErrorCode.INTERNAL, f"reply has {n} results for {len(expected)} queries")
-    out = []
-    for i, (r, q) in enumerate(zip(raw, expected, strict=True)):
-        res = RewardResult(progress=np.asarray(r["progress"], np.float32), success=np.asarray(r["success"], np.float32))
-        if len(res) != q.num_frames:
-            raise ProtocolError(
-                ErrorCode.INTERNAL, f"result {i} has {len(res)} values for a query of {q.num_frames} frames"
-            )
-        out.append(res)
-    return out
+    if not isinstance(raw, list):
+        raise ProtocolError(ErrorCode.INTERNAL, f"reply needs a list of results, got {type(raw).__name__}")
+    out = [RewardResult(progress=np.asarray(r["progress"], np.float32), success=np.asarray(r["success"], np.float32))
+           for r in raw]
+    return check_results(expected, out, "the worker's reply")

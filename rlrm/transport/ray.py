@@ -1,6 +1,6 @@
 """A pool of Ray actors that each hold a reward model, behind the scorer interface.
 
-* :class:`RayRewardPool` - an :class:`~rlrm.types.AsyncScorer` (``score`` / ``score_async`` / ``info`` /
+* :class:`RayRewardPool` - a :class:`~rlrm.types.BaseScorer` (``score`` / ``score_async`` / ``info`` /
   ``close``) like :class:`~rlrm.transport.RewardClient`, but spread over ``num_actors`` model replicas
   (on one machine or a Ray cluster, one GPU each if asked).
 
@@ -14,11 +14,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from rlrm.types import ModelInfo, RewardQuery, RewardResult, validate_queries
+from rlrm.types import BaseScorer, ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["RayRewardPool"]
 
@@ -46,14 +45,11 @@ class _RewardActor:
         return self.model.info().to_dict()
 
     def score(self, queries: list[RewardQuery]) -> list[RewardResult]:
-        """Score one chunk of queries; checks one result per query."""
-        results = list(self.model.score(queries))
-        if len(results) != len(queries):
-            raise RuntimeError(f"model returned {len(results)} results for {len(queries)} queries")
-        return results
+        """Score one chunk of queries (the pool checks the results it puts together)."""
+        return list(self.model.score(queries))
 
 
-class RayRewardPool:
+class RayRewardPool(BaseScorer):
     """Score queries on ``num_actors`` Ray actors, each holding its own copy of the reward model.
 
     Args:
@@ -89,7 +85,6 @@ class RayRewardPool:
         self._next = itertools.cycle(range(num_actors))
         self._lock = threading.Lock()
         self._info: ModelInfo | None = None
-        self._closed = False
 
     @property
     def num_actors(self) -> int:
@@ -99,22 +94,16 @@ class RayRewardPool:
     def info(self) -> ModelInfo:
         """The model's :class:`ModelInfo` (from the first actor; all hold the same model)."""
         if self._info is None:
-            self._check_open()
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
             self._info = ModelInfo.from_dict(self._ray.get(self._actors[0].info.remote()))
             self._info.extra = {**self._info.extra, "ray_actors": self.num_actors}
         return self._info
 
-    def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
-        """Split ``queries`` over the actors; a Future of ``list[RewardResult]`` in the order given.
-
-        ``timeout_ms`` bounds the wait for the results (``TimeoutError`` past it).
-        """
-        self._check_open()
-        queries = validate_queries(queries)
+    def _score_async(self, queries: list[RewardQuery], timeout_ms: float | None) -> Future:
+        """Split ``queries`` over the actors; a Future of their results in the order given
+        (``timeout_ms`` bounds the wait: ``TimeoutError`` past it)."""
         out: Future = Future()
-        if not queries:
-            out.set_result([])
-            return out
         n_chunks = min(len(queries), self.num_actors)
         bounds = [round(i * len(queries) / n_chunks) for i in range(n_chunks + 1)]
         with self._lock:
@@ -135,28 +124,11 @@ class RayRewardPool:
         threading.Thread(target=gather, name="rlrm-ray-gather", daemon=True).start()
         return out
 
-    def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
-        """Score queries on the pool and wait for the results."""
-        return self.score_async(queries, timeout_ms).result()
-
-    def close(self) -> None:
+    def _close(self) -> None:
         """Kill the actors (the Ray runtime itself is left running for other users)."""
-        if self._closed:
-            return
-        self._closed = True
         for actor in self._actors:
             self._ray.kill(actor)
         self._actors = []
 
-    def __enter__(self) -> RayRewardPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RayRewardPool({self.model_spec!r}, num_actors={len(self._actors)})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")

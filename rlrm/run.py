@@ -1,0 +1,310 @@
+"""The one run driver: a training run's folder, set-up, outputs and summary, single-process or distributed.
+
+* :func:`train` - run one training job from a resolved config and return the summary it writes:
+  in this process (:func:`train_single`, the recipe below) or, with ``distributed.runners >= 1``,
+  on Ray (:func:`rlrm.distributed.run.train_distributed`). Both write the same outputs.
+* :func:`train_single` - the single-process recipe: make env -> wrap with reward -> make algorithm
+  -> learn -> evaluate.
+* :class:`RunStart` - the checked start of a run: its folder (``config.yaml`` written), the checkpoint
+  it resumes from, its clock.
+* :class:`RunOutcome` - what a finished run hands to the summary: evaluation metrics, step counts,
+  training time, the reward model served; a distributed run adds its own keys.
+* :func:`learning_curve` - the run's :class:`~rlrm.rl.callbacks.LearningCurve` (None when ``eval_every=0``
+  or on a real robot).
+* :func:`main` - the body of the Hydra entry point (``run_rl.py``): resolve (or resume) the config,
+  train, print a config error or an unreachable worker as one line.
+
+Outputs in the run folder, whatever runs the job: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
+``checkpoints/`` (policy + replay buffer), ``heartbeat.json``, ``learning_curve.json`` (every
+``eval_every`` env steps), ``videos/`` (reward videos of evaluation episodes), ``eval_final_frames.npz``
+(each evaluation episode's last frame and verdicts), ``reward_model.json`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from rlrm.rl.callbacks import LearningCurve
+from rlrm.rl.checkpoints import ResumePoint, resume_point
+from rlrm.rl.reward_source import REWARD_MODEL_FILE
+from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
+
+__all__ = ["train", "train_single", "RunStart", "RunOutcome", "learning_curve", "main", "FINAL_FRAMES_FILE",
+           "LEARNING_CURVE_FILE", "SUMMARY_FILE"]
+
+log = logging.getLogger("rlrm.run")
+
+SUMMARY_FILE = "summary.json"
+LEARNING_CURVE_FILE = "learning_curve.json"
+FINAL_FRAMES_FILE = "eval_final_frames.npz"
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation episode i resets with ``seed + EVAL_SEED_OFFSET + i``."""
+CURVE_SEED_OFFSET = 20_000
+"""Learning-curve episode i resets with ``seed + CURVE_SEED_OFFSET + i`` (the same goals at every point)."""
+
+
+@dataclass
+class RunStart:
+    """The checked start of a run.
+
+    Args:
+        cfg: the resolved run config (plain dict).
+        run_dir: the run folder (exists; ``config.yaml`` written).
+        resume: the checkpoint of an earlier run this one continues, or None.
+        t0: ``time.perf_counter()`` when the run started.
+    """
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    resume: ResumePoint | None
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether env runners and a learner on Ray run the job (``distributed.runners >= 1``)."""
+        return _runners(self.cfg) != 0
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run reports.
+
+    Args:
+        metrics: :func:`~rlrm.rl.evaluation.evaluate_policy`'s result on the final policy (``final_frames``
+            included when kept).
+        env_steps / trained_steps: transitions the policy has seen in total / in this run.
+        train_s: seconds of collection and learning (no evaluation, no final checkpoint).
+        videos: reward videos written during evaluation.
+        reward_model: provenance of the served reward model (None for the env's own reward).
+        extra: keys only this kind of run has (a distributed run's runners, policy lag, ...).
+    """
+
+    metrics: dict[str, Any]
+    env_steps: int
+    trained_steps: int
+    train_s: float
+    videos: list[str] = field(default_factory=list)
+    reward_model: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _runners(cfg: dict[str, Any]) -> int:
+    return (cfg.get("distributed") or {}).get("runners", 0)
+
+
+def start_run(cfg: dict[str, Any], run_dir: str | Path) -> RunStart:
+    """Check ``cfg`` (before any env, worker, model or actor exists), make the folder, write ``config.yaml``.
+
+    A resumed run reads the earlier folder's checkpoint and carries its learning curve over.
+    """
+    if _runners(cfg) != 0:
+        from rlrm.distributed.config import distributed_config
+
+        distributed_config(cfg)  # the distributed block first: its errors name the distributed keys
+    validate_run_config(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    resume = resume_point(cfg["resume"]) if cfg["resume"] else None  # read from the earlier run's folder
+    if resume is not None:
+        log.warning(resume.describe())
+        curve = Path(cfg["resume"]) / LEARNING_CURVE_FILE
+        if curve.exists() and not (run_dir / LEARNING_CURVE_FILE).exists():
+            shutil.copy(curve, run_dir / LEARNING_CURVE_FILE)  # this run's curve continues the earlier one's
+    return RunStart(cfg, run_dir, resume)
+
+
+def learning_curve(cfg: dict[str, Any], run_dir: Path) -> LearningCurve | None:
+    """Success-vs-env-steps points on the bare sim env every ``eval_every`` steps (never on a real robot)."""
+    if not cfg.get("eval_every") or cfg.get("robot"):
+        return None
+    from rlrm.rl.environment import make_env
+
+    return LearningCurve(lambda: make_env(cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
+                         Path(run_dir) / LEARNING_CURVE_FILE, seed=CURVE_SEED_OFFSET + int(cfg["seed"]))
+
+
+def keep_final_frames(cfg: dict[str, Any]) -> bool:
+    """Whether evaluation keeps each episode's last frame (runs scored by the reward model)."""
+    return cfg["reward"]["kind"] == "robometer"
+
+
+def video_episodes(cfg: dict[str, Any]) -> int:
+    """Evaluation episodes that get a reward video (none without the reward model)."""
+    return int(cfg.get("eval_video_episodes", 0)) if cfg["reward"]["kind"] == "robometer" else 0
+
+
+def save_final_frames(metrics: dict[str, Any], run_dir: Path) -> None:
+    """``eval_final_frames.npz``: each evaluation episode's last frame with the env's and the model's verdicts."""
+    frames = metrics.pop("final_frames", None)
+    if frames is None:
+        return
+    episodes = metrics["episodes"]
+    np.savez_compressed(
+        run_dir / FINAL_FRAMES_FILE, frames=frames,
+        is_success=np.array([bool(e["is_success"]) for e in episodes]),
+        success_prob=np.array([e["final_success_prob"] for e in episodes], dtype=np.float32),
+        model_success=np.array([bool(e["model_success"]) for e in episodes]),
+    )
+
+
+def finish_run(start: RunStart, outcome: RunOutcome) -> dict[str, Any]:
+    """Write ``eval_final_frames.npz``, ``reward_model.json`` and ``summary.json``; return the summary."""
+    cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
+    metrics = outcome.metrics
+    save_final_frames(metrics, run_dir)
+    if outcome.reward_model is not None:  # what the run's rewards really came from
+        (run_dir / REWARD_MODEL_FILE).write_text(json.dumps(outcome.reward_model, indent=2, default=str))
+    summary = {
+        "eval_success_rate": metrics["success_rate"],
+        "eval_return": metrics["mean_return"],
+        "eval_model_success_rate": metrics["model_success_rate"],
+        "eval_episodes": metrics["episodes"],
+        "env_steps": int(outcome.env_steps),
+        "trained_steps": int(outcome.trained_steps),
+        "wall_s": time.perf_counter() - start.t0,
+        "train_s": outcome.train_s,
+        "resumed_from": str(resume.checkpoint) if resume else None,
+        "lost_steps": resume.lost_steps if resume else 0,
+        "videos": [str(v) for v in outcome.videos],
+        "algo": cfg["algo"]["name"],
+        "reward": cfg["reward"]["kind"],
+        "reward_model": outcome.reward_model,
+        "seed": cfg["seed"],
+        **outcome.extra,
+    }
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    log.info("eval success rate %.2f, eval return %.3f, %d env steps, %.0f s -> %s",
+             summary["eval_success_rate"], summary["eval_return"], summary["env_steps"], summary["wall_s"],
+             run_dir / SUMMARY_FILE)
+    return summary
+
+
+def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Run one training job described by the resolved config ``cfg``; returns the summary it writes.
+
+    >>> train(compose("config", ["total_steps=2000"]), "outputs/run")                      # doctest: +SKIP
+    >>> train(compose("config", ["distributed.runners=2"]), "outputs/run")["runners"]      # doctest: +SKIP
+    2
+    """
+    start = start_run(cfg, run_dir)
+    if start.distributed:  # env runners + a learner on Ray (docs/distributed.md)
+        from rlrm.distributed.run import train_distributed
+
+        outcome = train_distributed(start)
+    else:
+        outcome = train_single(start)
+    return finish_run(start, outcome)
+
+
+def train_single(start: RunStart) -> RunOutcome:
+    """Train and evaluate in this process: make env -> wrap with reward -> make algorithm -> learn -> evaluate."""
+    import torch
+    from stable_baselines3.common.logger import configure
+
+    from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
+    from rlrm.rl.async_reward import AsyncRobometerReward
+    from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
+    from rlrm.rl.checkpoints import load_replay_buffer
+    from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
+    from rlrm.rl.evaluation import evaluate_policy
+    from rlrm.rl.interventions import InterventionLoggingCallback
+    from rlrm.rl.learner_rate import LearnerRateCallback
+    from rlrm.rl.reward_source import open_reward_source, reward_model_info
+    from rlrm.wrappers import RewardVideoRecorder
+
+    cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
+    torch.set_num_threads(int(cfg["torch_threads"]))
+    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
+        # 1. the env, with the reward model's reward (and the residual action for residual_sac)
+        env = wrap_with_reward(make_env(cfg), cfg, scorer)
+        async_reward = find_wrapper(env, AsyncRobometerReward)
+        labeler = async_reward.labeler if async_reward is not None else None
+
+        # 2. the algorithm (on normalised observations if algo.normalize_obs): fresh, or the last
+        #    checkpoint with its replay buffer, observation statistics and step counter
+        venv = vectorize(env, bool(cfg["algo"].get("normalize_obs", False)),
+                         load_from=resume.checkpoint / VECNORMALIZE_FILE if resume else None)
+        if resume is None:
+            model = make_algorithm(cfg["algo"], venv, seed=cfg["seed"], relabel=labeler is not None,
+                                   device=cfg["device"], total_steps=cfg["total_steps"])
+        else:
+            model = load_algorithm(cfg["algo"]["name"], str(resume.checkpoint / "model.zip"), venv, cfg["device"])
+            if hasattr(model, "replay_buffer"):  # sized for this run's budget
+                load_replay_buffer(model, resume.checkpoint, buffer_capacity(cfg["algo"], cfg["total_steps"]))
+        if labeler is not None:
+            model.replay_buffer.attach_labeler(labeler)
+        model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
+
+        # 3. learn
+        start_steps = model.num_timesteps
+        curve = learning_curve(cfg, run_dir)
+        model.learn(
+            total_timesteps=cfg["total_steps"] - start_steps,
+            callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(),
+                      *([LearningCurveCallback(curve)] if curve else []),
+                      CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
+                                         cfg["heartbeat_every"]),
+                      *([LearnerRateCallback()] if cfg.get("robot") else [])],  # last: times learning only
+            progress_bar=cfg["progress_bar"],
+            reset_num_timesteps=False,
+        )
+        train_s = time.perf_counter() - start.t0
+
+        # 4. evaluate with the env's own success signal, with reward videos of some episodes
+        eval_env = wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False)
+        if video_episodes(cfg):
+            every = max(1, -(-cfg["eval_episodes"] // video_episodes(cfg)))
+            eval_env = RewardVideoRecorder(eval_env, run_dir / "videos", every_n_episodes=every, name_prefix="eval")
+        obs_stats = model.get_vec_normalize_env()
+        if obs_stats is not None:
+            obs_stats.training = False  # evaluation uses the statistics the policy was trained on
+        metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=EVAL_SEED_OFFSET + cfg["seed"],
+                                  obs_transform=obs_stats.normalize_obs if obs_stats is not None else None,
+                                  keep_final_frames=keep_final_frames(cfg))
+        videos = list(getattr(eval_env, "written", []))
+        eval_env.close()
+        venv.close()
+    return RunOutcome(metrics, env_steps=int(model.num_timesteps), trained_steps=int(model.num_timesteps - start_steps),
+                      train_s=train_s, videos=videos, reward_model=reward_model_info(scorer))
+
+
+def main(cfg: Any) -> None:
+    """Body of the Hydra entry point: resolve the config (or the resumed run's) and train.
+
+    A config error or an unreachable reward worker prints its message alone and exits with 1;
+    ``RLRM_DEBUG=1``, ``HYDRA_FULL_ERROR=1`` or ``hydra.verbose=true`` show the traceback instead.
+    """
+    import os
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlrm.rl.reward_source import RewardSourceError
+    from rlrm.rl.run_config import RunConfigError, resumed_config
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        run_dir = hydra_cfg.runtime.output_dir  # a resumed run too: it reads the earlier folder, writes only its own
+        if plain["resume"]:
+            plain = resumed_config(str(plain["resume"]), list(hydra_cfg.overrides.task))
+            if Path(plain["resume"]).resolve() == Path(run_dir).resolve():
+                raise RunConfigError(f"resume={plain['resume']!r} is this run's own folder (hydra.run.dir); a resumed "
+                                     "run writes into a new folder and never over the run it continues")
+        train(plain, run_dir)
+    except (RunConfigError, RewardSourceError) as e:
+        debug = os.environ.get("RLRM_DEBUG", "0") not in ("", "0") or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if debug or hydra_cfg.verbose:
+            raise
+        print(e, file=sys.stderr)  # the message says what to change; a traceback would bury it
+        raise SystemExit(1) from None
