@@ -185,6 +185,13 @@ def _check_reachable(address: str, origin: str | None = None) -> None:
         ) from None
 
 
+def _address_file() -> str:
+    """Ray's ``ray_current_cluster`` file, where ``ray start`` records the cluster's address."""
+    from ray._common.utils import get_ray_address_file
+
+    return get_ray_address_file(None)
+
+
 def resolve_auto_address() -> tuple[str, str] | None:
     """Where ``ray.init(address="auto")`` would connect: ``(address, origin)`` from ``RAY_ADDRESS`` or the
     ``ray_current_cluster`` file ``ray start`` writes (under ``RAY_TMPDIR``/``TMPDIR``, else /tmp/ray); None if neither.
@@ -194,9 +201,7 @@ def resolve_auto_address() -> tuple[str, str] | None:
     env = os.environ.get("RAY_ADDRESS", "").strip()
     if env and env != "auto":
         return env, "the RAY_ADDRESS environment variable"
-    from ray._common.utils import get_ray_address_file
-
-    path = get_ray_address_file(None)
+    path = _address_file()
     try:
         with open(path) as f:
             address = f.read().strip()
@@ -223,9 +228,13 @@ def ray_cluster(address: str | None, **init_kwargs: Any) -> Iterator[bool]:
     target = address
     if address == "auto":
         resolved = resolve_auto_address()
-        if resolved is not None:  # a stale file would have Ray retry a dead GCS for minutes
-            _check_reachable(*resolved)
-            target = resolved[0]  # the address just checked, not whatever Ray finds next
+        if resolved is None:  # Ray would join any cluster some other process started here
+            raise DistributedConfigError(
+                f"cannot join a Ray cluster at distributed.address='auto': no RAY_ADDRESS and no "
+                f"{_address_file()} (what `ray start --head` writes); run `ray start --head` first, "
+                "or pass distributed.address=null for a local cluster")
+        _check_reachable(*resolved)  # a stale file would have Ray retry a dead GCS for minutes
+        target = resolved[0]  # the address just checked, not whatever Ray finds next
     elif address is not None:
         _check_reachable(address)
     try:
