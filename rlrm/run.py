@@ -5,12 +5,10 @@
   on Ray (:func:`rlrm.distributed.run.train_distributed`). Both write the same outputs.
 * :func:`train_single` - the single-process recipe: make env -> wrap with reward -> make algorithm
   -> learn -> evaluate.
-* :class:`RunStart` - the checked start of a run: its folder (``config.yaml`` written), the checkpoint
-  it resumes from, its clock.
-* :class:`RunOutcome` - what a finished run hands to the summary: evaluation metrics, step counts,
-  training time, the reward model served; a distributed run adds its own keys.
-* :func:`learning_curve` - the run's :class:`~rlrm.rl.callbacks.LearningCurve` (None when ``eval_every=0``
-  or on a real robot).
+* :func:`start_run` - check the config, make the run folder, read the resume point
+  (a :class:`~rlrm.rl.run_folder.RunStart`).
+* :func:`finish_run` - write the outputs of a :class:`~rlrm.rl.run_folder.RunOutcome`: final frames,
+  reward model, ``summary.json``.
 * :func:`main` - the body of the Hydra entry point (``run_rl.py``): resolve (or resume) the config,
   train, print a config error or an unreachable worker as one line.
 
@@ -26,87 +24,37 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import OmegaConf
 
-from rlrm.rl.callbacks import LearningCurve
-from rlrm.rl.checkpoints import ResumePoint, resume_point
+from rlrm.rl.checkpoints import resume_point
 from rlrm.rl.reward_source import REWARD_MODEL_FILE
 from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
+from rlrm.rl.run_folder import (
+    EVAL_SEED_OFFSET,
+    LEARNING_CURVE_FILE,
+    SUMMARY_FILE,
+    RunOutcome,
+    RunStart,
+    keep_final_frames,
+    learning_curve,
+    runners,
+    save_final_frames,
+    video_episodes,
+)
 
-__all__ = ["train", "train_single", "RunStart", "RunOutcome", "learning_curve", "main", "FINAL_FRAMES_FILE",
-           "LEARNING_CURVE_FILE", "SUMMARY_FILE"]
+__all__ = ["train", "train_single", "start_run", "finish_run", "main"]
 
 log = logging.getLogger("rlrm.run")
-
-SUMMARY_FILE = "summary.json"
-LEARNING_CURVE_FILE = "learning_curve.json"
-FINAL_FRAMES_FILE = "eval_final_frames.npz"
-EVAL_SEED_OFFSET = 10_000
-"""Evaluation episode i resets with ``seed + EVAL_SEED_OFFSET + i``."""
-CURVE_SEED_OFFSET = 20_000
-"""Learning-curve episode i resets with ``seed + CURVE_SEED_OFFSET + i`` (the same goals at every point)."""
-
-
-@dataclass
-class RunStart:
-    """The checked start of a run.
-
-    Args:
-        cfg: the resolved run config (plain dict).
-        run_dir: the run folder (exists; ``config.yaml`` written).
-        resume: the checkpoint of an earlier run this one continues, or None.
-        t0: ``time.perf_counter()`` when the run started.
-    """
-
-    cfg: dict[str, Any]
-    run_dir: Path
-    resume: ResumePoint | None
-    t0: float = field(default_factory=time.perf_counter)
-
-    @property
-    def distributed(self) -> bool:
-        """Whether env runners and a learner on Ray run the job (``distributed.runners >= 1``)."""
-        return _runners(self.cfg) != 0
-
-
-@dataclass
-class RunOutcome:
-    """What a finished run reports.
-
-    Args:
-        metrics: :func:`~rlrm.rl.evaluation.evaluate_policy`'s result on the final policy (``final_frames``
-            included when kept).
-        env_steps / trained_steps: transitions the policy has seen in total / in this run.
-        train_s: seconds of collection and learning (no evaluation, no final checkpoint).
-        videos: reward videos written during evaluation.
-        reward_model: provenance of the served reward model (None for the env's own reward).
-        extra: keys only this kind of run has (a distributed run's runners, policy lag, ...).
-    """
-
-    metrics: dict[str, Any]
-    env_steps: int
-    trained_steps: int
-    train_s: float
-    videos: list[str] = field(default_factory=list)
-    reward_model: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _runners(cfg: dict[str, Any]) -> int:
-    return (cfg.get("distributed") or {}).get("runners", 0)
-
 
 def start_run(cfg: dict[str, Any], run_dir: str | Path) -> RunStart:
     """Check ``cfg`` (before any env, worker, model or actor exists), make the folder, write ``config.yaml``.
 
     A resumed run reads the earlier folder's checkpoint and carries its learning curve over.
     """
-    if _runners(cfg) != 0:
+    if runners(cfg) != 0:
         from rlrm.distributed.config import distributed_config
 
         distributed_config(cfg)  # the distributed block first: its errors name the distributed keys
@@ -121,40 +69,6 @@ def start_run(cfg: dict[str, Any], run_dir: str | Path) -> RunStart:
         if curve.exists() and not (run_dir / LEARNING_CURVE_FILE).exists():
             shutil.copy(curve, run_dir / LEARNING_CURVE_FILE)  # this run's curve continues the earlier one's
     return RunStart(cfg, run_dir, resume)
-
-
-def learning_curve(cfg: dict[str, Any], run_dir: Path) -> LearningCurve | None:
-    """Success-vs-env-steps points on the bare sim env every ``eval_every`` steps (never on a real robot)."""
-    if not cfg.get("eval_every") or cfg.get("robot"):
-        return None
-    from rlrm.rl.environment import make_env
-
-    return LearningCurve(lambda: make_env(cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
-                         Path(run_dir) / LEARNING_CURVE_FILE, seed=CURVE_SEED_OFFSET + int(cfg["seed"]))
-
-
-def keep_final_frames(cfg: dict[str, Any]) -> bool:
-    """Whether evaluation keeps each episode's last frame (runs scored by the reward model)."""
-    return cfg["reward"]["kind"] == "robometer"
-
-
-def video_episodes(cfg: dict[str, Any]) -> int:
-    """Evaluation episodes that get a reward video (none without the reward model)."""
-    return int(cfg.get("eval_video_episodes", 0)) if cfg["reward"]["kind"] == "robometer" else 0
-
-
-def save_final_frames(metrics: dict[str, Any], run_dir: Path) -> None:
-    """``eval_final_frames.npz``: each evaluation episode's last frame with the env's and the model's verdicts."""
-    frames = metrics.pop("final_frames", None)
-    if frames is None:
-        return
-    episodes = metrics["episodes"]
-    np.savez_compressed(
-        run_dir / FINAL_FRAMES_FILE, frames=frames,
-        is_success=np.array([bool(e["is_success"]) for e in episodes]),
-        success_prob=np.array([e["final_success_prob"] for e in episodes], dtype=np.float32),
-        model_success=np.array([bool(e["model_success"]) for e in episodes]),
-    )
 
 
 def finish_run(start: RunStart, outcome: RunOutcome) -> dict[str, Any]:

@@ -131,7 +131,7 @@ class Learner:
         self._train_s = 0.0
         self._episodes = 0
         self._takeover_steps = 0
-        from rlrm.run import learning_curve
+        from rlrm.rl.run_folder import learning_curve
 
         self.curve = learning_curve(self.cfg, self.run_dir)  # learning_curve.json, as single-process runs write it
         if self.curve is not None:

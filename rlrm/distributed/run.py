@@ -42,7 +42,7 @@ from rlrm.distributed.config import (
 from rlrm.distributed.learner import Learner
 from rlrm.distributed.runner import EnvRunner
 from rlrm.distributed.shared_reward import RewardEndpoint, open_shared_reward
-from rlrm.run import EVAL_SEED_OFFSET, RunOutcome, RunStart, keep_final_frames, video_episodes
+from rlrm.rl.run_folder import EVAL_SEED_OFFSET, RunOutcome, RunStart, keep_final_frames, video_episodes
 
 __all__ = ["train_distributed", "run_distributed"]
 
