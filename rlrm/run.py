@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlrm.rl.checkpoints import resume_point
+from rlrm.rl.environment import resolve_env_defaults
 from rlrm.rl.reward_source import REWARD_MODEL_FILE
 from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
 from rlrm.rl.run_folder import (
@@ -54,6 +55,7 @@ def start_run(cfg: dict[str, Any], run_dir: str | Path) -> RunStart:
 
     A resumed run reads the earlier folder's checkpoint and carries its learning curve over.
     """
+    resolve_env_defaults(cfg)  # reward.model=auto, algo.base_policy.kind=env: what the task's config names
     if runners(cfg) != 0:
         from rlrm.distributed.config import distributed_config
 
@@ -94,6 +96,7 @@ def finish_run(start: RunStart, outcome: RunOutcome) -> dict[str, Any]:
         "reward": cfg["reward"]["kind"],
         "reward_model": outcome.reward_model,
         "seed": cfg["seed"],
+        "recorded": outcome.recorded,
         **outcome.extra,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
@@ -125,6 +128,7 @@ def train_single(start: RunStart) -> RunOutcome:
     import torch
     from stable_baselines3.common.logger import configure
 
+    from rlrm.bridges.lerobot_dataset import closing_recording, open_recording, record_episodes, recording_summary
     from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
     from rlrm.rl.async_reward import AsyncRobometerReward
     from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
@@ -138,9 +142,12 @@ def train_single(start: RunStart) -> RunOutcome:
 
     cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
     torch.set_num_threads(int(cfg["torch_threads"]))
-    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer:
-        # 1. the env, with the reward model's reward (and the residual action for residual_sac)
-        env = wrap_with_reward(make_env(cfg), cfg, scorer)
+    robot = cfg.get("robot") or {}
+    recording = open_recording(cfg.get("record"), fps=robot.get("fps"), robot_type=robot.get("name"))
+    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer, closing_recording(recording):
+        # 1. the env, with the reward model's reward (and the residual action for residual_sac),
+        #    its episodes recorded as a LeRobot dataset if record.dataset is set
+        env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer), recording)
         async_reward = find_wrapper(env, AsyncRobometerReward)
         labeler = async_reward.labeler if async_reward is not None else None
 
@@ -175,7 +182,8 @@ def train_single(start: RunStart) -> RunOutcome:
         train_s = time.perf_counter() - start.t0
 
         # 4. evaluate with the env's own success signal, with reward videos of some episodes
-        eval_env = wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False)
+        eval_env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False), recording,
+                                   evaluation=True)
         if video_episodes(cfg):
             every = max(1, -(-cfg["eval_episodes"] // video_episodes(cfg)))
             eval_env = RewardVideoRecorder(eval_env, run_dir / "videos", every_n_episodes=every, name_prefix="eval")
@@ -188,8 +196,9 @@ def train_single(start: RunStart) -> RunOutcome:
         videos = list(getattr(eval_env, "written", []))
         eval_env.close()
         venv.close()
+        recorded = recording_summary(recording)
     return RunOutcome(metrics, env_steps=int(model.num_timesteps), trained_steps=int(model.num_timesteps - start_steps),
-                      train_s=train_s, videos=videos, reward_model=reward_model_info(scorer))
+                      train_s=train_s, videos=videos, reward_model=reward_model_info(scorer), recorded=recorded)
 
 
 def main(cfg: Any) -> None:

@@ -68,6 +68,7 @@ class RunOutcome:
         train_s: seconds of collection and learning (no evaluation, no final checkpoint).
         videos: reward videos written during evaluation.
         reward_model: provenance of the served reward model (None for the env's own reward).
+        recorded: the LeRobot dataset the run's episodes went to (``record.dataset``; None without one).
         extra: keys only this kind of run has (a distributed run's runners, policy lag, ...).
     """
 
@@ -77,6 +78,7 @@ class RunOutcome:
     train_s: float
     videos: list[str] = field(default_factory=list)
     reward_model: dict[str, Any] | None = None
+    recorded: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,12 +88,13 @@ def runners(cfg: dict[str, Any]) -> int:
 
 
 def learning_curve(cfg: dict[str, Any], run_dir: Path) -> LearningCurve | None:
-    """Success-vs-env-steps points on the bare sim env every ``eval_every`` steps (never on a real robot)."""
+    """Success-vs-env-steps points on the bare sim env (with the policy's action wrapper) every ``eval_every``
+    steps (never on a real robot)."""
     if not cfg.get("eval_every") or cfg.get("robot"):
         return None
-    from rlrm.rl.environment import make_env
+    from rlrm.rl.environment import make_env, with_policy_action
 
-    return LearningCurve(lambda: make_env(cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
+    return LearningCurve(lambda: with_policy_action(make_env(cfg), cfg), int(cfg["eval_every"]), int(cfg["curve_episodes"]),
                          Path(run_dir) / LEARNING_CURVE_FILE, seed=CURVE_SEED_OFFSET + int(cfg["seed"]))
 
 
