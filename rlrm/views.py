@@ -14,12 +14,13 @@ modes; only scoring differs. Nothing here knows about gymnasium or torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from rlrm.types import RewardQuery, RewardResult
+from rlrm.types import AsyncScorer, ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["VIEW_MODES", "check_views", "tile_views", "split_views", "merge_view_results", "ViewMeanScorer"]
 
@@ -73,7 +74,7 @@ class ViewMeanScorer:
         owns: close ``scorer`` on :meth:`close`.
     """
 
-    def __init__(self, scorer: Any, widths: Sequence[int] | Callable[[], Sequence[int]], owns: bool = False) -> None:
+    def __init__(self, scorer: AsyncScorer, widths: Sequence[int] | Callable[[], Sequence[int]], owns: bool = False) -> None:
         self.scorer = scorer
         self._widths = widths
         self.owns = owns
@@ -101,14 +102,12 @@ class ViewMeanScorer:
             for k, clip in enumerate(split_views(q.frames, widths))
         ]
 
-    def _merged(self, inner: Any) -> Any:
+    def _merged(self, inner: Future) -> Future:
         """A future of the merged results of ``inner`` (a future of per-view results)."""
-        import concurrent.futures as cf
-
-        outer: cf.Future = cf.Future()
+        outer: Future = Future()
         n = len(self.widths)
 
-        def _done(f: cf.Future) -> None:
+        def _done(f: Future) -> None:
             try:
                 results = f.result()
                 outer.set_result([merge_view_results(results[i : i + n]) for i in range(0, len(results), n)])
@@ -118,18 +117,18 @@ class ViewMeanScorer:
         inner.add_done_callback(_done)
         return outer
 
-    def score_async(self, queries: Sequence[RewardQuery]) -> Any:
+    def score_async(self, queries: Sequence[RewardQuery]) -> Future:
         """Like :meth:`score`, returning a ``concurrent.futures.Future`` (the inner scorer's ``score_async``)."""
         return self._merged(self.scorer.score_async(self._split(queries)))
 
-    def score_deferred(self, build: Any, timeout_ms: float | None = None) -> Any:
+    def score_deferred(self, build: Callable[[], Sequence[RewardQuery]], timeout_ms: float | None = None) -> Future:
         """Like :meth:`score_async` with the queries built (and split) on the inner client's I/O thread."""
         inner = getattr(self.scorer, "score_deferred", None)
         if inner is None:
             return self.score_async(build())
         return self._merged(inner(lambda: self._split(build()), timeout_ms))
 
-    def info(self) -> Any:
+    def info(self) -> ModelInfo:
         """The inner scorer's model info."""
         return self.scorer.info()
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import rlrm
-from rlrm.transport.ray import RayRewardPool
 from rlrm.models.base import RewardModel
 from rlrm.transport import (
     URL_SCHEMES,
     LocalScorer,
     RewardClient,
+    RayRewardPool,
     RewardWorker,
     is_scorer,
     make_scorer,
@@ -21,7 +21,12 @@ from rlrm.transport import (
 )
 from rlrm.types import (
     AsyncScorer,
+    BaseScorer,
+    DeferredScorer,
+    DescribedScorer,
     InvalidQueriesError,
+    ModelInfo,
+    ResultsMismatchError,
     RewardQuery,
     RewardResult,
     Scorer,
@@ -110,6 +115,56 @@ def test_ray_pool_and_view_mean_scorer_meet_their_protocols(tiny_model):
     # a real pool needs a Ray runtime (tests/test_transport_ray.py, slow); the class is enough here
     assert issubclass(RayRewardPool, AsyncScorer)
     assert isinstance(ViewMeanScorer(LocalScorer(tiny_model), widths=[16, 16]), Scorer)
+
+
+def test_every_scorer_is_a_base_scorer_and_its_abilities_are_named_protocols(tiny_model):
+    from rlrm.distributed.shared_reward import SharedRewardClient
+
+    for cls in (LocalScorer, RewardClient, RayRewardPool, SharedRewardClient):
+        assert issubclass(cls, BaseScorer) and issubclass(cls, AsyncScorer) and issubclass(cls, DescribedScorer)
+    assert issubclass(RewardClient, DeferredScorer) and issubclass(ViewMeanScorer, DeferredScorer)
+    assert not issubclass(LocalScorer, DeferredScorer)  # builds no queries of its own
+
+
+class _Miscounting(BaseScorer):
+    """A scorer whose backend answers with one value too few per query, or one result too few."""
+
+    def __init__(self, short: str) -> None:
+        self.short = short
+
+    def _score(self, queries, timeout_ms):
+        if self.short == "results":
+            return [RewardResult(np.zeros(q.num_frames), np.zeros(q.num_frames)) for q in queries[1:]]
+        return [RewardResult(np.zeros(q.num_frames - 1), np.zeros(q.num_frames - 1)) for q in queries]
+
+    def _score_async(self, queries, timeout_ms):
+        from concurrent.futures import Future
+
+        done = Future()
+        done.set_result(self._score(queries, timeout_ms))
+        return done
+
+    def info(self):
+        return ModelInfo("miscounting")
+
+    def __repr__(self):
+        return "Miscounting()"
+
+
+@pytest.mark.parametrize("short, message", [
+    ("results", r"Miscounting\(\) returned 1 results for 2 queries; expected one RewardResult per query"),
+    ("values", r"Miscounting\(\) returned 1 values for query 0 of 2 frames; expected one per sent frame"),
+])
+def test_base_scorer_checks_every_answer_with_one_error(short, message):
+    scorer = _Miscounting(short)
+    with pytest.raises(ResultsMismatchError, match=message):
+        scorer.score([QUERY, QUERY])
+    with pytest.raises(ResultsMismatchError, match=message):
+        scorer.score_async([QUERY, QUERY]).result()
+    assert scorer.score([]) == [] and scorer.score_async([]).result() == []
+    scorer.close()
+    with pytest.raises(RuntimeError, match=r"Miscounting\(\) is closed"):
+        scorer.score([QUERY])
 
 
 def test_an_object_without_close_is_not_a_scorer(tiny_model):

@@ -26,6 +26,7 @@ import numpy as np
 from rlrm.distributed.messages import RANDOM_VERSION, EpisodeRecord, PolicyWeights, RolloutBatch
 from rlrm.rl.interventions import EXECUTED_ACTION_KEY, INTERVENTION_KEY, InterventionCounter
 from rlrm.rl.relabel_buffer import TICKET_KEY
+from rlrm.types import Scorer
 
 __all__ = ["EnvRunner"]
 
@@ -81,7 +82,7 @@ class EnvRunner:
         self.cfg = dict(cfg)
         self.index = int(index)
         self.reward = reward
-        self.scorer: Any = None
+        self.scorer: Scorer | None = None
         self._env: Any = None  # built by the first call that needs it, on the thread that steps it
         self.labeler: Any = None
         self._reward_stats: Any = None

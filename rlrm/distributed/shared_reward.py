@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlrm.transport.batching import ContinuousBatcher, QueryJob
-from rlrm.types import ModelInfo, RewardQuery, RewardResult
+from rlrm.types import AsyncScorer, BaseScorer, ModelInfo, RewardQuery, RewardResult
 
 __all__ = ["RewardEndpoint", "SharedRewardActor", "SharedRewardClient", "open_shared_reward"]
 
@@ -61,7 +61,7 @@ class RewardEndpoint:
         if self.kind not in ENDPOINT_KINDS:
             raise ValueError(f"RewardEndpoint kind must be one of {list(ENDPOINT_KINDS)}, got {self.kind!r}")
 
-    def connect(self) -> Any:
+    def connect(self) -> AsyncScorer | None:
         """A scorer for this endpoint in the calling process (None for the env's own reward)."""
         if self.kind == "none":
             return None
@@ -135,8 +135,9 @@ class SharedRewardActor:
         self._stack.close()
 
 
-class SharedRewardClient:
-    """Scorer interface over the named :class:`SharedRewardActor` (what a runner's reward wrapper calls).
+class SharedRewardClient(BaseScorer):
+    """Scorer over the named :class:`SharedRewardActor` (what a runner's reward wrapper calls); queries and
+    results are checked by :class:`~rlrm.types.BaseScorer`, here in the runner.
 
     Args:
         actor_name / namespace: the shared actor's Ray name and namespace.
@@ -152,19 +153,18 @@ class SharedRewardClient:
         self.actor_name = actor_name
         self._actor = ray.get_actor(actor_name, namespace=namespace)
 
-    def score_async(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> Future:
-        """A Future of ``list[RewardResult]`` for ``queries`` (validated by the scorer inside the actor)."""
-        return self._actor.score.remote(list(queries)).future()
+    def _score_async(self, queries: list[RewardQuery], timeout_ms: float | None) -> Future:
+        return self._actor.score.remote(queries).future()
 
-    def score(self, queries: Sequence[RewardQuery], timeout_ms: float | None = None) -> list[RewardResult]:
-        """Score ``queries`` and wait (``timeout_ms``: ``TimeoutError`` past it)."""
-        return self.score_async(queries).result(timeout=None if timeout_ms is None else timeout_ms / 1000)
+    def _score(self, queries: list[RewardQuery], timeout_ms: float | None) -> list[RewardResult]:
+        """Wait for the actor (``timeout_ms``: ``TimeoutError`` past it)."""
+        return self._score_async(queries, timeout_ms).result(timeout=None if timeout_ms is None else timeout_ms / 1000)
 
     def info(self) -> ModelInfo:
         """The shared scorer's :class:`ModelInfo`."""
         return ModelInfo.from_dict(self._ray.get(self._actor.info.remote()))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Nothing to release here: the driver owns the shared actor."""
 
     def __repr__(self) -> str:

@@ -28,7 +28,7 @@ from rlrm.evaluate.metrics import (
 )
 from rlrm.sampling import sample_indices
 from rlrm.train.data import QUALITY_LABELS, Trajectory
-from rlrm.types import RewardQuery
+from rlrm.types import DescribedScorer, RewardQuery, Scorer
 
 __all__ = ["TrajectoryScores", "score_dataset", "instruction_confusion", "EvalReport", "evaluate", "SCORE_MODES"]
 
@@ -66,7 +66,7 @@ class TrajectoryScores:
         return d
 
 
-def _batched(scorer: Any, queries: list[RewardQuery], batch_size: int, bar: Any = None) -> list[Any]:
+def _batched(scorer: Scorer, queries: list[RewardQuery], batch_size: int, bar: Any = None) -> list[Any]:
     results = []
     for start in range(0, len(queries), batch_size):
         results += scorer.score(queries[start : start + batch_size])
@@ -76,7 +76,7 @@ def _batched(scorer: Any, queries: list[RewardQuery], batch_size: int, bar: Any 
 
 
 def score_dataset(
-    scorer: Any,
+    scorer: DescribedScorer,
     trajectories: Sequence[Trajectory],
     mode: str = "full",
     max_frames: int | None = None,
@@ -136,7 +136,7 @@ def score_dataset(
 
 
 def instruction_confusion(
-    scorer: Any,
+    scorer: DescribedScorer,
     trajectories: Sequence[Trajectory],
     instructions: dict[str, str] | None = None,
     extra_instructions: Sequence[str] = (),
@@ -207,7 +207,7 @@ def _nan_to_none(x: float) -> float | None:
 
 
 def evaluate(
-    scorer: Any,
+    scorer: DescribedScorer,
     trajectories: Sequence[Trajectory],
     mode: str = "full",
     max_frames: int | None = None,

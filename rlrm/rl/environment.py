@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 
 from rlrm.shaping import Shaping, SuccessDetector
+from rlrm.types import Scorer
 
 __all__ = ["make_env", "task_text", "reward_camera", "resolve_env_defaults", "wrap_with_reward", "with_policy_action",
            "find_wrapper", "vectorize"]
@@ -117,7 +118,7 @@ def with_policy_action(env: gym.Env, cfg: Mapping[str, Any]) -> gym.Env:
     return ResidualAction(env, base, scale=float(algo["residual_scale"]))
 
 
-def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Any, *, asynchronous: bool | None = None,
+def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Scorer | None, *, asynchronous: bool | None = None,
                      ) -> gym.Env:
     """Put the run's reward (and, for residual algorithms, the residual action) on ``env``.
 

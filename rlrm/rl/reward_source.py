@@ -20,9 +20,12 @@ import os
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rlrm.types import ModelInfo
+from rlrm.types import AsyncScorer, DescribedScorer, ModelInfo
+
+if TYPE_CHECKING:
+    from rlrm.transport import RewardClient
 
 __all__ = [
     "resolve_model_spec",
@@ -68,7 +71,7 @@ def resolve_model_spec(spec: str) -> str:
 
 
 @contextlib.contextmanager
-def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) -> Iterator[Any]:
+def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) -> Iterator[AsyncScorer | None]:
     """Yield a scorer for a run, built from its ``reward`` and ``transport`` config groups.
 
     * ``reward.kind == "env"``: None (the env's own reward needs no model).
@@ -98,7 +101,7 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         yield scorer
 
 
-def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack: contextlib.ExitStack) -> Any:
+def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack: contextlib.ExitStack) -> AsyncScorer:
     """Build the scorer :func:`open_reward_source` yields; anything it starts is closed by ``stack``."""
     from rlrm.transport import make_scorer, spawn_worker
 
@@ -136,7 +139,7 @@ def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack:
     )
 
 
-def probe_worker(client: Any, url: str, timeout_ms: float = PROBE_TIMEOUT_MS) -> ModelInfo:
+def probe_worker(client: RewardClient, url: str, timeout_ms: float = PROBE_TIMEOUT_MS) -> ModelInfo:
     """Ping the worker behind ``client`` and return its model info; :class:`RewardSourceError` if it does not answer.
 
     ``timeout_ms`` bounds the whole probe, split over the client's attempts (``client.retries + 1``);
@@ -163,7 +166,7 @@ def probe_worker(client: Any, url: str, timeout_ms: float = PROBE_TIMEOUT_MS) ->
     return info
 
 
-def reward_model_info(scorer: Any) -> dict[str, Any] | None:
+def reward_model_info(scorer: DescribedScorer | None) -> dict[str, Any] | None:
     """Provenance of the model behind ``scorer`` (None for no scorer): what a run was really scored with.
 
     Keys: ``name``; ``checkpoint`` (the checkpoint dir or hub id the weights came from, None for a
@@ -203,7 +206,7 @@ def reward_model_info(scorer: Any) -> dict[str, Any] | None:
     }
 
 
-def record_reward_model(scorer: Any, run_dir: str | Path) -> dict[str, Any] | None:
+def record_reward_model(scorer: DescribedScorer | None, run_dir: str | Path) -> dict[str, Any] | None:
     """Write :func:`reward_model_info` of ``scorer`` to ``run_dir/reward_model.json`` and return it (None: no file)."""
     record = reward_model_info(scorer)
     if record is not None:
@@ -222,7 +225,7 @@ def _as_model_info(info: Any) -> ModelInfo:
     raise TypeError(f"scorer.info() must return a ModelInfo or its dict, got {type(info).__name__}")
 
 
-def _remember(scorer: Any, info: ModelInfo) -> None:
+def _remember(scorer: DescribedScorer, info: ModelInfo) -> None:
     with contextlib.suppress(TypeError):  # not weak-referenceable: reward_model_info asks it again
         _OPENED_INFO[scorer] = info
 

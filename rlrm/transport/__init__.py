@@ -4,32 +4,39 @@
 * :func:`is_scorer` - whether an object already is an :class:`~rlrm.types.AsyncScorer`.
 * :class:`RewardClient` - scorer talking to a remote :class:`RewardWorker` (``tcp://``, ``ipc://``).
 * :class:`LocalScorer` - scorer around a model in this process.
+* :class:`RayRewardPool` - scorer over Ray actors, one model replica each (Ray imported when built).
 * :class:`RewardWorker` - serves a model on a ROUTER socket with dynamic batching.
 * :func:`spawn_worker` / :class:`WorkerProcess` - a worker as a real subprocess.
 * :class:`WorkerError` - the worker answered with an error code.
 * :data:`URL_SCHEMES` - the endpoint schemes a client reaches a worker on (``tcp://``, ``ipc://``).
 
-Every scorer here meets :class:`rlrm.types.AsyncScorer`: ``score(queries) -> results``,
-``score_async(queries) -> Future``, ``info() -> ModelInfo`` and ``close()``, and checks its
-queries with :func:`rlrm.types.validate_queries`. Nothing in this package imports torch.
+Every scorer here is a :class:`rlrm.types.BaseScorer` and meets :class:`rlrm.types.AsyncScorer`:
+``score(queries) -> results``, ``score_async(queries) -> Future``, ``info() -> ModelInfo`` and
+``close()``; queries are validated and results checked once, in the base class
+(:func:`rlrm.types.validate_queries`, :func:`rlrm.types.check_results`). Nothing in this package imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlrm.transport.client import RewardClient, WorkerError
 from rlrm.transport.local import LocalScorer
 from rlrm.transport.process import WorkerProcess, spawn_worker
 from rlrm.transport.protocol import URL_SCHEMES, check_worker_url
 from rlrm.transport.server import RewardWorker
+from rlrm.transport.ray import RayRewardPool
 from rlrm.types import AsyncScorer
+
+if TYPE_CHECKING:
+    from rlrm.models.base import RewardModel
 
 __all__ = [
     "make_scorer",
     "is_scorer",
     "RewardClient",
     "LocalScorer",
+    "RayRewardPool",
     "RewardWorker",
     "WorkerError",
     "WorkerProcess",
@@ -43,7 +50,7 @@ def is_scorer(obj: Any) -> bool:
     return isinstance(obj, AsyncScorer)
 
 
-def make_scorer(source: Any, **client_kwargs: Any) -> AsyncScorer:
+def make_scorer(source: str | RewardModel | AsyncScorer, **client_kwargs: Any) -> AsyncScorer:
     """Turn ``source`` into a scorer.
 
     Args:
