@@ -164,6 +164,9 @@ def spawn_worker(
             stderr=stderr,
             text=True,
             env={**os.environ, **(env or {})},
+            # its own session: a Ctrl-C at the terminal goes to the run, which stops cleanly (a checkpoint needs
+            # no reward) and then stops the worker; the worker exits with its parent in any case
+            start_new_session=True,
         )
     worker = WorkerProcess(proc, Path(stderr_name), command)
     t0 = time.monotonic()
