@@ -157,6 +157,8 @@ class RobotEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"]}
+    ground_truth_success = False
+    """``info["is_success"]`` is only a person's success key, not a measurement: evaluations report it as a label."""
 
     def __init__(
         self,

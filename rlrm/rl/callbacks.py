@@ -209,7 +209,8 @@ class LearningCurve:
         if self._env is None:
             self._env = self.make_env()
         metrics = evaluate_policy(policy, self._env, self.episodes, seed=self.seed, obs_transform=obs_transform)
-        point = {"env_steps": int(env_steps), "success_rate": float(metrics["success_rate"]),
+        rate = metrics["success_rate"]  # None: the env has no is_success
+        point = {"env_steps": int(env_steps), "success_rate": float("nan") if rate is None else rate,
                  "mean_length": float(metrics["mean_length"])}
         self.points.append(point)
         if logger is not None:

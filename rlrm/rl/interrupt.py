@@ -91,7 +91,10 @@ def interrupted_summary(stopped_at: int, run_dir: str | Path, checkpoint: Path |
         "resume_command": f"python run_rl.py resume={Path(run_dir)}",
         "eval_success_rate": None,
         "eval_return": None,
-        "eval_model_success_rate": None,
+        "eval_model_success_detected_rate": None,
+        "eval_mean_final_success_prob": None,
+        "eval_person_success_rate": None,
+        "eval_person_labelled": 0,
         "eval_episodes": [],
         "videos": [],
     }
