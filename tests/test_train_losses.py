@@ -132,3 +132,11 @@ def test_total_is_the_sum_of_the_parts():
 def test_progress_from_logits_matches_expected_value():
     logits = torch.tensor([[0.0, 0.0], [10.0, -10.0]])
     assert progress_from_logits(logits).tolist() == pytest.approx([0.5, 0.0], abs=1e-6)
+
+
+def test_progress_bar_names_the_losses_in_whole_words():
+    """The bar showed 'tota=0.412' (every key cut to 4 letters)."""
+    from rlrm.train.trainer import bar_postfix
+
+    fields = bar_postfix({"total": 0.41234, "progress": 0.2, "success": 0.1, "preference": 0.05})
+    assert fields == {"loss": "0.412", "progress": "0.200", "success": "0.100", "pref": "0.050"}

@@ -7,6 +7,7 @@
 * :class:`Trainer` - the loop: sample views and pairs, one forward per kind, summed loss, AdamW with
   warm-up + cosine decay, gradient clipping, a tqdm bar, checkpoints every N steps (resumed
   automatically), and the final model saved in the upstream checkpoint layout.
+* :func:`bar_postfix` - the loss fields of the tqdm bar, named in whole words.
 
 Output folder::
 
@@ -38,9 +39,20 @@ from rlrm.train.losses import RobometerLoss, robometer_loss
 from rlrm.train.pairs import PreferenceSample, ProgressSample, SampleMixer
 from rlrm.types import RewardQuery
 
-__all__ = ["TrainConfig", "build_model", "collate_losses", "Trainer"]
+__all__ = ["TrainConfig", "build_model", "collate_losses", "Trainer", "bar_postfix"]
 
 log = logging.getLogger(__name__)
+
+_BAR_LABELS = {"total": "loss", "progress": "progress", "success": "success", "preference": "pref"}
+
+
+def bar_postfix(running: dict[str, float]) -> dict[str, str]:
+    """The progress bar's loss fields (``loss=0.412 progress=...``), whole words, not ``tota=`` cut at 4 letters.
+
+    >>> bar_postfix({"total": 0.41234, "preference": 0.1})
+    {'loss': '0.412', 'pref': '0.100'}
+    """
+    return {_BAR_LABELS.get(k, k): f"{v:.3f}" for k, v in running.items()}
 
 
 @dataclass
@@ -340,7 +352,7 @@ class Trainer:
                 parts = loss.as_floats()
                 running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
                 bar.update(1)
-                bar.set_postfix({k[:4]: f"{v:.3f}" for k, v in running.items()})
+                bar.set_postfix(bar_postfix(running))
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
                               "minutes": (time.monotonic() - start) / 60, **parts}
