@@ -283,3 +283,47 @@ def test_a_dead_worker_url_fails_at_construction_naming_the_url(wrapper):
     with pytest.raises(TimeoutError, match=rf"no reward worker answered at {url} within 5 s: start one there "
                                            rf"\(rlrm worker --model MODEL --bind {url}\)"):
         cls(cartpole_env(), TASK, url)
+
+
+class _WindowStandIn:
+    """Stands in for MuJoCo's window on this display-less machine: counts the frames a person would see."""
+
+    def __init__(self):
+        self.shown = 0
+
+    def render(self):
+        self.shown += 1
+
+    def make_context_current(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_mujoco_env_watched_in_a_window_is_scored_from_an_offscreen_render_of_its_camera(tiny_model):
+    """render_mode='human' (a person watches the viewer): the reward frames are the same camera rendered offscreen."""
+    watched = gym.make("Pusher-v5", render_mode="human", width=96, height=96)
+    window = _WindowStandIn()
+    watched.unwrapped.mujoco_renderer._viewers["human"] = window
+    scorer = RecordingScorer(tiny_model)
+    env = RobometerReward(watched, "push the puck to the goal", scorer)
+    plain = gym.make("Pusher-v5", render_mode="rgb_array", width=96, height=96)
+    env.reset(seed=0)
+    plain.reset(seed=0)
+    action = np.full(watched.action_space.shape, 0.3, np.float32)
+    env.step(action)
+    plain.step(action)
+    assert window.shown >= 2  # the window kept being drawn (reset and step)
+    np.testing.assert_array_equal(watched.unwrapped.data.qpos, plain.unwrapped.data.qpos)  # the same state
+    sent, expected = scorer.batches[-1][0].frames[-1].astype(int), plain.render().astype(int)
+    assert sent.shape == expected.shape == (96, 96, 3)
+    # the reward model saw what rgb_array mode renders (two GL contexts rasterise a few edge pixels differently)
+    assert np.mean(sent != expected) < 0.01 and np.abs(sent - expected).mean() < 0.5
+    env.close()
+    plain.close()
+
+
+def test_human_mode_without_an_offscreen_camera_names_camera(tiny_model):
+    with pytest.raises(ValueError, match=r"render_mode='human'.*Pass camera=<an image key of the observation"):
+        RobometerReward(gym.make("CartPole-v1", render_mode="human"), "balance the pole", tiny_model)

@@ -94,6 +94,25 @@ def camera_list(camera: Any) -> list[str] | None:
     return names
 
 
+def _offscreen_renderer(env: Any, mode: str) -> Any:
+    """The MuJoCo renderer of an env shown with ``render_mode="human"``: it also renders its camera offscreen.
+
+    Gymnasium's ``MujocoRenderer`` (MuJoCo envs, gymnasium-robotics) keeps one viewer per mode, so the
+    window a person watches and the frames the reward model scores come from the same camera and state.
+    Any other env in a non-``rgb_array`` mode returns no frames: a ``ValueError`` says what to pass instead.
+    """
+    renderer = getattr(getattr(env, "unwrapped", env), "mujoco_renderer", None)
+    if mode == "human" and renderer is not None and callable(getattr(renderer, "render", None)):
+        if getattr(renderer, "width", None) and getattr(renderer, "height", None):
+            return renderer
+    raise ValueError(
+        f"frames come from env.render(), which returns no image with render_mode={mode!r} "
+        f"({type(getattr(env, 'unwrapped', env)).__name__} is not a MuJoCo env whose camera can also be rendered "
+        "offscreen). Pass camera=<an image key of the observation, or a render camera of the env> to take the "
+        "frames from there, or recreate the env with gym.make(id, render_mode='rgb_array')"
+    )
+
+
 class FrameSource:
     """Reads the current frame of one env from ``env.render()``, observation keys or named render cameras.
 
@@ -104,6 +123,10 @@ class FrameSource:
     frame (:func:`rlrm.views.tile_views`); :attr:`view_widths` says where each view is.
 
     The first frame is checked fully (:func:`check_frame`); later frames must keep its shape.
+
+    With ``camera=None`` the env must render ``rgb_array`` frames, except a MuJoCo env made with
+    ``render_mode="human"`` (a person watches its window): its frames are rendered offscreen from the same
+    camera. Other envs in another mode raise a ``ValueError`` that names ``camera=``.
 
     Args:
         env: the env to read frames from.
@@ -123,13 +146,11 @@ class FrameSource:
         self._shape: tuple[int, ...] | None = None
         self._kinds: list[str] | None = None  # per camera: "obs" or "render"
         self.view_widths: list[int] = []
+        self._offscreen: Any = None  # a MuJoCo env shown in a window: its renderer, asked for rgb_array frames
         if camera is None:
             mode = getattr(env, "render_mode", None)
             if mode is not None and mode != "rgb_array":
-                raise ValueError(
-                    f"frames come from env.render(), which needs render_mode='rgb_array', got {mode!r}; "
-                    "recreate the env with gym.make(id, render_mode='rgb_array') or pass camera=<image key>"
-                )
+                self._offscreen = _offscreen_renderer(env, mode)
 
     @property
     def where(self) -> str:
@@ -165,7 +186,7 @@ class FrameSource:
     def read(self, observation: Any) -> np.ndarray:
         """The current (H, W, 3) uint8 frame (views tiled); ``observation`` is what reset/step just returned."""
         if self.cameras is None:
-            return self.check(self.env.render())
+            return self.check(self._offscreen.render("rgb_array") if self._offscreen is not None else self.env.render())
         if self._kinds is None:
             self._kinds = self._resolve(observation)
         base = getattr(self.env, "unwrapped", self.env)
