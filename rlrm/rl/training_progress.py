@@ -6,9 +6,8 @@
   env step.
 
 SB3 calls ``model.train(gradient_steps, batch_size)`` once per training phase and reports nothing until it
-returns. The callback runs the same phase in chunks of ``target_update_interval`` gradient steps (SB3
-updates the target network at chunk-local step 0, so every chunk keeps the global schedule): the same
-updates in the same order, with the bar refreshed between chunks.
+returns. The callback counts the phase's critic optimizer steps (one per gradient step, in SAC and TD3)
+with a PyTorch step hook: nothing about training changes, and nothing is added to what ``model.save`` writes.
 """
 
 from __future__ import annotations
@@ -50,39 +49,51 @@ class GradientStepProgress(BaseCallback):
         self.refresh_s = float(refresh_s)
         self.shown: list[str] = []
         self._bar_callback: ProgressBarCallback | None = None
-        self._original_train: Any = None
+        self._hook: Any = None
+        self._collected = 0  # env steps of the current rollout
+        self._phase = 0  # gradient steps of the training phase under way (0: none shown)
+        self._done = 0
+        self._shown_at = 0.0
 
     def _on_training_start(self) -> None:
         self._bar_callback = _find_progress_bar(self.locals.get("callback"))
-        if self._bar_callback is None or not hasattr(self.model, "replay_buffer"):
+        critic = getattr(self.model, "critic", None)
+        if self._bar_callback is None or not hasattr(self.model, "replay_buffer") or critic is None:
             return
-        self._original_train = self.model.train
-        self.model.train = self._train_in_chunks
+        self._hook = critic.optimizer.register_step_post_hook(self._after_gradient_step)
 
-    def _train_in_chunks(self, gradient_steps: int, batch_size: int = 64) -> None:
-        bar = getattr(self._bar_callback, "pbar", None)
-        if bar is None or gradient_steps < self.min_steps:
-            self._original_train(gradient_steps=gradient_steps, batch_size=batch_size)
+    def _on_step(self) -> bool:
+        self._collected += self.model.n_envs
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._hook is None:  # no progress bar, or an on-policy algorithm
             return
-        chunk = max(1, int(getattr(self.model, "target_update_interval", 1)))
-        done, shown_at = 0, 0.0
-        while done < gradient_steps:
-            n = min(chunk, gradient_steps - done)
-            self._original_train(gradient_steps=n, batch_size=batch_size)
-            done += n
-            if time.monotonic() - shown_at >= self.refresh_s or done == gradient_steps:
-                self._describe(bar, f"learning {done}/{gradient_steps} gradient steps")
-                shown_at = time.monotonic()
-        self._describe(bar, "")
+        model = self.model
+        steps = int(model.gradient_steps) if model.gradient_steps >= 0 else self._collected
+        self._collected = 0
+        trains = model.num_timesteps > 0 and model.num_timesteps > model.learning_starts
+        self._phase = steps if trains and steps >= self.min_steps else 0
+        self._done, self._shown_at = 0, 0.0
+
+    def _after_gradient_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        bar = getattr(self._bar_callback, "pbar", None)
+        if not self._phase or bar is None:
+            return
+        self._done += 1
+        if self._done >= self._phase:
+            self._describe(bar, f"learning {self._phase}/{self._phase} gradient steps")
+            self._describe(bar, "")
+            self._phase = 0
+        elif time.monotonic() - self._shown_at >= self.refresh_s:
+            self._describe(bar, f"learning {self._done}/{self._phase} gradient steps")
+            self._shown_at = time.monotonic()
 
     def _describe(self, bar: Any, text: str) -> None:
         bar.set_description(text, refresh=True)
         self.shown.append(text)
 
-    def _on_step(self) -> bool:
-        return True
-
     def _on_training_end(self) -> None:
-        if self._original_train is not None:
-            self.model.train = self._original_train
-            self._original_train = None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
