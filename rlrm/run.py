@@ -29,8 +29,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlrm.rl.checkpoints import resume_point
+from rlrm.rl.checkpoints import latest_checkpoint, resume_point
 from rlrm.rl.environment import resolve_env_defaults
+from rlrm.rl.evaluation import evaluation_summary
+from rlrm.rl.interrupt import interrupted_summary
 from rlrm.rl.reward_source import REWARD_MODEL_FILE
 from rlrm.rl.run_config import RESOLVED_CONFIG, validate_run_config
 from rlrm.rl.run_folder import (
@@ -80,11 +82,12 @@ def finish_run(start: RunStart, outcome: RunOutcome) -> dict[str, Any]:
     save_final_frames(metrics, run_dir)
     if outcome.reward_model is not None:  # what the run's rewards really came from
         (run_dir / REWARD_MODEL_FILE).write_text(json.dumps(outcome.reward_model, indent=2, default=str))
+    if outcome.interrupted_at is None:
+        verdicts = {"interrupted": False, **evaluation_summary(metrics)}
+    else:  # Ctrl-C: no evaluation ran; the checkpoint and the resume command instead
+        verdicts = interrupted_summary(outcome.interrupted_at, run_dir, latest_checkpoint(run_dir))
     summary = {
-        "eval_success_rate": metrics["success_rate"],
-        "eval_return": metrics["mean_return"],
-        "eval_model_success_rate": metrics["model_success_rate"],
-        "eval_episodes": metrics["episodes"],
+        **verdicts,
         "env_steps": int(outcome.env_steps),
         "trained_steps": int(outcome.trained_steps),
         "wall_s": time.perf_counter() - start.t0,
@@ -100,7 +103,12 @@ def finish_run(start: RunStart, outcome: RunOutcome) -> dict[str, Any]:
         **outcome.extra,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    log.info("eval success rate %.2f, eval return %.3f, %d env steps, %.0f s -> %s",
+    if outcome.interrupted_at is not None:
+        log.warning("interrupted at env step %d: checkpoint %s, summary %s; continue with: %s",
+                    summary["stopped_at_step"], summary["checkpoint"], run_dir / SUMMARY_FILE,
+                    summary["resume_command"])
+        return summary
+    log.info("eval success rate %s, eval return %s, %d env steps, %.0f s -> %s",  # None: no ground truth / episodes
              summary["eval_success_rate"], summary["eval_return"], summary["env_steps"], summary["wall_s"],
              run_dir / SUMMARY_FILE)
     return summary
@@ -134,10 +142,12 @@ def train_single(start: RunStart) -> RunOutcome:
     from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
     from rlrm.rl.checkpoints import load_replay_buffer
     from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
-    from rlrm.rl.evaluation import evaluate_policy
+    from rlrm.rl.evaluation import evaluate_policy, evaluation_episodes
+    from rlrm.rl.interrupt import StopOnCtrlC
     from rlrm.rl.interventions import InterventionLoggingCallback
     from rlrm.rl.learner_rate import LearnerRateCallback
     from rlrm.rl.reward_source import open_reward_source, reward_model_info
+    from rlrm.rl.training_progress import GradientStepProgress
     from rlrm.wrappers import RewardVideoRecorder
 
     cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
@@ -166,31 +176,39 @@ def train_single(start: RunStart) -> RunOutcome:
             model.replay_buffer.attach_labeler(labeler)
         model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
 
-        # 3. learn
+        # 3. learn (Ctrl-C: stop after this step with a checkpoint and a summary; twice: exit at once)
         start_steps = model.num_timesteps
         curve = learning_curve(cfg, run_dir)
-        model.learn(
-            total_timesteps=cfg["total_steps"] - start_steps,
-            callback=[RewardLoggingCallback(labeler), InterventionLoggingCallback(),
-                      *([LearningCurveCallback(curve)] if curve else []),
-                      CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
-                                         cfg["heartbeat_every"]),
-                      *([LearnerRateCallback()] if cfg.get("robot") else [])],  # last: times learning only
-            progress_bar=cfg["progress_bar"],
-            reset_num_timesteps=False,
-        )
+        with StopOnCtrlC() as ctrl_c:
+            model.learn(
+                total_timesteps=cfg["total_steps"] - start_steps,
+                callback=[ctrl_c, GradientStepProgress(), RewardLoggingCallback(labeler), InterventionLoggingCallback(),
+                          *([LearningCurveCallback(curve)] if curve else []),
+                          CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
+                                             cfg["heartbeat_every"]),
+                          *([LearnerRateCallback()] if cfg.get("robot") else [])],  # last: times learning only
+                progress_bar=cfg["progress_bar"],
+                reset_num_timesteps=False,
+            )
         train_s = time.perf_counter() - start.t0
+        if ctrl_c.requested_at is not None:
+            venv.close()
+            steps = int(model.num_timesteps)
+            return RunOutcome({}, env_steps=steps, trained_steps=steps - start_steps, train_s=train_s,
+                              reward_model=reward_model_info(scorer), recorded=recording_summary(recording),
+                              interrupted_at=steps)
 
         # 4. evaluate with the env's own success signal, with reward videos of some episodes
         eval_env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False), recording,
                                    evaluation=True)
+        eval_episodes = evaluation_episodes(cfg, model.num_timesteps - start_steps)  # scaled to the run on a robot
         if video_episodes(cfg):
-            every = max(1, -(-cfg["eval_episodes"] // video_episodes(cfg)))
+            every = max(1, -(-eval_episodes // video_episodes(cfg)))
             eval_env = RewardVideoRecorder(eval_env, run_dir / "videos", every_n_episodes=every, name_prefix="eval")
         obs_stats = model.get_vec_normalize_env()
         if obs_stats is not None:
             obs_stats.training = False  # evaluation uses the statistics the policy was trained on
-        metrics = evaluate_policy(model, eval_env, cfg["eval_episodes"], seed=EVAL_SEED_OFFSET + cfg["seed"],
+        metrics = evaluate_policy(model, eval_env, eval_episodes, seed=EVAL_SEED_OFFSET + cfg["seed"],
                                   obs_transform=obs_stats.normalize_obs if obs_stats is not None else None,
                                   keep_final_frames=keep_final_frames(cfg))
         videos = list(getattr(eval_env, "written", []))
@@ -206,6 +224,8 @@ def main(cfg: Any) -> None:
 
     A config error or an unreachable reward worker prints its message alone and exits with 1;
     ``RLRM_DEBUG=1``, ``HYDRA_FULL_ERROR=1`` or ``hydra.verbose=true`` show the traceback instead.
+    A single-process run stopped by Ctrl-C exits with 130 after its checkpoint and ``summary.json``
+    (``"interrupted": true``); a second Ctrl-C exits with 130 at once.
     """
     import os
     import sys
@@ -224,10 +244,16 @@ def main(cfg: Any) -> None:
             if Path(plain["resume"]).resolve() == Path(run_dir).resolve():
                 raise RunConfigError(f"resume={plain['resume']!r} is this run's own folder (hydra.run.dir); a resumed "
                                      "run writes into a new folder and never over the run it continues")
-        train(plain, run_dir)
+        summary = train(plain, run_dir)
+    except KeyboardInterrupt:  # the second Ctrl-C (the first stops training cleanly, see rlrm.rl.interrupt)
+        print(f"second Ctrl-C: exited at once, without a new checkpoint or summary.json; {run_dir}/checkpoints "
+              "holds the checkpoints saved before", file=sys.stderr)
+        raise SystemExit(130) from None
     except (RunConfigError, RewardSourceError) as e:
         debug = os.environ.get("RLRM_DEBUG", "0") not in ("", "0") or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if debug or hydra_cfg.verbose:
             raise
         print(e, file=sys.stderr)  # the message says what to change; a traceback would bury it
         raise SystemExit(1) from None
+    if summary.get("interrupted"):
+        raise SystemExit(130)  # the shell's code for "stopped by Ctrl-C"; summary.json says where

@@ -96,5 +96,4 @@ def interrupted_summary(stopped_at: int, run_dir: str | Path, checkpoint: Path |
         "eval_person_success_rate": None,
         "eval_person_labelled": 0,
         "eval_episodes": [],
-        "videos": [],
     }

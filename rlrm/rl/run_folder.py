@@ -70,6 +70,7 @@ class RunOutcome:
         reward_model: provenance of the served reward model (None for the env's own reward).
         recorded: the LeRobot dataset the run's episodes went to (``record.dataset``; None without one).
         extra: keys only this kind of run has (a distributed run's runners, policy lag, ...).
+        interrupted_at: the env step a Ctrl-C stopped training at (no evaluation ran); None if it finished.
     """
 
     metrics: dict[str, Any]
@@ -80,6 +81,7 @@ class RunOutcome:
     reward_model: dict[str, Any] | None = None
     recorded: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    interrupted_at: int | None = None
 
 
 def runners(cfg: dict[str, Any]) -> int:
@@ -109,7 +111,11 @@ def video_episodes(cfg: dict[str, Any]) -> int:
 
 
 def save_final_frames(metrics: dict[str, Any], run_dir: Path) -> None:
-    """``eval_final_frames.npz``: each evaluation episode's last frame with the env's and the model's verdicts."""
+    """``eval_final_frames.npz``: each evaluation episode's last frame with the env's and the model's verdicts.
+
+    ``success_prob`` is the model's final success probability; ``model_success_detected`` whether its
+    detector fired at any step of the episode (it latches).
+    """
     frames = metrics.pop("final_frames", None)
     if frames is None:
         return
@@ -118,5 +124,5 @@ def save_final_frames(metrics: dict[str, Any], run_dir: Path) -> None:
         run_dir / FINAL_FRAMES_FILE, frames=frames,
         is_success=np.array([bool(e["is_success"]) for e in episodes]),
         success_prob=np.array([e["final_success_prob"] for e in episodes], dtype=np.float32),
-        model_success=np.array([bool(e["model_success"]) for e in episodes]),
+        model_success_detected=np.array([bool(e["model_success_detected"]) for e in episodes]),
     )
