@@ -119,6 +119,8 @@ class MetaWorldEnv(gym.Env):
         benchmark_seed: seed MetaWorld uses to generate the 50 layouts.
         task_text: override the instruction sentence.
         render_mode: only ``"rgb_array"``.
+        reward_type: ``"dense"`` (MetaWorld's shaped reward, 0..10) or ``"sparse"`` (1 in the success
+            state, else 0); what ``reward=env_dense`` / ``reward=env_sparse`` select.
 
     >>> import gymnasium as gym, envs
     >>> env = gym.make("rlrm/MetaWorld-v0", task_name="reach-v3", image_size=64)
@@ -142,7 +144,11 @@ class MetaWorldEnv(gym.Env):
         benchmark_seed: int = 0,
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
+        reward_type: str = "dense",
     ) -> None:
+        if reward_type not in ("dense", "sparse"):
+            raise ValueError(f"reward_type must be 'dense' or 'sparse', got {reward_type!r}")
+        self.reward_type = reward_type
         if task_name not in METAWORLD_TASKS:
             raise ValueError(
                 f"unknown MetaWorld task {task_name!r}; expected a v3 task, one of {sorted(METAWORLD_TASKS)}"
@@ -225,6 +231,8 @@ class MetaWorldEnv(gym.Env):
         info = dict(info)
         info["is_success"] = bool(info.get("success", 0.0) > 0.5)
         info["task"] = self.task
+        if self.reward_type == "sparse":
+            reward = float(info["is_success"])
         return obs.astype(np.float64), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> np.ndarray | None:
