@@ -38,9 +38,15 @@ THRESHOLD = 0.65
 TARGETS = {"voc": 0.9, "final_success_f1": 0.9, "counterfactual_final": 0.3, "near_final": 0.3}
 
 
-def dense_scores(model, frames: np.ndarray, task: str, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(T,) progress and success probability at every frame, each from a prefix query as RL sends it."""
-    queries = [RewardQuery(frames[sample_indices(t + 1, 8, "prefix")], task) for t in range(len(frames))]
+def scored_frames(num_frames: int, stride: int) -> np.ndarray:
+    """Indices of the frames scored: every ``stride``-th frame and always the last one."""
+    return np.unique(np.r_[np.arange(0, num_frames, stride), num_frames - 1])
+
+
+def dense_scores(model, frames: np.ndarray, task: str, stride: int = 1, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Progress and success probability at :func:`scored_frames`, each from a prefix query as RL sends it."""
+    queries = [RewardQuery(frames[sample_indices(t + 1, 8, "prefix")], task)
+               for t in scored_frames(len(frames), stride)]
     progress, success = [], []
     for start in range(0, len(queries), batch):
         for result in model.score(queries[start:start + batch]):
@@ -49,14 +55,15 @@ def dense_scores(model, frames: np.ndarray, task: str, batch: int = 16) -> tuple
     return np.asarray(progress), np.asarray(success)
 
 
-def judge(model, data: Path) -> dict:
+def judge(model, data: Path, stride: int = 1) -> dict:
     """Per-task metrics and per-episode finals of every held-out episode under ``data``."""
     dataset = TrajectoryDataset(data)
     per_task: dict[str, dict[str, list]] = {}
     for traj in tqdm(dataset, desc="held-out episodes"):
         kind = traj.extra.get("kind", traj.quality)
-        progress, success = dense_scores(model, traj.frames, traj.task)
-        true_p, true_s = traj.progress_targets(), traj.success_labels()
+        progress, success = dense_scores(model, traj.frames, traj.task, stride)
+        idx = scored_frames(traj.num_frames, stride)
+        true_p, true_s = traj.progress_targets()[idx], traj.success_labels()[idx]
         rows = per_task.setdefault(traj.task_id, {"episodes": []})
         rows["episodes"].append({"episode": traj.episode_id, "kind": kind, "task": traj.task,
                                  "pred_progress": progress.tolist(), "true_progress": true_p.tolist(),
@@ -102,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("outputs/demo_mw/data/heldout"))
     parser.add_argument("--json", type=Path, default=Path("outputs/demo_mw/gate.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stride", type=int, default=1, help="score every k-th stored frame (and the last)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
     model = make_reward_model(args.model)
-    result = judge(model, args.data)
+    result = judge(model, args.data, args.stride)
+    result["stride"] = args.stride
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     print(f"{'task':16s} {'VOC':>6s} {'F1':>6s} {'cf final':>9s} {'near final':>11s} {'hold>0.65':>10s} {'hold min':>9s}")

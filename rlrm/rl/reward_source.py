@@ -54,7 +54,13 @@ class RewardSourceError(RuntimeError):
 
 
 def resolve_model_spec(spec: str) -> str:
-    """``spec``, except ``"demo"`` becomes ``"tiny"`` (with a warning) if this build has no demo weights."""
+    """``spec``, except ``"demo"`` becomes ``"tiny"`` (with a warning) if this build has no demo weights.
+
+    ``"auto"`` (the config default) is resolved against the env config by
+    :func:`rlrm.rl.environment.resolve_env_defaults`; without an env it means ``"demo"``.
+    """
+    if spec == "auto":
+        spec = "demo"
     if spec == "demo":
         from rlrm.models import registered_models
 
