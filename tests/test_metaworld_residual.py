@@ -135,3 +135,26 @@ def test_residual_run_with_learning_curve_points(tmp_path):
     points = curve["points"] if isinstance(curve, dict) else curve
     assert len(points) == 2
     assert summary["env_steps"] == 40
+
+
+def test_residual_sac_actor_waits_for_the_critic():
+    """During actor_warmup_steps only the critic learns: the residual stays exactly at its zero start."""
+    import torch
+
+    from rlrm.rl.algorithms import ResidualSAC, make_algorithm
+    from rlrm.rl.residual import ScriptedPolicy
+
+    env = ResidualAction(gym.make("Pendulum-v1"), ScriptedPolicy(lambda obs: np.zeros(1)), scale=0.5)
+    algo = {"name": "residual_sac", "net_arch": [16, 16], "residual_scale": 0.5, "learning_starts": 10,
+            "batch_size": 8, "buffer_size": 500, "actor_warmup_steps": 60, "initial_residual_std": 0.3}
+    model = make_algorithm(algo, env, seed=0)
+    assert isinstance(model, ResidualSAC)
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
+    critic_before = [p.detach().clone() for p in model.critic.parameters()]
+    model.learn(50)
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(critic_before, model.critic.parameters(), strict=True))
+    std = model.actor.log_std(torch.zeros(1, model.actor.log_std.in_features)).exp()
+    assert torch.allclose(std, torch.full_like(std, 0.3))
+    model.learn(40, reset_num_timesteps=False)
+    assert not all(torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters(), strict=True))
