@@ -1,20 +1,26 @@
 """Known third-party notices that say nothing about an rlrm run, silenced by the entry points.
 
+* :data:`QUIET_RAY_WORKERS` - the Ray ``runtime_env`` that does the same in every Ray worker process
+  (env runners import gymnasium-robotics there, each printing the Adroit notice into the driver's log).
 * :func:`silence_known_notices` - drop exactly these, before the libraries are imported:
 
   - gymnasium-robotics 1.2.1-1.4.2 prints that the Adroit hand envs' rewards changed (rlrm uses no Adroit env);
   - PyOpenGL logs "No OpenGL_accelerate module loaded" at INFO (the optional C speed-up; MuJoCo renders without it);
   - robosuite (LIBERO) warns three times that it has no private macro file (its defaults are what LIBERO uses).
 
-``run_rl.py`` and ``rlrm`` (``rlrm/cli.py``) call it first thing; library code never does, so an
-application importing rlrm keeps every message it would otherwise see. Other warnings still show.
+``run_rl.py`` and ``rlrm`` (``rlrm/cli.py``) call it first thing, and a distributed run started by them
+passes :data:`QUIET_RAY_WORKERS` to ``ray.init``; library code never does, so an application importing rlrm
+keeps every message it would otherwise see. Other warnings still show.
 """
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["silence_known_notices", "KNOWN_LOG_NOTICES"]
+__all__ = ["silence_known_notices", "KNOWN_LOG_NOTICES", "QUIET_RAY_WORKERS"]
+
+QUIET_RAY_WORKERS: dict[str, str] = {"worker_process_setup_hook": "rlrm.known_notices.silence_known_notices"}
+"""``ray.init(runtime_env=...)`` that runs :func:`silence_known_notices` first in each Ray worker process."""
 
 KNOWN_LOG_NOTICES: dict[str, tuple[str, ...]] = {
     "OpenGL.acceleratesupport": ("No OpenGL_accelerate module loaded",),

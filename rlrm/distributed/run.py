@@ -42,6 +42,7 @@ from rlrm.distributed.config import (
 from rlrm.distributed.learner import Learner
 from rlrm.distributed.runner import EnvRunner
 from rlrm.distributed.shared_reward import RewardEndpoint, open_shared_reward
+from rlrm.known_notices import QUIET_RAY_WORKERS
 from rlrm.rl.run_folder import EVAL_SEED_OFFSET, RunOutcome, RunStart, keep_final_frames, video_episodes
 
 __all__ = ["train_distributed", "run_distributed"]
@@ -336,7 +337,7 @@ def train_distributed(start: RunStart) -> RunOutcome:
     dcfg = distributed_config(start.cfg)
     cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
     run_id = uuid.uuid4().hex[:8]
-    with ray_cluster(dcfg.address):
+    with ray_cluster(dcfg.address, runtime_env=QUIET_RAY_WORKERS):  # no Adroit notice from each runner
         check_cluster(dcfg, cfg)
         with open_shared_reward(cfg, f"rlrm-reward-{run_id}") as endpoint:
             driver = _Driver(cfg, dcfg, run_dir, endpoint, run_id, resume.checkpoint if resume else None)
