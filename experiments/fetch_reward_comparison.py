@@ -6,6 +6,8 @@ Runs ``python run_rl.py`` (SAC, the default budget and evaluation, a learning-cu
 * ``robometer`` - the demo Robometer model (``tiny`` if this build has no demo weights) behind
   one real ``rlrm worker`` on loopback, scoring the front + side views of the success ball;
 * ``robometer_delta`` - the same model with delta progress, a success bonus and success termination;
+* ``robometer_terminate`` - the default shaping with episodes ended on detected success (the terminal
+  step pays the value of staying in success, :meth:`rlrm.shaping.Shaping.stay_value`);
 * ``env_sparse`` - Fetch's own sparse reward (-1 until the gripper is within 5 cm);
 * ``env_dense`` - Fetch's own dense reward (minus the distance to the goal).
 
@@ -45,15 +47,18 @@ CONDITIONS = {
     # the other shaping: progress deltas, a success bonus and termination on the model's success decision
     "robometer_delta": ["reward=robometer", "reward.shaping.progress=delta", "reward.shaping.success_bonus=1",
                         "reward.terminate_on_success=true"],
+    # the default shaping, ending episodes on detected success (paying the value of staying in success)
+    "robometer_terminate": ["reward=robometer", "reward.terminate_on_success=true"],
     "env_sparse": ["reward=env_sparse"],
     "env_dense": ["reward=env_dense"],
 }
 log = logging.getLogger("fetch_reward_comparison")
 
 
-COLORS = {"robometer": "tab:purple", "robometer_delta": "tab:blue", "env_sparse": "tab:gray",
+COLORS = {"robometer": "tab:purple", "robometer_delta": "tab:blue", "robometer_terminate": "tab:orange", "env_sparse": "tab:gray",
           "env_dense": "tab:green"}
 LABELS = {"robometer": "Robometer (demo model)", "robometer_delta": "Robometer, delta + bonus + termination",
+          "robometer_terminate": "Robometer, success termination",
           "env_sparse": "env sparse", "env_dense": "env dense"}
 
 

@@ -75,6 +75,26 @@ class Shaping:
             return float(progress) - float(prev_progress)
         return self.gamma * float(progress) - float(prev_progress)
 
+    def stay_value(self, progress: float, env_reward: float) -> float:
+        """The discounted reward of staying in a success state after this step: ``gamma / (1 - gamma) * r_stay``.
+
+        ``r_stay`` is the per-step reward of holding progress ``progress`` forever (no bonus):
+        ``absolute`` p, ``delta`` 0, ``potential`` (gamma - 1) p, plus the env and step-cost terms.
+        Ending an episode on success pays this on the terminal step, so termination is worth what
+        staying would have been (the policy has no reason to avoid the detector). ``gamma`` must then
+        be the RL algorithm's discount.
+
+        >>> round(Shaping(progress="absolute", gamma=0.95).stay_value(0.8, env_reward=0.0), 4)
+        15.2
+        """
+        r_stay = self.reward(self.terms(progress, progress, False, env_reward))
+        if r_stay == 0.0:
+            return 0.0
+        if self.gamma >= 1.0:
+            raise ValueError(f"Shaping.gamma={self.gamma}: staying in success pays {r_stay:.3g} per step forever, an "
+                             "infinite value; set gamma to the RL algorithm's discount (< 1) to end episodes on success")
+        return self.gamma / (1.0 - self.gamma) * r_stay
+
     def terms(self, progress: float, prev_progress: float, success: bool, env_reward: float) -> dict[str, float]:
         """Each weighted reward term for one step: ``progress``, ``success``, ``env``, ``step_cost``.
 
@@ -245,6 +265,8 @@ class RewardState:
         self.shaping = shaping if shaping is not None else Shaping()
         self.detector = success.fresh() if success is not None else None
         self.terminate_on_success = bool(terminate_on_success) and success is not None
+        if self.terminate_on_success:
+            self.shaping.stay_value(1.0, env_reward=1.0)  # raises now, not at the first success, if it is infinite
         self.start()
 
     def start(self) -> None:
@@ -282,6 +304,9 @@ class RewardState:
         else:
             prev = held_before if held_before is not None else self.baseline
             terms = self.shaping.terms(self.progress, self.progress if prev is None else prev, newly, env_reward)
+        terminate = newly and self.terminate_on_success
+        # ending the episode forfeits the reward of staying in success: pay it now (value-neutral termination)
+        terms["terminal"] = self.shaping.stay_value(self.progress or 0.0, env_reward) if terminate else 0.0
         return StepOutcome(
             reward=self.shaping.reward(terms),
             terms=terms,
@@ -289,5 +314,5 @@ class RewardState:
             success_prob=self.success_prob if self.success_prob is not None else math.nan,
             newly_detected=newly,
             detected=self.detected,
-            terminate=newly and self.terminate_on_success,
+            terminate=terminate,
         )
