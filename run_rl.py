@@ -22,6 +22,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from rlrm.config import CONFIG_DIR, register_configs
 from rlrm.known_notices import silence_known_notices
 from rlrm.run import main as run_main
 from rlrm.run import train
@@ -31,7 +32,10 @@ silence_known_notices()  # gymnasium-robotics' Adroit notice, PyOpenGL's acceler
 __all__ = ["main", "train"]
 
 
-@hydra.main(config_path="configs", config_name="config", version_base=None)
+register_configs()  # the typed defaults (rlrm/config.py) that the YAML in rlrm/configs/ overrides
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     """Compose the config from ``configs/`` and the command line, then run it (:func:`rlrm.run.main`)."""
     run_main(cfg)

@@ -49,6 +49,9 @@ def run_config(steps: int, reward: str, runners: int, seed: int) -> dict[str, An
         overrides.append("reward=env_dense")
     else:  # a spawned worker with the tiny model, shared by the runners
         overrides += ["reward.model=tiny", "transport=worker", "env.kwargs.image_size=64", "reward.max_frames=4"]
+    from rlrm.config import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
 

@@ -20,6 +20,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from rlrm.config import ShapingConfig, SuccessConfig
+
 __all__ = ["Shaping", "SuccessDetector", "RewardState", "StepOutcome", "PROGRESS_TERMS"]
 
 PROGRESS_TERMS = ("delta", "absolute", "potential")
@@ -50,12 +52,13 @@ class Shaping:
     1.09
     """
 
-    progress: str = "delta"
-    w_progress: float = 1.0
-    gamma: float = 0.99
-    success_bonus: float = 1.0
-    w_env: float = 0.0
-    step_cost: float = 0.0
+    # defaults: rlrm.config.ShapingConfig, the one source (absolute progress, no bonus: the measured best)
+    progress: str = ShapingConfig.progress
+    w_progress: float = ShapingConfig.w_progress
+    gamma: float = ShapingConfig.gamma
+    success_bonus: float = ShapingConfig.success_bonus
+    w_env: float = ShapingConfig.w_env
+    step_cost: float = ShapingConfig.step_cost
 
     def __post_init__(self) -> None:
         if self.progress not in PROGRESS_TERMS:
@@ -133,9 +136,9 @@ class SuccessDetector:
     2
     """
 
-    threshold: float = 0.65
-    window: int = 2
-    min_votes: int = 2
+    threshold: float = SuccessConfig.threshold  # defaults: rlrm.config.SuccessConfig
+    window: int = SuccessConfig.window
+    min_votes: int = SuccessConfig.min_votes
     _recent: deque = field(default_factory=deque, init=False, repr=False, compare=False)
     _detected: bool = field(default=False, init=False, repr=False, compare=False)
     _detected_at: int | None = field(default=None, init=False, repr=False, compare=False)
@@ -236,27 +239,32 @@ class RewardState:
       feeds the detector; with None it holds them (no query this step, or a timed-out one), so the
       ``delta`` term is 0 and the detector sees only fresh probabilities.
     * The success bonus is paid on the step the detector first fires, never again in the episode.
+    * With ``terminate_on_success`` that step is the episode's last (only that one: success is latched,
+      and nothing after a terminal step is part of the episode). Its reward adds the term ``terminal``,
+      the discounted reward of staying in success (:meth:`Shaping.stay_value`), so ending the episode
+      is worth what continuing would have been: termination does not punish success.
 
     Args:
         shaping: how terms combine (default :class:`Shaping`).
         success: detector settings (copied), or None to not detect success here.
-        terminate_on_success: :attr:`StepOutcome.terminate` on the detection step.
+        terminate_on_success: :attr:`StepOutcome.terminate` on the detection step (needs ``success``).
 
-    >>> st = RewardState(Shaping(), SuccessDetector(threshold=0.5, window=1, min_votes=1))
+    >>> st = RewardState(Shaping(gamma=0.9), SuccessDetector(threshold=0.5, window=1, min_votes=1),
+    ...                  terminate_on_success=True)
     >>> st.start(); st.set_baseline(0.1)
     >>> out = st.step(0.0, progress=0.4, success_prob=0.2)
     >>> round(out.reward, 3), out.terminate
-    (0.3, False)
-    >>> out = st.step(0.0, progress=0.9, success_prob=0.8)
-    >>> round(out.reward, 3), out.newly_detected, out.terminate
-    (1.5, True, True)
+    (0.4, False)
+    >>> out = st.step(0.0, progress=0.9, success_prob=0.8)   # 0.9 now + 0.9 * 0.9 / (1 - 0.9) for staying
+    >>> round(out.reward, 3), out.newly_detected, out.terminate, round(out.terms["terminal"], 3)
+    (9.0, True, True, 8.1)
     """
 
     def __init__(
         self,
         shaping: Shaping | None = None,
         success: SuccessDetector | None = None,
-        terminate_on_success: bool = True,
+        terminate_on_success: bool = False,
     ) -> None:
         if shaping is not None and not isinstance(shaping, Shaping):
             raise ValueError(f"shaping must be an rlrm.shaping.Shaping, got {type(shaping).__name__}")

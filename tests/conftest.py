@@ -23,6 +23,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
+from rlrm.config import register_configs  # noqa: E402
+
+register_configs()  # the typed schemas the YAML in configs/ builds on (tests compose configs with Hydra's API)
+
 
 
 def hypothesis_profile(environ) -> str:

@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 
 ray = pytest.importorskip("ray", reason="distributed runs need the 'ray' extra")
 
+from hydra.errors import ConfigCompositionException  # noqa: E402
+
 from rlrm.distributed.config import DistributedConfigError, actor_options, distributed_config  # noqa: E402
 from rlrm.distributed.run import run_distributed  # noqa: E402
 
@@ -43,7 +45,6 @@ def run_rl():
 @pytest.mark.parametrize("overrides, message", [
     (["distributed.runners=-1"], r"distributed.runners must be an integer >= 1 \(env-runner actors; 0 means one "
                                  r"process, without Ray\), got -1"),
-    (["distributed.runners=two"], r"distributed.runners must be an integer >= 1 .*got 'two'"),
     (["distributed.runners=2", "distributed.sync_every=0"], r"distributed.sync_every must be an integer >= 1"),
     (["distributed.runners=2", "+distributed.speed=3"], r"unknown distributed keys \['speed'\]; expected some of"),
     (["distributed.runners=2", "distributed.runner_resources={robot_franka: -1}"],
@@ -56,6 +57,11 @@ def test_bad_values_fail_before_ray_starts_with_the_allowed_ones(run_rl, tmp_pat
     with pytest.raises(DistributedConfigError, match=message):
         run_rl.train(compose_run(*overrides), tmp_path)
     assert not ray.is_initialized() and not (tmp_path / "config.yaml").exists()
+
+
+def test_a_value_of_the_wrong_type_is_refused_when_the_config_is_composed():
+    with pytest.raises(ConfigCompositionException, match="distributed.runners=two"):
+        compose_run("distributed.runners=two")
 
 
 def test_unreachable_or_absent_clusters_fail_within_seconds(tmp_path):

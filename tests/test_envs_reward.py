@@ -43,6 +43,7 @@ def test_metaworld_with_robometer_reward(tiny_model):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_env_configs_follow_the_schema(path):
     cfg = yaml.safe_load(path.read_text())
+    assert cfg.pop("defaults") == ["base_env", "_self_"]  # typed: rlrm.config.EnvConfig
     # one source per setting: the task sentence is the env's own (task= overrides it for env and reward)
     assert set(cfg) == {"id", "kwargs", "reward_camera", "max_episode_steps"}
     assert cfg["id"] in gym.registry, f"{path.name}: {cfg['id']} is not registered by `import envs`"

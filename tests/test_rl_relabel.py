@@ -29,7 +29,7 @@ def _done(progress, success):
 
 def test_labeler_labels_in_step_order_with_delta_shaping_and_success_termination():
     lab = AsyncRewardLabeler(Shaping(progress="delta", success_bonus=1.0),
-                             SuccessDetector(threshold=0.5, window=2, min_votes=2))
+                             SuccessDetector(threshold=0.5, window=2, min_votes=2), terminate_on_success=True)
     ep = lab.start_episode()
     f1, f2, f3 = cf.Future(), cf.Future(), cf.Future()
     t1 = lab.submit_step(ep, f1, 0.0)
@@ -46,7 +46,8 @@ def test_labeler_labels_in_step_order_with_delta_shaping_and_success_termination
     assert labels[1].terminated
     f3.set_result([RewardResult([0.1, 0.2, 0.4, 0.5], [0.0, 0.9, 0.9, 0.9])])
     (last,) = lab.poll()
-    assert last.ticket == t3 and last.reward == pytest.approx(0.1) and last.terminated
+    # the detection step ended the episode (as in RobometerReward); a later step is not another terminal
+    assert last.ticket == t3 and last.reward == pytest.approx(0.1) and not last.terminated
 
 
 def test_labeler_reraises_a_failed_request():
@@ -60,7 +61,8 @@ def test_labeler_reraises_a_failed_request():
 
 
 def test_buffer_relabels_terminal_and_samples_only_labelled():
-    lab = AsyncRewardLabeler(Shaping(), SuccessDetector(threshold=0.5, window=1, min_votes=1))
+    lab = AsyncRewardLabeler(Shaping(progress="delta", success_bonus=1.0),
+                             SuccessDetector(threshold=0.5, window=1, min_votes=1), terminate_on_success=True)
     buf = RelabelingReplayBuffer(16, spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)), device="cpu",
                                  labeler=lab, wait_timeout_s=5)
     ep = lab.start_episode()

@@ -121,7 +121,7 @@ def _success_run(env, n=3):
 def test_success_detection_terminates_once_with_bonus(tiny_model):
     detector = SuccessDetector(threshold=0.0, window=2, min_votes=2)  # every fresh probability votes
     shaping = Shaping(success_bonus=3.0)
-    env = RobometerReward(fetch_env(), TASK, tiny_model, shaping=shaping, success=detector)
+    env = RobometerReward(fetch_env(), TASK, tiny_model, shaping=shaping, success=detector, terminate_on_success=True)
     steps = _success_run(env)
     assert [s[1] for s in steps] == [False, True]  # second fresh vote -> terminated
     assert [s[3]["rlrm"]["success"] for s in steps] == [False, True]
@@ -141,7 +141,7 @@ def test_success_detection_terminates_once_with_bonus(tiny_model):
 def test_success_termination_on_top_equals_built_in_detection(tiny_model):
     detector = SuccessDetector(threshold=0.0, window=2, min_votes=2)
     built_in = _success_run(RobometerReward(fetch_env(), TASK, tiny_model, shaping=Shaping(success_bonus=3.0),
-                                            success=detector))
+                                            success=detector, terminate_on_success=True))
     stacked_env = SuccessTermination(RobometerReward(fetch_env(), TASK, tiny_model, success=None),
                                      detector=detector, bonus=3.0)
     stacked = _success_run(stacked_env)
@@ -255,7 +255,8 @@ def test_worker_timeout_raises_or_holds(slow_worker):
         env.step(np.zeros(4, np.float32))
     env.close()
 
-    env = RobometerReward(fetch_env(), TASK, client, success=None, on_timeout="hold")
+    env = RobometerReward(fetch_env(), TASK, client, shaping=Shaping(progress="delta"), success=None,
+                          on_timeout="hold")
     env.reset(seed=0)
     client.timeout_ms = 20000
     _, r0, _, _, info0 = env.step(np.zeros(4, np.float32))

@@ -22,10 +22,11 @@ import logging
 import math
 import socket
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 from urllib.parse import urlparse
 
+from rlrm.config import DistributedConfig  # the typed block and its defaults (one source)
 from rlrm.rl.run_config import RunConfigError
 
 __all__ = ["DistributedConfig", "DistributedConfigError", "distributed_config", "ray_cluster", "check_cluster",
@@ -43,33 +44,6 @@ _REACH_TIMEOUT_S = 5.0
 
 class DistributedConfigError(RunConfigError):
     """The ``distributed:`` block is invalid, the cluster is unreachable, or it lacks a requested resource."""
-
-
-@dataclass
-class DistributedConfig:
-    """Actor/learner settings (``distributed:`` in ``configs/config.yaml``).
-
-    Args:
-        runners: env-runner actors; 0 runs everything in one process, >= 1 runs on Ray.
-        address: Ray cluster: None starts a local one on this machine, ``"auto"`` joins the one
-            ``ray start`` runs here, ``"ray://host:10001"`` (Ray client) or ``"host:6379"`` joins a remote one.
-        sync_every: gradient steps between weight publications to the runners.
-        rollout_steps: env steps a runner collects per batch it sends to the learner.
-        max_pending_batches: batches of one runner the learner may hold untrained before that runner
-            waits (keeps the update-to-data ratio of single-process SAC and bounds policy lag).
-        max_restarts: how often Ray restarts a runner that died (SIGKILL, env exception).
-        runner_resources / learner_resources: Ray resources per actor, e.g. ``{robot_franka: 1}`` or
-            ``{GPU: 1}``; ``CPU``/``GPU`` become ``num_cpus``/``num_gpus``; nothing is reserved by default (null).
-    """
-
-    runners: int = 0
-    address: str | None = None
-    sync_every: int = 50
-    rollout_steps: int = 50
-    max_pending_batches: int = 2
-    max_restarts: int = 3
-    runner_resources: dict[str, float] = field(default_factory=dict)
-    learner_resources: dict[str, float] = field(default_factory=dict)
 
 
 def _int_field(errors: list[str], name: str, value: Any, low: int, meaning: str) -> None:

@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlrm.config import CLIENT_TIMEOUT_MS
 from rlrm.transport.batching import ContinuousBatcher, QueryJob
 from rlrm.types import AsyncScorer, BaseScorer, ModelInfo, RewardQuery, RewardResult
 
@@ -189,7 +190,7 @@ def open_shared_reward(cfg: Mapping[str, Any], name: str) -> Iterator[RewardEndp
         from rlrm.rl.reward_source import open_reward_source, reward_model_info
 
         with open_reward_source(reward, transport) as scorer:
-            kwargs: dict[str, Any] = {"timeout_ms": int(transport.get("timeout_ms", 30000))}
+            kwargs: dict[str, Any] = {"timeout_ms": int(transport.get("timeout_ms", CLIENT_TIMEOUT_MS))}
             if reward.get("source"):
                 kwargs.update(curve_server_key=reward.get("curve_server_key") or None, enc=reward.get("enc") or "raw")
             log.info("runners share the reward worker at %s", scorer.url)

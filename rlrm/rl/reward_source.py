@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlrm.config import CLIENT_TIMEOUT_MS
 from rlrm.types import AsyncScorer, DescribedScorer, ModelInfo
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack:
     """Build the scorer :func:`open_reward_source` yields; anything it starts is closed by ``stack``."""
     from rlrm.transport import make_scorer, spawn_worker
 
-    timeout_ms = int(transport.get("timeout_ms", 30000))
+    timeout_ms = int(transport.get("timeout_ms", CLIENT_TIMEOUT_MS))
     if reward.get("source"):
         log.info("reward source: worker at %s", reward["source"])
         return make_scorer(str(reward["source"]), timeout_ms=timeout_ms,

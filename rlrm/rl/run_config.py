@@ -1,13 +1,16 @@
 """Checking a ``run_rl.py`` config before anything starts (no env, worker or model is built).
 
+Types, defaults and unknown keys are the typed configs' job (:mod:`rlrm.config`); this module checks
+what types cannot say.
+
 * :func:`validate_run_config` - every problem of a config at once, each naming the bad value
-  and the allowed ones; raises :class:`RunConfigError`. On a valid config it rounds an on-policy
-  budget up to whole rollouts (:func:`round_budget_to_rollouts`) and logs the task text the reward
-  model will receive.
+  and the allowed ones; raises :class:`RunConfigError`. A valid config is settled in place: defaults
+  filled in and types converted (:func:`rlrm.config.typed_run_config`), an on-policy budget rounded up
+  to whole rollouts (:func:`round_budget_to_rollouts`).
 * :func:`round_budget_to_rollouts` - ``total_steps`` as whole PPO rollouts, with a warning when it changes.
 * :class:`RunConfigError` - the error it raises (a ``ValueError``).
 * :func:`resumed_config` - the config of a run being resumed, with value overrides applied.
-* :data:`REWARD_KINDS`, :data:`REWARD_MODES`, :data:`TRANSPORTS` - accepted values.
+* :data:`CHOICES` - the accepted values of the string settings.
 """
 
 from __future__ import annotations
@@ -18,19 +21,27 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 __all__ = ["RunConfigError", "validate_run_config", "round_budget_to_rollouts", "resumed_config", "RESOLVED_CONFIG",
-           "REWARD_KINDS", "REWARD_MODES", "TRANSPORTS"]
+           "CHOICES"]
 
 log = logging.getLogger(__name__)
 
-REWARD_KINDS = ("robometer", "env")
-REWARD_MODES = ("sync", "async")
-TRANSPORTS = ("worker", "local", "ray")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "reward.kind": ("robometer", "env"),
+    "reward.mode": ("sync", "async"),
+    "reward.sampling": ("prefix", "window"),
+    "reward.views": ("tile", "mean"),
+    "reward.on_timeout": ("raise", "hold"),
+    "reward.enc": ("raw", "jpeg"),
+}
+"""Accepted values of the string settings (dotted key -> values)."""
+# integer settings and their lowest value (robometer-only ones are checked with the reward)
+_AT_LEAST = {"total_steps": 1, "eval_episodes": 0, "eval_video_episodes": 0, "checkpoint_every": 0,
+             "checkpoint_keep": 1, "eval_every": 0, "curve_episodes": 1, "seed": 0, "torch_threads": 1,
+             "heartbeat_every": 1}
 _SOURCE_SCHEMES = ("tcp://", "ipc://")
 _GROUPS = ("env", "algo", "reward", "transport", "robot")
 RESOLVED_CONFIG = "config.yaml"
 """File name of the resolved run config ``run_rl.py`` writes into every run folder."""
-# true/false switches: Hydra reads `robot_sim=yes` as the string 'yes', which bool() would take as True
-_BOOLEAN_FIELDS = ("robot_sim", "progress_bar", "reward.terminate_on_success")
 
 
 class RunConfigError(ValueError):
@@ -45,92 +56,85 @@ def _known_env_ids() -> list[str]:
     return sorted(i for i in gym.registry if i.startswith("rlrm/"))
 
 
-def _int_at_least(errors: list[str], name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        errors.append(f"{name} must be an integer >= {low}, got {value!r}")
+def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
 
 
-def _check_booleans(errors: list[str], cfg: Mapping[str, Any]) -> None:
-    for dotted in _BOOLEAN_FIELDS:
-        group, _, key = dotted.rpartition(".")
-        section = cfg.get(group) if group else cfg
-        if not isinstance(section, Mapping) or key not in section:
-            continue  # a group without this switch (reward=env_dense has no terminate_on_success)
-        value = section[key]
-        if not isinstance(value, bool):
-            errors.append(f"{dotted} must be true or false, got {value!r} ({type(value).__name__}); "
-                          f"pass {dotted}=true or {dotted}=false")
-
-
-def _check_task(errors: list[str], cfg: Mapping[str, Any]) -> None:
-    task = cfg.get("task")
-    if task is not None and (not isinstance(task, str) or not task.strip()):
-        errors.append(f"task must be a non-empty instruction, got {task!r}; pass task=\"put the cube in the bowl\" "
-                      "or leave it out (task=null) to use the env's own task")
-
-
-def validate_run_config(cfg: Mapping[str, Any]) -> None:
+def validate_run_config(cfg: MutableMapping[str, Any]) -> None:
     """Raise :class:`RunConfigError` listing every invalid value in ``cfg`` (a resolved plain dict).
 
-    Checks the env (a registered gym id unless ``robot`` is set), the algorithm, the reward
-    (kind, mode, model or source, task text, shaping and success-detector fields), the
-    transport, the true/false switches and the budgets (``total_steps``, ``eval_episodes``,
-    ``checkpoint_every`` ...). A valid ``cfg`` is then settled in place: an on-policy
-    ``total_steps`` is rounded up to whole rollouts (:func:`round_budget_to_rollouts`), so the
-    config a run saves is the budget it runs; and the task text the reward model will receive is
-    logged at INFO.
+    First the types: an unknown key or a value of the wrong type is refused on its own
+    (:func:`rlrm.config.typed_run_config`). Then what types cannot say: the env (a registered gym
+    id unless ``robot`` is set), the algorithm and its SB3 arguments, the string choices
+    (:data:`CHOICES`), lower bounds of budgets, the reward (async needs an off-policy algorithm,
+    a model or a source, shaping and success-detector values) and the resume folder. A valid ``cfg``
+    is then settled in place: defaults filled in, an on-policy ``total_steps`` rounded up to whole
+    rollouts (:func:`round_budget_to_rollouts`), so the config a run saves is the budget it runs.
     """
-    from rlrm.rl.algorithms import ALGORITHMS
+    from rlrm.config import typed_run_config
 
+    typed = typed_run_config(cfg)
     errors: list[str] = []
-    _check_task(errors, cfg)
-    _check_booleans(errors, cfg)
-    env = cfg.get("env") or {}
-    robot = cfg.get("robot")
+    task = typed["task"]
+    if task is not None and not task.strip():
+        errors.append(f"task must be a non-empty instruction, got {task!r}; pass task=\"put the cube in the bowl\" "
+                      "or leave it out (task=null) to use the env's own task")
+    robot = typed["robot"]
     if not robot:
-        env_id = env.get("id")
         known = _known_env_ids()
-        if env_id not in known:
-            errors.append(f"unknown env id {env_id!r}; expected one of {known} (choose with env=<name>)")
-        _int_at_least(errors, "env.max_episode_steps", env.get("max_episode_steps"), 1)
+        if typed["env"]["id"] not in known:
+            errors.append(f"unknown env id {typed['env']['id']!r}; expected one of {known} (choose with env=<name>)")
+        if typed["env"]["max_episode_steps"] < 1:
+            errors.append(f"env.max_episode_steps must be an integer >= 1, got {typed['env']['max_episode_steps']}")
     elif not isinstance(robot, Mapping) or not robot.get("name"):
         errors.append(f"robot must be a robot config with a name (robot=franka|xarm|so101), got {robot!r}")
-
-    algo = cfg.get("algo") or {}
-    if algo.get("name") not in ALGORITHMS:
-        errors.append(f"unknown algorithm {algo.get('name')!r}; expected one of {sorted(ALGORITHMS)} (algo=<name>)")
-
-    reward = cfg.get("reward") or {}
-    kind = reward.get("kind")
-    if kind not in REWARD_KINDS:
-        errors.append(f"unknown reward.kind {kind!r}; expected one of {list(REWARD_KINDS)}")
-    if kind == "robometer":
-        _check_robometer_reward(errors, cfg, reward, algo)
-
-    transport = (cfg.get("transport") or {}).get("name")
-    if transport not in TRANSPORTS:
-        errors.append(f"unknown transport {transport!r}; expected one of {list(TRANSPORTS)} (transport=<name>)")
-
-    _int_at_least(errors, "total_steps", cfg.get("total_steps"), 1)
-    _int_at_least(errors, "eval_episodes", cfg.get("eval_episodes"), 0)
-    _int_at_least(errors, "eval_video_episodes", cfg.get("eval_video_episodes", 0), 0)
-    _int_at_least(errors, "checkpoint_every", cfg.get("checkpoint_every"), 0)
-    _int_at_least(errors, "eval_every", cfg.get("eval_every", 0), 0)
-    _int_at_least(errors, "curve_episodes", cfg.get("curve_episodes", 1), 1)
-    _int_at_least(errors, "seed", cfg.get("seed"), 0)
-
-    resume = cfg.get("resume")
+    algo = typed["algo"]
+    _check_algo(errors, algo)
+    for dotted, allowed in CHOICES.items():
+        if dotted.startswith("reward.") and dotted != "reward.kind" and typed["reward"]["kind"] != "robometer":
+            continue
+        value = _select(typed, dotted)
+        if value not in allowed:
+            errors.append(f"unknown {dotted} {value!r}; expected one of {list(allowed)}")
+    for key, low in _AT_LEAST.items():
+        if typed[key] < low:
+            errors.append(f"{key} must be an integer >= {low}, got {typed[key]}")
+    if typed["reward"]["kind"] == "robometer":
+        _check_robometer_reward(errors, typed["reward"], algo)
+    resume = typed["resume"]
     if resume and not os.path.isdir(os.path.join(str(resume), "checkpoints")):
         errors.append(f"resume={resume!r} is not a run folder with a checkpoints/ subfolder")
-
-    if algo.get("name") in ALGORITHMS and not ALGORITHMS[algo["name"]][1] and "n_steps" in algo:
-        _int_at_least(errors, "algo.n_steps", algo.get("n_steps"), 1)
-
     if errors:
         raise RunConfigError("invalid run_rl config:\n  - " + "\n  - ".join(errors))
+    cfg.update(typed)
     round_budget_to_rollouts(cfg)
     # the task text the reward model receives is logged when the reward is built (it is the env's own
     # task, or task=... which reaches the env as well): rlrm.rl.environment.wrap_with_reward
+
+
+def _check_algo(errors: list[str], algo: Mapping[str, Any]) -> None:
+    """The algorithm name, and that every other key is an argument of its SB3 class (or one of ours)."""
+    import inspect
+
+    from rlrm.rl.algorithms import _OWN_KEYS, ALGORITHMS
+
+    name = algo.get("name")
+    if name not in ALGORITHMS:
+        errors.append(f"unknown algorithm {name!r}; expected one of {sorted(ALGORITHMS)} (algo=<name>)")
+        return
+    cls, off_policy = ALGORITHMS[name]
+    accepted = set(inspect.signature(cls).parameters) - {"self", "env", "policy", "seed", "device", "verbose",
+                                                          "tensorboard_log", "_init_setup_model"}
+    own = _OWN_KEYS if name == "residual_sac" else _OWN_KEYS - {"residual_scale", "base_policy"}
+    unknown = sorted(set(algo) - accepted - own)
+    if unknown:
+        errors.append(f"unknown algo keys {unknown} for algo={name}: nothing reads them; expected rlrm's "
+                      f"{sorted(own)} or arguments of {cls.__name__}: {sorted(accepted)}")
+    if not off_policy and "n_steps" in algo and (not isinstance(algo["n_steps"], int) or algo["n_steps"] < 1):
+        errors.append(f"algo.n_steps must be an integer >= 1, got {algo['n_steps']!r}")
 
 
 def round_budget_to_rollouts(cfg: Mapping[str, Any]) -> int:
@@ -167,36 +171,32 @@ def round_budget_to_rollouts(cfg: Mapping[str, Any]) -> int:
     return rounded
 
 
-def _check_robometer_reward(errors: list[str], cfg: Mapping[str, Any], reward: Mapping[str, Any],
-                            algo: Mapping[str, Any]) -> None:
+def _check_robometer_reward(errors: list[str], reward: Mapping[str, Any], algo: Mapping[str, Any]) -> None:
     from rlrm.rl.algorithms import ALGORITHMS
-    from rlrm.sampling import SAMPLING_MODES
     from rlrm.shaping import Shaping, SuccessDetector
 
-    mode = reward.get("mode")
-    if mode not in REWARD_MODES:
-        errors.append(f"unknown reward.mode {mode!r}; expected one of {list(REWARD_MODES)}")
-    elif mode == "async" and algo.get("name") in ALGORITHMS and not ALGORITHMS[algo["name"]][1]:
+    if reward["mode"] == "async" and algo.get("name") in ALGORITHMS and not ALGORITHMS[algo["name"]][1]:
         off = [n for n, (_, off_policy) in ALGORITHMS.items() if off_policy]
         errors.append(f"reward.mode=async needs an off-policy algorithm {off}, got algo={algo.get('name')!r}")
-    source = reward.get("source")
+    if reward["mode"] == "async" and reward["every"] != 1:
+        errors.append(f"reward.mode=async scores every step; reward.every must be 1, got {reward['every']!r}")
+    source = reward["source"]
     if source and not str(source).startswith(_SOURCE_SCHEMES):
         errors.append(f"reward.source must be a worker URL starting with {list(_SOURCE_SCHEMES)}, got {source!r}")
-    if not source and not reward.get("model"):
+    if not source and not reward["model"]:
         errors.append("reward.model must name a reward model ('demo', 'tiny', a checkpoint dir or hub id) "
                       "when reward.source is not set")
-    if reward.get("sampling") not in SAMPLING_MODES:
-        errors.append(f"unknown reward.sampling {reward.get('sampling')!r}; expected one of {list(SAMPLING_MODES)}")
-    _int_at_least(errors, "reward.max_frames", reward.get("max_frames"), 2 if reward.get("sampling") == "prefix" else 1)
-    _int_at_least(errors, "reward.every", reward.get("every"), 1)
-    if reward.get("views", "tile") not in ("tile", "mean"):
-        errors.append(f"reward.views must be 'tile' or 'mean', got {reward.get('views')!r}")
-    if mode == "async" and reward.get("every") != 1:
-        errors.append(f"reward.mode=async scores every step; reward.every must be 1, got {reward.get('every')!r}")
+    low = 2 if reward["sampling"] == "prefix" else 1
+    if reward["max_frames"] < low:
+        errors.append(f"reward.max_frames must be an integer >= {low}, got {reward['max_frames']}")
+    if reward["every"] < 1:
+        errors.append(f"reward.every must be an integer >= 1, got {reward['every']}")
     for name, cls in (("shaping", Shaping), ("success", SuccessDetector)):
         try:
-            cls(**dict(reward.get(name) or {}))
-        except (TypeError, ValueError) as e:
+            made = cls(**reward[name])
+            if name == "shaping" and reward["terminate_on_success"]:
+                made.stay_value(1.0, env_reward=1.0)  # the success-termination payment is finite only with gamma < 1
+        except ValueError as e:
             errors.append(f"reward.{name}: {e}")
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from rlrm.config import CLIENT_TIMEOUT_MS
 from rlrm.transport.codec import encode_jpeg, frame_digest
 from rlrm.transport.keys import load_server_public_key
 from rlrm.transport.protocol import (
@@ -112,7 +113,7 @@ class RewardClient(BaseScorer):
     def __init__(
         self,
         url: str,
-        timeout_ms: float = 30000,
+        timeout_ms: float = CLIENT_TIMEOUT_MS,
         retries: int = 3,
         curve_server_key: Any = None,
         enc: str = "raw",

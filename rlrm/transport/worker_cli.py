@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from rlrm.config import WorkerConfig
 from rlrm.transport.protocol import Limits
 from rlrm.transport.server import RewardWorker, is_loopback
 
@@ -65,14 +66,14 @@ class SlowModel:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rlrm worker``."""
     parser.add_argument("--model", required=True, help="model spec: 'tiny', 'demo', a checkpoint dir or a hub id")
-    parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
+    parser.add_argument("--bind", default=WorkerConfig.bind,
                         help="ZeroMQ endpoint (default %(default)s; port 0 = any free port; "
                         "non-loopback addresses need --curve-keys)")
-    parser.add_argument("--max-batch", type=int, default=16, help="queries per model call (1 = no batching)")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+    parser.add_argument("--max-batch", type=int, default=WorkerConfig.max_batch, help="queries per model call (1 = no batching)")
+    parser.add_argument("--max-wait-ms", type=float, default=WorkerConfig.max_wait_ms,
                         help="opt-in extra wait for a batch to fill (default 0: an idle model runs a request "
                         "at once; requests arriving while it is busy form the next batch)")
-    parser.add_argument("--max-queue", type=int, default=256, help="queries allowed to wait before 'busy'")
+    parser.add_argument("--max-queue", type=int, default=WorkerConfig.max_queue, help="queries allowed to wait before 'busy'")
     parser.add_argument("--store-mb", type=float, default=512.0,
                         help="memory cap of the frames streamed clients upload once per episode (MiB)")
     parser.add_argument("--store-idle-s", type=float, default=600.0,

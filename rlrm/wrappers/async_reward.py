@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 
 from rlrm.sampling import sample_indices
+from rlrm.config import RewardConfig
 from rlrm.shaping import RewardState, Shaping, SuccessDetector
 from rlrm.types import RewardQuery
 from rlrm.views import ViewMeanScorer, check_views
@@ -96,7 +97,8 @@ class AsyncRewardLabeler:
     Args:
         shaping: how progress/success/env reward become one reward.
         success: success detector settings (each episode gets a fresh copy).
-        terminate_on_success: label the detection step (and later ones) as terminal.
+        terminate_on_success: label the detection step as terminal (that step only, as the synchronous
+            wrapper ends the episode there; its reward includes the value of staying in success).
 
     >>> import concurrent.futures as cf
     >>> from rlrm.types import RewardResult
@@ -106,18 +108,18 @@ class AsyncRewardLabeler:
     ...     f = cf.Future(); f.set_result([RewardResult([p], [s])]); return f
     >>> t = lab.submit_step(ep, done([0.1, 0.4], [0.0, 0.0]), env_reward=0.0)
     >>> [(x.ticket, round(x.reward, 2)) for x in lab.poll()]
-    [(0, 0.3)]
+    [(0, 0.4)]
     """
 
     def __init__(
         self,
         shaping: Shaping | None = None,
-        success: SuccessDetector | None = None,
-        terminate_on_success: bool = True,
+        success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per episode, never mutated
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
     ) -> None:
-        self.shaping = shaping or Shaping()
-        self.success = success or SuccessDetector()
-        self.terminate_on_success = bool(terminate_on_success)
+        self.shaping = shaping if shaping is not None else Shaping()
+        self.success = success  # None: no success detection (as in RobometerReward)
+        self.terminate_on_success = bool(terminate_on_success) and success is not None
         self._episodes: dict[int, _EpisodeLabels] = {}
         self._tickets = itertools.count()
         self._episode_ids = itertools.count()
@@ -170,7 +172,7 @@ class AsyncRewardLabeler:
         outcome = state.state.step(item.env_reward, progress, success_prob)
         return StepLabel(
             ticket=item.ticket, reward=outcome.reward,
-            terminated=bool(outcome.detected and self.terminate_on_success),
+            terminated=outcome.terminate,  # the detection step only, as in RobometerReward
             progress=progress, success_prob=success_prob, terms=outcome.terms,
             latency_ms=(now - item.sent_at) * 1000.0,
         )
@@ -222,13 +224,13 @@ class AsyncRobometerReward(gym.Wrapper):
         task: str | None,
         source: Any,
         camera: str | list[str] | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
+        max_frames: int = RewardConfig.max_frames,
+        sampling: str = RewardConfig.sampling,
         shaping: Shaping | None = None,
-        success: SuccessDetector | None = None,
-        terminate_on_success: bool = True,
+        success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per episode, never mutated
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
         placeholder: float = 0.0,
-        views: str = "tile",
+        views: str = RewardConfig.views,
     ) -> None:
         super().__init__(env)
         sample_indices(1, max_frames, sampling)  # validates max_frames/sampling now, not mid-episode

@@ -126,7 +126,7 @@ class EpisodeReward:
         terminate_on_success: :meth:`finish_step` reports termination on the detection step.
 
     >>> ep = EpisodeReward("reach the target", max_frames=8, sampling="prefix", every=1,
-    ...                    shaping=Shaping(), success=SuccessDetector())
+    ...                    shaping=Shaping(progress="delta"), success=SuccessDetector())
     >>> ep.start(np.zeros((8, 8, 3), np.uint8)); ep.add_frame(np.ones((8, 8, 3), np.uint8))
     >>> sq = ep.queries()
     >>> [q.frame_index.tolist() for q in sq.queries]
@@ -146,7 +146,7 @@ class EpisodeReward:
         shaping: Shaping,
         success: SuccessDetector | None,
         name: str = "env",
-        terminate_on_success: bool = True,
+        terminate_on_success: bool = False,
     ) -> None:
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be a non-empty instruction string, got {task!r}")

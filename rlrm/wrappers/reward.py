@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
@@ -113,15 +114,15 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         task: str | None,
         source: Any,
         camera: str | list[str] | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
-        every: int = 1,
+        max_frames: int = RewardConfig.max_frames,
+        sampling: str = RewardConfig.sampling,
+        every: int = RewardConfig.every,
         shaping: Shaping | None = None,
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per wrapper, never mutated
-        terminate_on_success: bool = True,
-        on_timeout: str = "raise",
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
+        on_timeout: str = RewardConfig.on_timeout,
         timing_in_info: bool = False,
-        views: str = "tile",
+        views: str = RewardConfig.views,
     ) -> None:
         # no deepcopy: source may be a model or a live client
         gym.utils.RecordConstructorArgs.__init__(

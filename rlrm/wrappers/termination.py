@@ -29,7 +29,10 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
     when those keys are present) feed the detector. On the step success is first detected it
     adds ``bonus`` to the reward (and to ``info["rlrm"]["reward_terms"]["success"]``) and returns
     ``terminated=True`` if ``terminate``; ``info["rlrm"]["success"]`` stays True until ``reset``.
-    ``reset`` clears the detector.
+    ``reset`` clears the detector. Ending the episode pays, as :class:`RobometerReward` does, the value
+    of staying in success under the shaping of the reward wrapper below
+    (:meth:`rlrm.shaping.Shaping.stay_value`, in ``reward_terms["terminal"]``), so termination does not
+    punish success; below another reward wrapper nothing is added.
 
     >>> import gymnasium as gym
     >>> from rlrm.models import make_reward_model
@@ -70,9 +73,12 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.terminate = bool(terminate)
         # The same state machine RobometerReward drives, with only the success term switched on.
         self.state = RewardState(Shaping(w_progress=0.0, success_bonus=self.bonus), detector, self.terminate)
+        self.shaping_below: Shaping | None = None  # the reward below's shaping: what staying in success pays
         below = env
         while below is not None:
             episode = getattr(below, "episode_reward", None)
+            if episode is not None and self.shaping_below is None:
+                self.shaping_below = episode.shaping
             if episode is not None and episode.detector is not None:
                 raise ValueError(
                     f"{type(below).__name__} below already detects success (it was created with a success detector); "
@@ -110,9 +116,14 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
         published = dict(published)
         terms = dict(published.get("reward_terms") or {})
         terms["success"] = terms.get("success", 0.0) + outcome.terms["success"]
+        if outcome.terminate and self.shaping_below is not None:  # value-neutral termination, as built in
+            progress = float(published.get("progress", math.nan))
+            terms["terminal"] = self.shaping_below.stay_value(0.0 if math.isnan(progress) else progress,
+                                                              float(published.get("env_reward", 0.0)))
         published["reward_terms"] = terms
         published["success"] = outcome.detected
         published["detector"] = self.detector.state()
         info = dict(info)
         info["rlrm"] = published
-        return obs, float(reward) + outcome.reward, terminated or outcome.terminate, truncated, info
+        terminal = terms.get("terminal", 0.0) if outcome.terminate else 0.0
+        return obs, float(reward) + outcome.reward + terminal, terminated or outcome.terminate, truncated, info

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.views import ViewMeanScorer, check_views
 from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
@@ -74,8 +75,8 @@ class VecRewardCore:
         shaping: Shaping | None,
         success: SuccessDetector | None,
         on_timeout: str,
-        terminate_on_success: bool = False,
-        views: str = "tile",
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
+        views: str = RewardConfig.views,
     ) -> None:
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")

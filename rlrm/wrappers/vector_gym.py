@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.vector import CoreAccess, VecRewardCore
 
@@ -72,14 +73,14 @@ class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
         task: str | Sequence[str] | None,
         source: Any,
         camera: str | Sequence[str] | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
-        every: int = 1,
+        max_frames: int = RewardConfig.max_frames,
+        sampling: str = RewardConfig.sampling,
+        every: int = RewardConfig.every,
         shaping: Shaping | None = None,
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
-        on_timeout: str = "raise",
-        terminate_on_success: bool = False,
-        views: str = "tile",
+        on_timeout: str = RewardConfig.on_timeout,
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
+        views: str = RewardConfig.views,
     ) -> None:
         if not isinstance(env, gym.vector.VectorEnv):
             from_sb3 = any(c.__module__.startswith("stable_baselines3") for c in type(env).__mro__)

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.frames import FrameSource, frame_from_observation
 from rlrm.wrappers.vector import CoreAccess, VecRewardCore
@@ -85,14 +86,14 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
         task: str | Sequence[str] | None,
         source: Any,
         camera: str | Sequence[str] | None = None,
-        max_frames: int = 8,
-        sampling: str = "prefix",
-        every: int = 1,
+        max_frames: int = RewardConfig.max_frames,
+        sampling: str = RewardConfig.sampling,
+        every: int = RewardConfig.every,
         shaping: Shaping | None = None,
         success: SuccessDetector | None = SuccessDetector(),  # noqa: B008 - copied per sub-env
-        on_timeout: str = "raise",
-        terminate_on_success: bool = False,
-        views: str = "tile",
+        on_timeout: str = RewardConfig.on_timeout,
+        terminate_on_success: bool = RewardConfig.terminate_on_success,
+        views: str = RewardConfig.views,
     ) -> None:
         if not isinstance(venv, VecEnv):
             raise TypeError(
