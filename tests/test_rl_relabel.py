@@ -18,7 +18,7 @@ from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.transport import LocalScorer
 from rlrm.transport.worker_cli import SlowModel
 from rlrm.types import RewardResult
-from rlrm.wrappers import RobometerReward
+from rlrm.wrappers import EpisodeReward, RobometerReward
 
 
 def _done(progress, success):
@@ -27,14 +27,28 @@ def _done(progress, success):
     return f
 
 
+class _Feed:
+    """An :class:`AsyncRewardLabeler` fed by hand: one episode of blank frames, one planned query per step
+    (step t sends frames 0..t+1, so its answer holds t + 2 values)."""
+
+    def __init__(self, shaping=None, success=None, terminate_on_success=False):
+        self.lab = AsyncRewardLabeler()
+        self.ep = EpisodeReward("reach the target", max_frames=8, sampling="prefix", every=1,
+                                shaping=shaping or Shaping(), success=success,
+                                terminate_on_success=terminate_on_success)
+        self.ep.start(np.zeros((4, 4, 3), np.uint8))
+
+    def submit(self, future, env_reward=0.0):
+        self.ep.add_frame(np.zeros((4, 4, 3), np.uint8))
+        return self.lab.submit(self.ep, self.ep.plan(), future, env_reward)
+
+
 def test_labeler_labels_in_step_order_with_delta_shaping_and_success_termination():
-    lab = AsyncRewardLabeler(Shaping(progress="delta", success_bonus=1.0),
-                             SuccessDetector(threshold=0.5, window=2, min_votes=2), terminate_on_success=True)
-    ep = lab.start_episode()
+    feed = _Feed(Shaping(progress="delta", success_bonus=1.0), SuccessDetector(threshold=0.5, window=2, min_votes=2),
+                 terminate_on_success=True)
+    lab = feed.lab
     f1, f2, f3 = cf.Future(), cf.Future(), cf.Future()
-    t1 = lab.submit_step(ep, f1, 0.0)
-    t2 = lab.submit_step(ep, f2, 0.0)
-    t3 = lab.submit_step(ep, f3, 0.0)
+    t1, t2, t3 = feed.submit(f1), feed.submit(f2), feed.submit(f3)
     f2.set_result([RewardResult([0.1, 0.2, 0.4], [0.0, 0.9, 0.9])])
     assert lab.poll() == []  # step 2 cannot be labelled before step 1 (it needs p_1)
     f1.set_result([RewardResult([0.1, 0.2], [0.0, 0.9])])
@@ -51,26 +65,24 @@ def test_labeler_labels_in_step_order_with_delta_shaping_and_success_termination
 
 
 def test_labeler_reraises_a_failed_request():
-    lab = AsyncRewardLabeler()
-    ep = lab.start_episode()
+    feed = _Feed()
     f = cf.Future()
     f.set_exception(TimeoutError("worker gone"))
-    lab.submit_step(ep, f, 0.0)
-    with pytest.raises(TimeoutError, match="worker gone"):
-        lab.poll()
+    feed.submit(f)
+    with pytest.raises(TimeoutError, match="worker gone.*on_timeout='hold'"):
+        feed.lab.poll()
 
 
 def test_buffer_relabels_terminal_and_samples_only_labelled():
-    lab = AsyncRewardLabeler(Shaping(progress="delta", success_bonus=1.0),
-                             SuccessDetector(threshold=0.5, window=1, min_votes=1), terminate_on_success=True)
+    feed = _Feed(Shaping(progress="delta", success_bonus=1.0), SuccessDetector(threshold=0.5, window=1, min_votes=1),
+                 terminate_on_success=True)
     buf = RelabelingReplayBuffer(16, spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)), device="cpu",
-                                 labeler=lab, wait_timeout_s=5)
-    ep = lab.start_episode()
+                                 labeler=feed.lab, wait_timeout_s=5)
     futures = []
     for i in range(6):
         f = cf.Future()
         futures.append(f)
-        ticket = lab.submit_step(ep, f, 0.0)
+        ticket = feed.submit(f)
         o = np.full((1, 2), i, np.float32)
         buf.add(o, o, np.zeros((1, 1)), np.array([np.nan]), np.zeros(1), [{"rlrm_ticket": ticket,
                                                                             "TimeLimit.truncated": True}])
@@ -86,8 +98,8 @@ def test_buffer_relabels_terminal_and_samples_only_labelled():
     assert buf.dones[1, 0] == 1.0 and buf.timeouts[1, 0] == 0.0  # success is a true terminal
     with pytest.raises(TimeoutError, match="still unlabelled"):
         buf.flush(timeout_s=0.2)
-    for f in futures[2:]:
-        f.set_result([RewardResult([0.0, 0.5], [0.0, 0.9])])
+    for t, f in enumerate(futures[2:], start=2):
+        f.set_result([RewardResult([0.0] * (t + 1) + [0.5], [0.0] * (t + 1) + [0.9])])
     buf.flush()
     assert buf.num_pending == 0 and buf.num_labelled == 6
 
@@ -162,15 +174,15 @@ def test_async_relabelled_rewards_equal_synchronous_rewards_and_sampling_never_s
 
 
 def test_wait_blocks_until_a_label_arrives():
-    lab = AsyncRewardLabeler()
-    ep = lab.start_episode()
+    feed = _Feed()
+    lab = feed.lab
     pool = cf.ThreadPoolExecutor(1)
 
     def later():
         time.sleep(0.05)
         return [RewardResult([0.0, 0.5], [0.0, 0.0])]
 
-    lab.submit_step(ep, pool.submit(later), 0.0)
+    feed.submit(pool.submit(later))
     labels = lab.wait(timeout_s=5)
     assert len(labels) == 1 and labels[0].reward == pytest.approx(0.5)
     pool.shutdown()

@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.types import Scorer
 
@@ -133,19 +134,18 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Scorer | None
         mode_async = (reward["mode"] == "async") if asynchronous is None else asynchronous
         common = dict(
             task=task_text(cfg), camera=reward_camera(cfg), max_frames=int(reward["max_frames"]),
-            sampling=reward["sampling"], shaping=Shaping(**dict(reward["shaping"])),
-            success=SuccessDetector(**dict(reward["success"])),
-            terminate_on_success=bool(reward["terminate_on_success"]), views=reward.get("views", "tile"),
+            sampling=reward["sampling"], every=int(reward["every"]), shaping=Shaping(**dict(reward["shaping"])),
+            success=SuccessDetector(**dict(reward["success"])), on_timeout=reward.get("on_timeout", RewardConfig.on_timeout),
+            terminate_on_success=bool(reward["terminate_on_success"]), views=reward.get("views", RewardConfig.views),
         )
-        if mode_async:
+        if mode_async:  # the same pipeline, completed when answers arrive (rewards relabelled in the buffer)
             from rlrm.wrappers.async_reward import AsyncRobometerReward
 
             env = AsyncRobometerReward(env, source=scorer, **common)
         else:
             from rlrm.wrappers.reward import RobometerReward
 
-            env = RobometerReward(env, source=scorer, every=int(reward["every"]),
-                                  on_timeout=reward.get("on_timeout", "raise"), **common)
+            env = RobometerReward(env, source=scorer, **common)
         if asynchronous is None:  # the training env (evaluation envs pass asynchronous=False): log once per run
             log.info("the reward model receives the task %r (%s)", env.task,
                      "from task=" if cfg.get("task") else "the env's own task; change it with task=...")

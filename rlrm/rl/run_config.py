@@ -178,8 +178,6 @@ def _check_robometer_reward(errors: list[str], reward: Mapping[str, Any], algo: 
     if reward["mode"] == "async" and algo.get("name") in ALGORITHMS and not ALGORITHMS[algo["name"]][1]:
         off = [n for n, (_, off_policy) in ALGORITHMS.items() if off_policy]
         errors.append(f"reward.mode=async needs an off-policy algorithm {off}, got algo={algo.get('name')!r}")
-    if reward["mode"] == "async" and reward["every"] != 1:
-        errors.append(f"reward.mode=async scores every step; reward.every must be 1, got {reward['every']!r}")
     source = reward["source"]
     if source and not str(source).startswith(_SOURCE_SCHEMES):
         errors.append(f"reward.source must be a worker URL starting with {list(_SOURCE_SCHEMES)}, got {source!r}")

@@ -38,7 +38,7 @@ from rlrm.shaping import RewardState, Shaping, SuccessDetector
 from rlrm.types import RewardQuery, RewardResult
 from rlrm.wrappers.frames import FrameBuffer
 
-__all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "ON_TIMEOUT"]
+__all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "timeout_message", "ON_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,13 @@ ON_TIMEOUT = ("raise", "hold")
 def _timeout_errors() -> tuple[type[BaseException], ...]:
     # The transport may define its own timeout class; it is expected to subclass TimeoutError.
     return (TimeoutError,)
+
+
+def timeout_message(num_queries: int, latency_ms: float, error: BaseException) -> str:
+    """The error of a reward query that timed out with ``on_timeout="raise"``: what happened and what to change."""
+    return (f"reward query for {num_queries} item(s) timed out after {latency_ms:.0f} ms ({error}); "
+            "check the reward worker, raise its timeout_ms, or pass on_timeout='hold' to keep the "
+            "last reward and flag info['rlrm']['stale']")
 
 
 def score_timed(scorer: Any, queries: list[RewardQuery], on_timeout: str) -> tuple[list[RewardResult] | None, float]:
@@ -61,11 +68,7 @@ def score_timed(scorer: Any, queries: list[RewardQuery], on_timeout: str) -> tup
     except _timeout_errors() as e:
         latency_ms = (time.perf_counter() - t0) * 1e3
         if on_timeout == "raise":
-            raise TimeoutError(
-                f"reward query for {len(queries)} item(s) timed out after {latency_ms:.0f} ms ({e}); "
-                "check the reward worker, raise its timeout_ms, or pass on_timeout='hold' to keep the "
-                "last reward and flag info['rlrm']['stale']"
-            ) from e
+            raise TimeoutError(timeout_message(len(queries), latency_ms, e)) from e
         log.warning("reward query timed out after %.0f ms, holding the last reward: %s", latency_ms, e)
         return None, latency_ms
     latency_ms = (time.perf_counter() - t0) * 1e3
@@ -78,10 +81,12 @@ def score_timed(scorer: Any, queries: list[RewardQuery], on_timeout: str) -> tup
 @dataclass
 class StepQuery:
     """The queries of one step: the sampled frames (``indices``, episode step numbers) and, while
-    p_{-1} is unknown and the sample does not start at the reset frame, the reset frame alone."""
+    p_{-1} is unknown and the sample does not start at the reset frame, the reset frame alone
+    (``with_reset_frame``). ``queries`` is filled by :meth:`EpisodeReward.build`."""
 
     indices: np.ndarray
-    queries: list[RewardQuery]
+    queries: list[RewardQuery] = field(default_factory=list)
+    with_reset_frame: bool = False
 
 
 @dataclass
@@ -163,7 +168,8 @@ class EpisodeReward:
         self.name = name
         self.buffer = FrameBuffer()
         self.episode = -1
-        self._step = 0
+        self._step = 0  # steps finished (finish_step) in this episode
+        self._reset_frame_sent = False  # a planned query holds the reset frame (p_{-1} will come from it)
 
     @property
     def shaping(self) -> Shaping:
@@ -182,8 +188,15 @@ class EpisodeReward:
 
     @property
     def step_index(self) -> int:
-        """Steps taken in this episode (0 right after reset)."""
+        """Steps finished in this episode (0 right after reset)."""
         return self._step
+
+    def successor(self) -> EpisodeReward:
+        """A new object for this env's next episode, same settings, while this one's answers still drain."""
+        nxt = EpisodeReward(self.task, self.max_frames, self.sampling, self.every, self.state.shaping,
+                            self.state.detector, self.name, self.state.terminate_on_success)
+        nxt.episode = self.episode
+        return nxt
 
     def start(self, frame: np.ndarray) -> None:
         """Begin a new episode with its reset frame (H, W, 3) uint8."""
@@ -191,6 +204,7 @@ class EpisodeReward:
         self.buffer.append(frame)
         self.episode += 1
         self._step = 0
+        self._reset_frame_sent = False
         self.state.start()
 
     def add_frame(self, frame: np.ndarray) -> None:
@@ -200,17 +214,35 @@ class EpisodeReward:
         self.buffer.append(frame)
 
     def wants_query(self, env_done: bool) -> bool:
-        """Whether this step is scored: steps 0, every, 2*every, ... and the env's final step."""
-        return self._step % self.every == 0 or bool(env_done)
+        """Whether the step just added is scored: steps 0, every, 2*every, ... and the env's final step."""
+        return (len(self.buffer) - 2) % self.every == 0 or bool(env_done)
+
+    def plan(self) -> StepQuery:
+        """Which frames the step just added sends (no frames copied yet: :meth:`build` does that).
+
+        The reset frame is added alone while no planned query holds it (p_{-1} comes from it).
+        """
+        indices = sample_indices(len(self.buffer), self.max_frames, self.sampling)
+        extra = self.reset_progress is None and indices[0] != 0 and not self._reset_frame_sent
+        self._reset_frame_sent = self._reset_frame_sent or extra or indices[0] == 0
+        return StepQuery(indices, with_reset_frame=extra)
+
+    def build(self, step_query: StepQuery) -> list[RewardQuery]:
+        """The queries of ``step_query`` with their frames (fills ``step_query.queries``); safe on another
+        thread while this episode's frames grow (planned frames never change)."""
+        episode_id = f"{self.name}:{self.episode}"
+        indices = step_query.indices
+        out = [RewardQuery(self.buffer.gather(indices), self.task, episode_id, indices)]
+        if step_query.with_reset_frame:
+            out.append(RewardQuery(self.buffer.gather([0]), self.task, episode_id, np.zeros(1, np.int64)))
+        step_query.queries = out
+        return out
 
     def queries(self) -> StepQuery:
         """This step's queries: the sampled frames, plus the reset frame alone while p_{-1} is unknown."""
-        indices = sample_indices(len(self.buffer), self.max_frames, self.sampling)
-        episode_id = f"{self.name}:{self.episode}"
-        out = [RewardQuery(self.buffer.gather(indices), self.task, episode_id, indices)]
-        if self.reset_progress is None and indices[0] != 0:
-            out.append(RewardQuery(self.buffer.gather([0]), self.task, episode_id, np.zeros(1, np.int64)))
-        return StepQuery(indices, out)
+        step_query = self.plan()
+        self.build(step_query)
+        return step_query
 
     def finish_step(
         self,
@@ -231,10 +263,12 @@ class EpisodeReward:
                 raise ValueError(
                     f"scorer returned {len(main)} values for a query of {len(indices)} frames; expected one per frame"
                 )
-            if self.reset_progress is None:
+            if self.reset_progress is None and (indices[0] == 0 or step_query.with_reset_frame):
                 first = main if indices[0] == 0 else results[1]
                 self.state.set_baseline(float(first.progress[0]))
             progress, success_prob = float(main.progress[-1]), float(main.success[-1])
+        elif step_query is not None and self.reset_progress is None:
+            self._reset_frame_sent = False  # the answer holding the reset frame is lost: send it again
         outcome = self.state.step(float(env_reward), progress, success_prob)
         queried = step_query is not None
         info = {

@@ -15,9 +15,9 @@ import gymnasium as gym
 
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.views import ViewMeanScorer, check_views
-from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, score_timed
+from rlrm.wrappers.episode import EpisodeReward, RewardStats
 from rlrm.wrappers.frames import FrameBuffer, FrameSource
+from rlrm.wrappers.pipeline import RewardPipeline
 
 __all__ = ["RobometerReward", "resolve_task", "open_scorer"]
 
@@ -131,27 +131,37 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             on_timeout=on_timeout, timing_in_info=timing_in_info, views=views,
         )
         gym.Wrapper.__init__(self, env)
-        if on_timeout not in ON_TIMEOUT:
-            raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
-        self.frame_source = FrameSource(env, camera)
-        self.episode_reward = EpisodeReward(
-            resolve_task(env, task),
-            max_frames=max_frames,
-            sampling=sampling,
-            every=every,
-            shaping=shaping if shaping is not None else Shaping(),
-            success=success,
+        self.pipeline = RewardPipeline(
+            1, resolve_task(env, task), source, camera, env=env, max_frames=max_frames, sampling=sampling,
+            every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
+            on_timeout=on_timeout, views=views, timing_in_info=timing_in_info,
             name=getattr(env.spec, "id", None) or type(env.unwrapped).__name__,
-            terminate_on_success=terminate_on_success,
         )
-        self.terminate_on_success = bool(terminate_on_success) and success is not None
-        self.reward_stats = RewardStats()
-        self.on_timeout = on_timeout
-        self.timing_in_info = bool(timing_in_info)
-        self.scorer, self._owns_scorer = open_scorer(source)
-        self.views = check_views(views)
-        if views == "mean" and self.frame_source.cameras and len(self.frame_source.cameras) > 1:
-            self.scorer = ViewMeanScorer(self.scorer, lambda: self.frame_source.view_widths, owns=self._owns_scorer)
+
+    @property
+    def episode_reward(self) -> EpisodeReward:
+        """This episode's :class:`~rlrm.wrappers.episode.EpisodeReward` (frames, schedule, reward state)."""
+        return self.pipeline.episodes[0]
+
+    @property
+    def frame_source(self) -> FrameSource:
+        """Where frames come from (``env.render()`` or cameras) and their checks."""
+        return self.pipeline.frames
+
+    @property
+    def scorer(self) -> Any:
+        """The scorer queries go to."""
+        return self.pipeline.scorer
+
+    @property
+    def reward_stats(self) -> RewardStats:
+        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
+        return self.pipeline.reward_stats
+
+    @property
+    def terminate_on_success(self) -> bool:
+        """Episodes end on detected success."""
+        return self.pipeline.terminate_on_success
 
     @property
     def task(self) -> str:
@@ -166,7 +176,7 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset the env and start a new frame buffer with the reset frame."""
         obs, info = self.env.reset(seed=seed, options=options)
-        self.episode_reward.start(self.frame_source.read(obs))
+        self.pipeline.start(0, self.frame_source.read(obs))
         return obs, info
 
     def step(self, action):
@@ -174,24 +184,15 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if len(self.episode_reward.buffer) == 0:
             raise RuntimeError("Cannot call env.step() before calling env.reset()")
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        ep = self.episode_reward
-        ep.add_frame(self.frame_source.read(obs))
-        step_query = results = latency_ms = None
-        if ep.wants_query(terminated or truncated):
-            step_query = ep.queries()
-            results, latency_ms = score_timed(self.scorer, step_query.queries, self.on_timeout)
-            self.reward_stats.record(latency_ms, timed_out=results is None)
-        outcome, rlrm_info = ep.finish_step(float(env_reward), step_query, results)
-        if self.timing_in_info:
-            rlrm_info["latency_ms"] = latency_ms
+        rewards, infos, terminate = self.pipeline.finish([self.frame_source.read(obs)], [env_reward],
+                                                         [terminated or truncated], [False])
         info = dict(info)
-        info["rlrm"] = rlrm_info
-        return obs, outcome.reward, terminated or outcome.terminate, truncated, info
+        info["rlrm"] = infos[0]
+        return obs, float(rewards[0]), terminated or bool(terminate[0]), truncated, info
 
     def close(self) -> None:
         """Close the env, and the scorer if this wrapper created it."""
         try:
             super().close()
         finally:
-            if self._owns_scorer:
-                self.scorer.close()
+            self.pipeline.close()

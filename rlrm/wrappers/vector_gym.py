@@ -18,7 +18,8 @@ import numpy as np
 
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.vector import CoreAccess, VecRewardCore
+from rlrm.wrappers.pipeline import RewardPipeline
+from rlrm.wrappers.vector import CoreAccess
 
 __all__ = ["RobometerVecReward", "GymVecReward"]
 
@@ -106,8 +107,9 @@ class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
                 f"frames come from env.render(), which needs render_mode='rgb_array', got {env.render_mode!r}"
             )
         self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
-        self.core = VecRewardCore(env.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                                  success, on_timeout, terminate_on_success=False, views=views)
+        self.core = RewardPipeline(env.num_envs, task, source, camera, max_frames=max_frames, sampling=sampling,
+                                   every=every, shaping=shaping, success=success, on_timeout=on_timeout,
+                                   terminate_on_success=False, views=views)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
 
     def _frames(self, obs: Any) -> list[np.ndarray]:

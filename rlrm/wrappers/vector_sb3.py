@@ -21,7 +21,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.wrappers.frames import FrameSource, frame_from_observation
-from rlrm.wrappers.vector import CoreAccess, VecRewardCore
+from rlrm.wrappers.pipeline import RewardPipeline
+from rlrm.wrappers.vector import CoreAccess
 
 __all__ = ["RobometerSB3VecReward", "SB3VecReward", "FrameInInfo"]
 
@@ -109,8 +110,9 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
                 "last frame: wrap the sub-envs with make_vec_env(..., wrapper_class=rlrm.wrappers.FrameInInfo) "
                 "or pass camera=<image key of the observation>"
             )
-        self.core = VecRewardCore(venv.num_envs, task, source, camera, max_frames, sampling, every, shaping,
-                                  success, on_timeout, terminate_on_success=self.terminate_on_success, views=views)
+        self.core = RewardPipeline(venv.num_envs, task, source, camera, max_frames=max_frames, sampling=sampling,
+                                   every=every, shaping=shaping, success=success, on_timeout=on_timeout,
+                                   terminate_on_success=self.terminate_on_success, views=views)
 
     def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
         if self.core.cameras is None or FRAME_KEY in info_i:
@@ -157,7 +159,7 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
                 dones[i] = True
             if dones[i]:
                 self.episodes[i].start(self._frame(self._obs_at(obs, i), reset_infos[i]))
-        return obs, rewards, dones, infos
+        return obs, rewards.astype(np.float32), dones, infos
 
     def _end_on_success(self, obs: Any, info: dict, i: int) -> dict:
         """End sub-env ``i``'s episode the way SB3 auto-reset does: terminal obs in info, reset obs in ``obs``."""
