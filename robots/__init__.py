@@ -15,11 +15,11 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rlrm.config import CONFIG_DIR as RLRM_CONFIG_DIR
 from robots.base import RobotEnv, RobotEnvConfig
 from robots.geometry import EEPose
 from robots.safety import SafetyConfig
@@ -29,7 +29,7 @@ __all__ = ["make_robot_env", "load_robot_config", "ROBOTS", "RobotEnv", "RobotEn
 logger = logging.getLogger(__name__)
 
 ROBOTS = ("franka", "xarm", "so101")
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "robot"
+CONFIG_DIR = RLRM_CONFIG_DIR / "robot"  # shipped inside the rlrm package: found from a wheel install too
 _ENV_FIELDS = {f.name for f in fields(RobotEnvConfig)}
 _PASSTHROUGH = {"clock", "sleep", "reset_callback", "teleop_device"}
 

@@ -16,12 +16,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rlrm.config import CONFIG_DIR as RLRM_CONFIG_DIR
+
 __all__ = ["add_arguments", "run", "load_train_config", "CONFIG_DIR"]
 
 log = logging.getLogger(__name__)
 
-#: ``configs/train`` of the source tree (the package is installed editable).
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+#: ``rlrm/configs/train``, shipped inside the package (a wheel install finds it too).
+CONFIG_DIR = RLRM_CONFIG_DIR / "train"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
