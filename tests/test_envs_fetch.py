@@ -120,7 +120,7 @@ def test_fetch_reset_seed_is_reproducible():
 def test_fetch_reach_config_builds_the_env():
     cfg = yaml.safe_load((CONFIGS / "fetch_reach.yaml").read_text())
     assert cfg.pop("defaults") == ["base_env", "_self_"]
-    assert set(cfg) == {"id", "kwargs", "reward_camera", "max_episode_steps"}
+    assert set(cfg) == {"id", "kwargs", "reward_camera", "max_episode_steps", "base_policy"}
     env = gym.make(cfg["id"], max_episode_steps=cfg["max_episode_steps"], **cfg["kwargs"])
     assert env.unwrapped.task == "move the gripper to the red target"
     assert env.unwrapped.goal_marker == "success_ball" and cfg["reward_camera"] == ["front", "side"]

@@ -28,7 +28,7 @@ def test_default_config_is_valid_and_is_the_cpu_default():
     validate_run_config(cfg)
     assert cfg["env"]["id"] == "rlrm/FetchReach-v0"
     assert cfg["algo"]["name"] == "sac" and cfg["transport"]["name"] == "worker"
-    assert cfg["reward"]["kind"] == "robometer" and cfg["reward"]["model"] == "demo"
+    assert cfg["reward"]["kind"] == "robometer" and cfg["reward"]["model"] == "auto"
 
 
 @pytest.mark.parametrize("overrides", [("algo=ppo",), ("algo=residual_sac", "reward.mode=async"),
