@@ -14,32 +14,16 @@ Outputs in the Hydra run folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoar
 (policy + replay buffer), ``learning_curve.json``, ``videos/`` (reward videos of evaluation episodes),
 ``eval_final_frames.npz``, ``reward_model.json`` and ``summary.json``, the same for single-process and
 distributed runs. The recipe itself is :func:`rlrm.run.train_single`; :mod:`rlrm.run` is the one driver
-(run folder, resume, outputs, summary) for both kinds of run.
+(run folder, resume, outputs, summary) for both kinds of run. This file is ``rlrm run`` (:mod:`rlrm.run_cli`)
+for a source checkout: the same configs (``configs/`` is a link to the package's ``rlrm/configs/``).
 """
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
-
-from rlrm.config import CONFIG_DIR, register_configs
-from rlrm.known_notices import silence_known_notices
-from rlrm.run import main as run_main
-from rlrm.run import train
-
-silence_known_notices()  # gymnasium-robotics' Adroit notice, PyOpenGL's accelerate line, robosuite's macros
+from rlrm.run import train  # noqa: F401  (run_rl.train: the driver, for scripts that import this file)
+from rlrm.run_cli import main
 
 __all__ = ["main", "train"]
 
-
-register_configs()  # the typed defaults (rlrm/config.py) that the YAML in rlrm/configs/ overrides
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
-def main(cfg: DictConfig) -> None:
-    """Compose the config from ``configs/`` and the command line, then run it (:func:`rlrm.run.main`)."""
-    run_main(cfg)
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

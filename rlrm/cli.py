@@ -17,6 +17,7 @@ __all__ = ["main", "SUBCOMMANDS", "BENCHMARKS"]
 
 # name -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("rlrm.run_cli", "train a policy with Robometer rewards (run_rl.py for an installed package; Hydra overrides)"),
     "worker": ("rlrm.transport.worker_cli", "serve a reward model over ZeroMQ"),
     "keys": ("rlrm.transport.keys", "make a CurveZMQ key pair for an authenticated worker"),
     "score": ("rlrm.models.score_cli", "score a video (mp4/avi/npy) against a task"),

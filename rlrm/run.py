@@ -257,3 +257,9 @@ def main(cfg: Any) -> None:
         raise SystemExit(1) from None
     if summary.get("interrupted"):
         raise SystemExit(130)  # the shell's code for "stopped by Ctrl-C"; summary.json says where
+
+
+if __name__ == "__main__":  # python -m rlrm.run [overrides]: the same as `rlrm run` and run_rl.py
+    from rlrm.run_cli import main as _cli_main
+
+    raise SystemExit(_cli_main())
