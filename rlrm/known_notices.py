@@ -6,7 +6,13 @@
 
   - gymnasium-robotics 1.2.1-1.4.2 prints that the Adroit hand envs' rewards changed (rlrm uses no Adroit env);
   - PyOpenGL logs "No OpenGL_accelerate module loaded" at INFO (the optional C speed-up; MuJoCo renders without it);
-  - robosuite (LIBERO) warns three times that it has no private macro file (its defaults are what LIBERO uses).
+  - robosuite (LIBERO) warns three times that it has no private macro file (its defaults are what LIBERO uses);
+  - SDL (pygame, which draws CartPole's frames) prints "XDG_RUNTIME_DIR is invalid or not set" when it probes
+    for a display on a machine without one: with neither DISPLAY nor WAYLAND_DISPLAY set, ``SDL_VIDEODRIVER``
+    defaults to ``dummy`` (offscreen surfaces and joysticks work as before);
+  - at interpreter exit, MuJoCo viewers still alive (gymnasium's ``OffScreenViewer``, MuJoCo's EGL
+    ``GLContext``) free their context after EGL has shut down and print "Exception ignored ... EGLError"
+    tracebacks; only those, raised in a ``__del__``, are dropped (:func:`sys.unraisablehook`).
 
 ``run_rl.py`` and ``rlrm`` (``rlrm/cli.py``) call it first thing, and a distributed run started by them
 passes :data:`QUIET_RAY_WORKERS` to ``ray.init``; library code never does, so an application importing rlrm
@@ -16,6 +22,9 @@ keeps every message it would otherwise see. Other warnings still show.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from typing import Any
 
 __all__ = ["silence_known_notices", "KNOWN_LOG_NOTICES", "QUIET_RAY_WORKERS"]
 
@@ -42,6 +51,19 @@ class _DropNotices(logging.Filter):
         return not any(fragment in message for fragment in self.fragments)
 
 
+def _drop_egl_exit_errors(previous: Any) -> Any:
+    """An unraisable hook that drops EGLError raised in a ``__del__`` and passes everything else to ``previous``."""
+
+    def hook(unraisable: Any) -> None:
+        in_finalizer = getattr(unraisable.object, "__name__", "") == "__del__"
+        if in_finalizer and type(unraisable.exc_value).__name__ == "EGLError":
+            return
+        previous(unraisable)
+
+    hook._rlrm_drops_egl_exit = True  # type: ignore[attr-defined]
+    return hook
+
+
 def silence_known_notices() -> None:
     """Install the filters above (idempotent); call before gymnasium-robotics, PyOpenGL or robosuite is imported.
 
@@ -50,6 +72,10 @@ def silence_known_notices() -> None:
     ...     logging.makeLogRecord({"msg": "No OpenGL_accelerate module loaded: No module named 'x'"}))
     False
     """
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # before pygame initialises SDL
+    if not getattr(sys.unraisablehook, "_rlrm_drops_egl_exit", False):
+        sys.unraisablehook = _drop_egl_exit_errors(sys.unraisablehook)
     for name, fragments in KNOWN_LOG_NOTICES.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNotices) for f in logger.filters):

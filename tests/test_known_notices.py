@@ -44,3 +44,27 @@ def test_ray_workers_of_a_run_print_no_adroit_notice():
     finally:
         ray.shutdown()
     assert "Adroit" not in printed
+
+
+SDL_AND_EGL = """
+import sys
+if sys.argv[1] == "silenced":
+    from rlrm.known_notices import silence_known_notices
+    silence_known_notices()
+import gymnasium as gym
+cartpole = gym.make("CartPole-v1", render_mode="rgb_array"); cartpole.reset(seed=0); cartpole.render()
+pusher = gym.make("Pusher-v5", render_mode="rgb_array", width=64, height=64); pusher.reset(seed=0); pusher.render()
+print("rendered")
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "silenced"])
+def test_no_xdg_runtime_dir_error_or_egl_tracebacks_at_exit(mode):
+    """Headless, no XDG_RUNTIME_DIR: SDL's probe error and EGLError tracebacks at exit, gone after the entry point's call."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "DISPLAY", "WAYLAND_DISPLAY",
+                                                            "SDL_VIDEODRIVER")}
+    done = subprocess.run([sys.executable, "-c", SDL_AND_EGL, mode], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"})
+    assert done.returncode == 0 and "rendered" in done.stdout, done.stderr[-2000:]
+    noisy = "XDG_RUNTIME_DIR" in done.stderr, "Exception ignored" in done.stderr
+    assert noisy == ((True, True) if mode == "plain" else (False, False)), done.stderr[-2000:]
