@@ -100,6 +100,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> int:
+    from rlrm.known_notices import silence_known_notices
+
+    silence_known_notices()  # robosuite's macro-file warnings, the Adroit notice, SDL's XDG_RUNTIME_DIR line
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="env steps per mode and round")
     parser.add_argument("--rounds", type=int, default=5,

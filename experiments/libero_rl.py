@@ -182,6 +182,9 @@ def open_scorer(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run every variant x seed, write JSON and PNG."""
+    from rlrm.known_notices import silence_known_notices
+
+    silence_known_notices()  # robosuite's macro-file warnings, the Adroit notice, SDL's XDG_RUNTIME_DIR line
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--task-id", type=int, default=0)

@@ -77,6 +77,9 @@ def time_vector_wrapper(n: int, steps: int, scorer) -> float:
 
 def main() -> None:
     """Run every configuration, print the table, write the JSON."""
+    from rlrm.known_notices import silence_known_notices
+
+    silence_known_notices()  # robosuite's macro-file warnings, the Adroit notice, SDL's XDG_RUNTIME_DIR line
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="vector steps timed per configuration")
