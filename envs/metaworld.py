@@ -18,7 +18,7 @@ import numpy as np
 
 from envs.rendering import CameraView, FrameRenderer
 
-__all__ = ["METAWORLD_TASKS", "METAWORLD_VIEWS", "UPSIDE_DOWN_CAMERAS", "MetaWorldEnv"]
+__all__ = ["METAWORLD_TASKS", "METAWORLD_VIEWS", "SUCCESS_RADIUS", "UPSIDE_DOWN_CAMERAS", "MetaWorldEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ METAWORLD_TASKS: dict[str, str] = {
     "window-close-v3": "push the window closed",
 }
 
+#: MetaWorld's success distance between object and goal (metres), for ``goal_marker="success_ball"``.
+SUCCESS_RADIUS: dict[str, float] = {"push-v3": 0.05, "pick-place-v3": 0.07, "drawer-open-v3": 0.03}
+SUCCESS_BALL_RGBA = (0.1, 0.4, 1.0, 0.4)  # translucent blue: apart from the red puck and the red arm
+
 # Their camera frames have the world's up pointing down: rotate by 180 degrees.
 UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3"})
 
@@ -121,6 +125,9 @@ class MetaWorldEnv(gym.Env):
         render_mode: only ``"rgb_array"``.
         reward_type: ``"dense"`` (MetaWorld's shaped reward, 0..10) or ``"sparse"`` (1 in the success
             state, else 0); what ``reward=env_dense`` / ``reward=env_sparse`` select.
+        goal_marker: ``"site"`` (MetaWorld's small goal dot) or ``"success_ball"``: the goal drawn as a
+            translucent blue ball whose radius is the task's success distance (when known, see
+            :data:`SUCCESS_RADIUS`), so a camera shows whether the object is in the success region.
 
     >>> import gymnasium as gym, envs
     >>> env = gym.make("rlrm/MetaWorld-v0", task_name="reach-v3", image_size=64)
@@ -145,7 +152,10 @@ class MetaWorldEnv(gym.Env):
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
         reward_type: str = "dense",
+        goal_marker: str = "site",
     ) -> None:
+        if goal_marker not in ("site", "success_ball"):
+            raise ValueError(f"goal_marker must be 'site' or 'success_ball', got {goal_marker!r}")
         if reward_type not in ("dense", "sparse"):
             raise ValueError(f"reward_type must be 'dense' or 'sparse', got {reward_type!r}")
         self.reward_type = reward_type
@@ -184,6 +194,23 @@ class MetaWorldEnv(gym.Env):
             flip=camera in UPSIDE_DOWN_CAMERAS,
         )
         self.camera = camera
+        self.goal_marker = goal_marker
+        if goal_marker == "success_ball":
+            self._draw_success_ball()
+
+    def _draw_success_ball(self) -> None:
+        import mujoco
+
+        if self.task_name not in SUCCESS_RADIUS:
+            raise ValueError(f"goal_marker='success_ball' needs the success radius of {self.task_name!r}; "
+                             f"known for {sorted(SUCCESS_RADIUS)}")
+        model = self._mw.model
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        if site < 0:
+            raise RuntimeError(f"MetaWorld {self.task_name} has no 'goal' site to draw the success ball with")
+        model.site_type[site] = mujoco.mjtGeom.mjGEOM_SPHERE
+        model.site_size[site, :] = SUCCESS_RADIUS[self.task_name]
+        model.site_rgba[site, :] = SUCCESS_BALL_RGBA
 
     @property
     def camera_names(self) -> list[str]:

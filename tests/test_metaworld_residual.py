@@ -158,3 +158,26 @@ def test_residual_sac_actor_waits_for_the_critic():
     assert torch.allclose(std, torch.full_like(std, 0.3))
     model.learn(40, reset_num_timesteps=False)
     assert not all(torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters(), strict=True))
+
+
+def test_success_ball_marks_the_goal_with_the_success_radius():
+    import mujoco
+
+    from envs.metaworld import SUCCESS_RADIUS
+
+    env = gym.make("rlrm/MetaWorld-v0", task_name="pick-place-v3", image_size=64, goal_marker="success_ball")
+    env.reset(seed=0)
+    model = env.unwrapped.model
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    assert model.site_size[site, 0] == pytest.approx(SUCCESS_RADIUS["pick-place-v3"])
+    assert np.allclose(model.site_pos[site], env.unwrapped._mw._target_pos)  # it sits on this layout's goal
+    front = env.unwrapped.render_camera("front")
+    env.close()
+    plain = gym.make("rlrm/MetaWorld-v0", task_name="pick-place-v3", image_size=64)
+    plain.reset(seed=0)
+    assert np.abs(front.astype(int) - plain.unwrapped.render_camera("front")).sum() > 0  # the ball is drawn
+    plain.close()
+    with pytest.raises(ValueError, match="goal_marker must be"):
+        gym.make("rlrm/MetaWorld-v0", task_name="push-v3", goal_marker="flag")
+    with pytest.raises(ValueError, match="unknown camera"):
+        gym.make("rlrm/MetaWorld-v0", task_name="push-v3").unwrapped.render_camera("ceiling")

@@ -1,8 +1,8 @@
 """Collect the MetaWorld episodes the multi-task ``demo_mw`` reward model is trained on.
 
 Scripted episodes of ``rlrm/MetaWorld-v0`` tasks (push, pick-place, drawer-open) rendered exactly as RL
-renders them (``configs/env/metaworld_<task>.yaml``: the ``front`` and ``side`` views tiled into one
-128x256 frame), written in the rlrm trajectory format (:mod:`rlrm.train.data`). Kinds per task:
+renders them (``configs/env/metaworld_<task>.yaml``: the goal drawn as a translucent ball of the success
+radius, the ``front`` and ``side`` views tiled into one 128x256 frame), written in the rlrm trajectory format (:mod:`rlrm.train.data`). Kinds per task:
 
 * ``success``  - MetaWorld's scripted expert with action noise, run to the end of the episode: the
   object stays in the success state for many steps (the *hold* the reward must keep scoring high);
@@ -130,7 +130,7 @@ def collect_task(out: Path, split: str, task_name: str, counts: dict[str, int], 
     rng = np.random.default_rng(seed)
     written: list[dict] = []
     root = out / split
-    env = gym.make("rlrm/MetaWorld-v0", task_name=task_name, image_size=IMAGE_SIZE,
+    env = gym.make("rlrm/MetaWorld-v0", task_name=task_name, image_size=IMAGE_SIZE, goal_marker="success_ball",
                    max_episode_steps=EPISODE_STEPS + 10)
     jobs = [(kind, i) for kind in ("success", "near", "failure") for i in range(counts[kind])]
     for kind, i in tqdm(jobs, desc=f"{split} {task_name}", mininterval=10):
