@@ -232,7 +232,7 @@ class RecordConfig:
     dataset: Optional[str] = None
     """The dataset folder (appended to if it holds one); None: no recording."""
     fps: Optional[int] = None
-    """The dataset's fps; None: the robot's control rate, else the env's ``metadata["render_fps"]``, else 10."""
+    """The dataset's fps; None: the robot's control rate (``robot.env.fps``), else 10."""
     robot_type: Optional[str] = None
     """The dataset's ``robot_type``; None: the robot config's name."""
 

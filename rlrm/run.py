@@ -153,7 +153,8 @@ def train_single(start: RunStart) -> RunOutcome:
     cfg, run_dir, resume = start.cfg, start.run_dir, start.resume
     torch.set_num_threads(int(cfg["torch_threads"]))
     robot = cfg.get("robot") or {}
-    recording = open_recording(cfg.get("record"), fps=robot.get("fps"), robot_type=robot.get("name"))
+    recording = open_recording(cfg.get("record"), fps=(robot.get("env") or {}).get("fps"),
+                               robot_type=robot.get("name"))
     with open_reward_source(cfg["reward"], cfg["transport"]) as scorer, closing_recording(recording):
         # 1. the env, with the reward model's reward (and the residual action for residual_sac),
         #    its episodes recorded as a LeRobot dataset if record.dataset is set

@@ -94,8 +94,20 @@ def _buffer(run_dir: Path):
 def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_labelled_transitions(cluster, tmp_path):
     cfg = compose_run("reward.model=tiny", "transport=worker", "reward.mode=async", "reward.max_frames=4",
                       "distributed.runners=2", "total_steps=120", "eval_episodes=2", "checkpoint_every=0",
-                      "eval_every=50", "curve_episodes=1")
+                      "eval_every=50", "curve_episodes=1", f"record.dataset={tmp_path / 'dataset'}")
     summary = train(cfg, tmp_path)  # the one run driver, as for single-process runs
+
+    # record.dataset: each runner wrote its own LeRobot dataset; runner 0 also the evaluation episode
+    from rlrm.bridges.lerobot_dataset import read_lerobot_episodes
+
+    assert summary["recorded"] == {"dataset": str(tmp_path / "dataset"), "parts": ["runner-0", "runner-1"]}
+    recorded = {i: read_lerobot_episodes(tmp_path / "dataset" / f"runner-{i}") for i in (0, 1)}
+    for i, episodes in recorded.items():
+        training = [e for e in episodes if not e["meta"]["rlrm/evaluation"]]
+        assert sum(e["length"] for e in training) >= summary["runner_env_steps"][str(i)] > 0
+        assert all(e["features"]["observation.images.front"].shape[1:] == (64, 64, 3) for e in training)
+    assert [e["length"] for e in recorded[0] if e["meta"]["rlrm/evaluation"]] == [
+        e["length"] for e in summary["eval_episodes"]]
 
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["runners"] == 2 and summary["env_steps"] == 120 and summary["reward"] == "robometer"

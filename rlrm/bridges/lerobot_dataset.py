@@ -152,7 +152,7 @@ class LeRobotDatasetWriter:
         self.tasks: dict[str, int] = {}
         self.stats: dict[str, _RunningStats] = {}
         self.total_frames = 0
-        self.write_seconds = 0.0  # spent by the writer thread encoding and writing (for benchmarks)
+        self.write_seconds = 0.0  # CPU time of the writer thread encoding and writing (for benchmarks)
         self._load_existing()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
         self._error: BaseException | None = None
@@ -208,9 +208,9 @@ class LeRobotDatasetWriter:
                 if item is None:
                     return
                 if self._error is None:
-                    t0 = time.perf_counter()
+                    t0 = time.thread_time()
                     self._write_episode(*item)
-                    self.write_seconds += time.perf_counter() - t0
+                    self.write_seconds += time.thread_time() - t0
             except BaseException as e:  # noqa: BLE001 - kept and raised on the caller's thread
                 log.exception("writing an episode to %s failed", self.root)
                 self._error = e
@@ -282,8 +282,9 @@ class LeRobotDatasetWriter:
                 ok, png = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
                 if not ok:
                     raise ValueError(f"could not PNG-encode {name} of shape {img.shape}")
-                encoded.append({"bytes": png.tobytes(), "path": None})
-            return pa.array(encoded, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+                encoded.append(png.tobytes())
+            return pa.StructArray.from_arrays([pa.array(encoded, pa.binary()), pa.nulls(len(encoded), pa.string())],
+                                              names=["bytes", "path"])
         arr = np.stack([np.asarray(v) for v in values])
         if feature["shape"] == [1]:
             return pa.array(arr.reshape(-1))
@@ -420,16 +421,16 @@ class RecordEpisodes(gym.Wrapper):
     def _camera_frames(self, obs: Any) -> dict[str, np.ndarray]:
         rw = self.reward_wrapper
         if rw is not None:
-            buffer = rw.frame_buffer
-            frame = buffer.gather(np.array([len(buffer) - 1]))[0]
+            # the buffer keeps its own copy of each frame and never changes it: views of it are safe to queue
+            frame = rw.frame_buffer.last
             source = rw.frame_source
             names = source.cameras
             if names and len(names) > 1 and source.view_widths:
                 edges = np.cumsum([0, *source.view_widths])
-                return {f"observation.images.{_safe_name(n)}": np.ascontiguousarray(frame[:, a:b])
+                return {f"observation.images.{_safe_name(n)}": frame[:, a:b]
                         for n, a, b in zip(names, edges[:-1], edges[1:], strict=True)}
             name = names[0] if names else "render"
-            return {f"observation.images.{_safe_name(name)}": np.array(frame, copy=True)}
+            return {f"observation.images.{_safe_name(name)}": frame}
         if self._render_source is None:
             from rlrm.wrappers.frames import FrameSource
 
@@ -517,16 +518,22 @@ class RecordEpisodes(gym.Wrapper):
         super().close()
 
 
-def open_recording(record: Mapping[str, Any] | None, env: gym.Env | None = None,
-                   fps: int | None = None, robot_type: str | None = None) -> LeRobotDatasetWriter | None:
+def open_recording(record: Mapping[str, Any] | None, env: gym.Env | None = None, fps: int | None = None,
+                   robot_type: str | None = None, part: str | None = None) -> LeRobotDatasetWriter | None:
     """The writer for a run's ``record`` config (``{dataset: DIR, fps: N}``), or None when ``dataset`` is unset.
 
-    ``fps`` defaults to the config's, then the env's ``metadata["render_fps"]``, then 10.
+    ``part`` names a sub-dataset ``DIR/<part>`` (a distributed run's ``runner-<i>``: a LeRobot dataset has
+    one writer, so each runner process writes its own, on the host it runs on).
+
+    ``fps``: the config's, else the given ``fps`` (a robot's control rate), else the env's
+    ``metadata["render_fps"]`` when ``env`` is given, else 10.
     """
     record = dict(record or {})
     root = record.get("dataset")
     if not root:
         return None
+    if part:
+        root = str(Path(root) / part)
     fps = record.get("fps") or fps
     if not fps and env is not None:
         fps = (getattr(env, "metadata", None) or {}).get("render_fps")

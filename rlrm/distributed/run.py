@@ -367,8 +367,11 @@ def train_distributed(start: RunStart) -> RunOutcome:
     }
     log.info("%d runners: %d env steps at %.1f steps/s, policy lag p50 %s, %d runner failures", dcfg.runners,
              int(stats["env_steps"]), extra["env_steps_per_s"] or 0.0, extra["policy_lag_p50"], driver.failures)
+    dataset = (cfg.get("record") or {}).get("dataset")  # each runner records into DIR/runner-<i> on its host
+    recorded = {"dataset": str(dataset), "parts": [f"runner-{i}" for i in range(int(cfg["distributed"]["runners"]))]
+                } if dataset else None
     return RunOutcome(metrics, env_steps=int(stats["env_steps"]), trained_steps=trained, train_s=driver.train_s,
-                      videos=metrics.pop("videos", []), reward_model=endpoint.model, extra=extra)
+                      videos=metrics.pop("videos", []), reward_model=endpoint.model, extra=extra, recorded=recorded)
 
 
 def run_distributed(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class EnvRunner:
         self._scalars: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self.env_closed = False
+        self._recording = None  # record.dataset: this runner's LeRobotDatasetWriter
         self.restarted = self._was_restarted()
         if self.restarted:
             log.warning("runner %d restarted by Ray (pid %d); it resumes with the next published weights",
@@ -122,13 +123,18 @@ class EnvRunner:
     def _build_env(self) -> None:
         import torch
 
+        from rlrm.bridges.lerobot_dataset import open_recording, record_episodes
         from rlrm.rl.async_reward import AsyncRobometerReward
         from rlrm.rl.environment import find_wrapper, make_env, wrap_with_reward
         from rlrm.wrappers import RobometerReward
 
         torch.set_num_threads(int(self.cfg.get("torch_threads", 1)))
         self.scorer = self.reward.connect()
-        self._env = wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer)
+        if self._recording is None:  # this runner's own LeRobot dataset, DIR/runner-<index>
+            self._recording = open_recording(self.cfg.get("record"), part=f"runner-{self.index}",
+                                             fps=((self.cfg.get("robot") or {}).get("env") or {}).get("fps"),
+                                             robot_type=(self.cfg.get("robot") or {}).get("name"))
+        self._env = record_episodes(wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer), self._recording)
         async_reward = find_wrapper(self._env, AsyncRobometerReward)
         self.labeler = async_reward.labeler if async_reward is not None else None
         sync_reward = find_wrapper(self._env, RobometerReward)
@@ -347,7 +353,10 @@ class EnvRunner:
 
         self.load_weights(version, weights)
         self._close_env()
-        eval_env = wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer, asynchronous=False)
+        from rlrm.bridges.lerobot_dataset import record_episodes
+
+        eval_env = record_episodes(wrap_with_reward(make_env(self.cfg), self.cfg, self.scorer, asynchronous=False),
+                                   self._recording, evaluation=True)
         if video_episodes and video_dir:
             from rlrm.wrappers import RewardVideoRecorder
 
@@ -382,5 +391,7 @@ class EnvRunner:
         """Close the env (robots disconnect, which stops them) and the reward connection."""
         if self._env is not None and not self.env_closed:
             self._close_env()
+        if self._recording is not None:  # its pending episodes reach the disk
+            self._recording.close()
         if self.scorer is not None:
             self.scorer.close()
