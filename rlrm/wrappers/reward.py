@@ -95,7 +95,9 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         shaping: :class:`rlrm.shaping.Shaping`.
         success: :class:`rlrm.shaping.SuccessDetector` (copied per wrapper) or None to not detect
             success here (e.g. to put :class:`SuccessTermination` on top).
-        terminate_on_success: return ``terminated=True`` on detection (ignored when ``success`` is None).
+        terminate_on_success: return ``terminated=True`` on detection (ignored when ``success`` is None); that
+            step pays the value of staying in success (:meth:`rlrm.shaping.Shaping.stay_value`), so set
+            ``shaping.gamma`` to the algorithm's discount. Off by default (``rlrm.config.RewardConfig``).
         on_timeout: ``"raise"`` (default) or ``"hold"``: keep the last progress, flag ``info["rlrm"]["stale"]``.
         timing_in_info: also put the query latency in ``info["rlrm"]["latency_ms"]`` (off by default:
             step infos stay reproducible bit for bit, which gymnasium's ``check_env`` checks); latencies

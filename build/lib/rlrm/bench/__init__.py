@@ -1,0 +1,1 @@
+"""Benchmarks behind ``rlrm bench``: each prints a table and writes a JSON file."""
