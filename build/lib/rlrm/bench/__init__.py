@@ -1,1 +1,0 @@
-"""Benchmarks behind ``rlrm bench``: each prints a table and writes a JSON file."""
