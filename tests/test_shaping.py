@@ -80,3 +80,28 @@ def test_detector_rejects_bad_settings(kwargs, message):
 def test_detector_rejects_non_probabilities():
     with pytest.raises(ValueError, match=r"success_prob must be a probability in \[0, 1\], got 1.5"):
         SuccessDetector().update(1.5)
+
+
+def test_success_termination_pays_the_value_of_staying_in_success():
+    """Ending an episode on success is worth what staying would have been: the terminal step pays
+    gamma / (1 - gamma) x the held-progress reward, so the discounted return of terminating equals that
+    of staying in success forever (absolute: p every step; delta: 0; potential: (gamma - 1) p)."""
+    from rlrm.shaping import RewardState, Shaping, SuccessDetector
+
+    gamma, p = 0.95, 0.8
+    for progress, stay_reward in (("absolute", p), ("delta", 0.0), ("potential", (gamma - 1) * p)):
+        shaping = Shaping(progress=progress, gamma=gamma)
+        assert shaping.stay_value(p, env_reward=0.0) == pytest.approx(gamma / (1 - gamma) * stay_reward)
+        state = RewardState(shaping, SuccessDetector(threshold=0.5, window=1, min_votes=1), terminate_on_success=True)
+        state.start()
+        state.set_baseline(p)
+        out = state.step(0.0, progress=p, success_prob=0.9)
+        assert out.terminate and out.terms["terminal"] == pytest.approx(gamma / (1 - gamma) * stay_reward)
+        staying = sum(gamma**k * stay_reward for k in range(1, 2000))  # the same state, never ending
+        assert out.reward == pytest.approx(shaping.reward(shaping.terms(p, p, True, 0.0)) + staying, abs=1e-6)
+    no_end = RewardState(Shaping(gamma=gamma), SuccessDetector(threshold=0.5, window=1, min_votes=1))
+    no_end.start()
+    out = no_end.step(0.0, progress=p, success_prob=0.9)
+    assert out.detected and not out.terminate and out.terms["terminal"] == 0.0  # off by default: nothing paid
+    with pytest.raises(ValueError, match="gamma=1.0.*infinite value"):
+        RewardState(Shaping(gamma=1.0), SuccessDetector(), terminate_on_success=True)
