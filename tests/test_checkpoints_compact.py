@@ -17,7 +17,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rlrm.rl.algorithms import buffer_capacity, make_algorithm
-from rlrm.rl.checkpoints import BUFFER_DIR, latest_checkpoint, load_replay_buffer, save_checkpoint
+from rlrm.rl.checkpoints import BUFFER_DIR, latest_checkpoint, load_replay_buffer, save_checkpoint, saved_rows
 from rlrm.rl.run_config import resumed_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,13 @@ def test_partial_buffer_round_trips_with_images_stored_as_uint8(tmp_path):
     front = np.load(ckpt / BUFFER_DIR / root["arrays"]["observations/front"]["file"])
     assert front.shape == (40, 1, 16, 16, 3) and front.dtype == np.uint8  # only the filled rows, 1 byte per pixel
     assert root["arrays"]["observations/joints"]["dtype"] == "float32"  # non-integer values stay as they are
+    # each frame once: a next observation is written only at an episode's end (6-step episodes) and the last row
+    nxt = root["arrays"]["next_observations/front"]
+    assert nxt["follows"] == "observations/front"
+    assert np.load(ckpt / BUFFER_DIR / nxt["rows_file"]).tolist() == [5, 11, 17, 23, 29, 35, 39]
+    assert np.load(ckpt / BUFFER_DIR / nxt["file"]).shape == (7, 1, 16, 16, 3)
+    np.testing.assert_array_equal(saved_rows(ckpt, "next_observations/front")[:-1, 0, 0, 0],
+                                  model.replay_buffer.next_observations["front"][:39, 0, 0, 0])
     assert not (ckpt / "replay_buffer.pkl").exists() and (ckpt / "vecnormalize.pkl").exists()
 
     restored = _model(1000)
@@ -194,7 +201,6 @@ def test_forty_step_so101_image_run_checkpoint_is_small_and_resumes_with_the_sam
     assert before["rows"] == 40 and after["rows"] == 50 and after["buffer_size"] == 50
     for name in ("observations/front", "observations/joints", "next_observations/front", "actions", "rewards",
                  "dones", "timeouts"):
-        old = np.load(ckpt / BUFFER_DIR / before["arrays"][name]["file"])
-        new = np.load(final / BUFFER_DIR / after["arrays"][name]["file"])
+        old, new = saved_rows(ckpt, name), saved_rows(final, name)
         np.testing.assert_array_equal(old, new[:40], err_msg=name)
     assert np.load(ckpt / BUFFER_DIR / before["arrays"]["observations/front"]["file"]).any()  # real camera frames

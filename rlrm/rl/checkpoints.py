@@ -3,8 +3,10 @@
 * :func:`save_checkpoint` - write ``checkpoints/step_<N>/`` (model.zip, vecnormalize.pkl,
   replay_buffer/, state.json) atomically and keep the newest few.
 * :func:`save_replay_buffer` / :func:`load_replay_buffer` - only the filled rows of an SB3 replay
-  buffer, one ``.npy`` per array (camera images as uint8, also from a VecNormalize'd float32 buffer),
+  buffer, one ``.npy`` per array (camera images as uint8, also from a VecNormalize'd float32 buffer;
+  a next observation only where it is not the following row's observation, i.e. at episode ends),
   read back memory-mapped into a buffer of any capacity; ``replay_buffer.pkl`` of older runs still loads.
+* :func:`saved_rows` - one saved array, every row, as the buffer held it (inspection, tests).
 * :func:`latest_checkpoint` - the newest complete checkpoint folder of a run.
 * :func:`write_heartbeat` / :func:`read_heartbeat` - the last env step a run reached (cheap,
   written often), so a resumed run can say how many steps a SIGKILL cost.
@@ -35,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "save_replay_buffer",
     "load_replay_buffer",
+    "saved_rows",
     "latest_checkpoint",
     "write_heartbeat",
     "read_heartbeat",
@@ -150,6 +153,31 @@ def _storage_dtype(name: str, array: np.ndarray, segments: list[tuple[int, int]]
     return np.dtype(np.uint8)
 
 
+def _ordered_rows(segments: list[tuple[int, int]]) -> np.ndarray:
+    """Physical row of each saved row, oldest first."""
+    return np.concatenate([np.arange(start, stop) for start, stop in segments]) if segments else np.zeros(0, int)
+
+
+def _next_rows_to_store(next_obs: np.ndarray, obs: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Saved-row indices whose next observation differs from the next row's observation (and the last row).
+
+    SB3 stores each transition's next observation beside its observation, so an image buffer holds every
+    frame twice; inside an episode ``next_observations[t]`` is ``observations[t + 1]``. Only the others (an
+    episode's terminal observation, the newest row) need to be written.
+    """
+    rows = len(order)
+    if rows == 0:
+        return np.zeros(0, np.int64)
+    differs = [np.array([rows - 1])]
+    step = max(1, _CHUNK_BYTES // max(1, next_obs[:1].nbytes))
+    for start in range(0, rows - 1, step):
+        t = np.arange(start, min(start + step, rows - 1))
+        a, b = next_obs[order[t]], obs[order[t + 1]]
+        same = np.all((a == b).reshape(len(t), -1), axis=1)
+        differs.append(t[~same])
+    return np.unique(np.concatenate(differs)).astype(np.int64)
+
+
 def save_replay_buffer(buffer: Any, directory: str | os.PathLike) -> int:
     """Write the filled rows of ``buffer`` (an SB3 replay buffer) to ``directory``; returns the bytes written.
 
@@ -157,7 +185,9 @@ def save_replay_buffer(buffer: Any, directory: str | os.PathLike) -> int:
     the relabelling ``labelled`` mask, ...; the takeover buffer of an intervention buffer too), rows oldest
     first, plus ``buffer.json`` (capacity, rows, counters, which file holds which array). Nothing of the
     empty preallocated rows is written, and nothing is pickled. Camera images are stored as uint8 even
-    when the buffer holds them as float32 (:func:`_storage_dtype`).
+    when the buffer holds them as float32 (:func:`_storage_dtype`). A ``next_observations`` array keeps only
+    the rows that are not the next row's observation (:func:`_next_rows_to_store`), with their indices;
+    loading rebuilds the rest, so the restored buffer is identical and an image buffer's files are about half.
 
     Args:
         buffer: an SB3 ``ReplayBuffer`` / ``DictReplayBuffer`` or a subclass (not ``optimize_memory_usage``).
@@ -174,7 +204,7 @@ def save_replay_buffer(buffer: Any, directory: str | os.PathLike) -> int:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"format": 1, "buffers": {}}
+    meta: dict[str, Any] = {"format": 2, "buffers": {}}
     written = 0
     for b, (name, buf) in enumerate(_nested_buffers(buffer)):
         if getattr(buf, "optimize_memory_usage", False):
@@ -189,17 +219,30 @@ def save_replay_buffer(buffer: Any, directory: str | os.PathLike) -> int:
         counters = {k: v for k, v in vars(buf).items() if k.startswith("num_") and type(v) is int}
         entry: dict[str, Any] = {"class": type(buf).__name__, "buffer_size": int(buf.buffer_size),
                                  "n_envs": int(buf.n_envs), "rows": int(rows), "counters": counters, "arrays": {}}
-        for i, (array_name, array) in enumerate(_row_arrays(buf).items()):
+        arrays = _row_arrays(buf)
+        order = _ordered_rows(segments)
+        for i, (array_name, array) in enumerate(arrays.items()):
             dtype = _storage_dtype(array_name, array, segments)
             file = f"{b}_{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', array_name)}.npy"
+            spec: dict[str, Any] = {"file": file, "dtype": str(dtype), "buffer_dtype": str(array.dtype)}
+            follows = "observations" + array_name[len("next_observations"):]
+            if array_name.startswith("next_observations") and follows in arrays:
+                stored = _next_rows_to_store(array, arrays[follows], order)
+                rows_file = file[:-4] + "_rows.npy"
+                np.save(directory / rows_file, stored)
+                written += (directory / rows_file).stat().st_size
+                spec.update(follows=follows, rows_file=rows_file)
+                pieces: Iterator[np.ndarray] = (array[order[stored[j:j + 256]]] for j in range(0, len(stored), 256))
+                shape = (len(stored), *array.shape[1:])
+            else:
+                pieces, shape = _chunks(array, segments), (rows, *array.shape[1:])
             with open(directory / file, "wb") as f:
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                          "shape": (rows, *array.shape[1:])}
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_2_0(f, header)
-                for chunk in _chunks(array, segments):
+                for chunk in pieces:
                     np.ascontiguousarray(chunk, dtype=dtype).tofile(f)
             written += (directory / file).stat().st_size
-            entry["arrays"][array_name] = {"file": file, "dtype": str(dtype), "buffer_dtype": str(array.dtype)}
+            entry["arrays"][array_name] = spec
         meta["buffers"][name] = entry
     _write_json(directory / _BUFFER_META, meta)
     return written
@@ -234,6 +277,24 @@ def load_replay_buffer(model: Any, checkpoint: str | os.PathLike, buffer_size: i
     return int(model.replay_buffer.size())
 
 
+def saved_rows(checkpoint: str | os.PathLike, array_name: str, buffer: str = "buffer") -> np.ndarray:
+    """Every saved row of one replay-buffer array of ``checkpoint``, oldest first, as the buffer held it.
+
+    ``array_name`` as in ``buffer.json`` (``"observations/front"``, ``"next_observations/front"``, ``"rewards"``);
+    next observations stored only where they differ are rebuilt from the observations (for inspection and tests).
+    """
+    directory = Path(checkpoint) / BUFFER_DIR
+    entry = json.loads((directory / _BUFFER_META).read_text())["buffers"][buffer]
+    spec = entry["arrays"][array_name]
+    saved = np.load(directory / spec["file"])
+    if "follows" not in spec:
+        return saved
+    full = np.empty((int(entry["rows"]), *saved.shape[1:]), saved.dtype)
+    full[:-1] = saved_rows(checkpoint, spec["follows"], buffer)[1:]
+    full[np.load(directory / spec["rows_file"])] = saved
+    return full
+
+
 def _reallocate_buffer(model: Any, buffer_size: int) -> None:
     """Give ``model`` an empty replay buffer of capacity ``buffer_size`` (same class and arguments)."""
     model.buffer_size = buffer_size
@@ -250,7 +311,8 @@ def _fill_buffer(buf: Any, name: str, entry: dict[str, Any], directory: Path) ->
     rows, capacity = int(entry["rows"]), int(buf.buffer_size)
     keep = min(rows, capacity)
     targets = _row_arrays(buf)
-    for array_name, spec in entry["arrays"].items():
+    # observations first: a next-observation array saved as "follows" is rebuilt from them
+    for array_name, spec in sorted(entry["arrays"].items(), key=lambda item: "follows" in item[1]):
         target = targets.get(array_name)
         if target is None:
             raise ValueError(f"{name} was saved with an array {array_name!r} this run's {type(buf).__name__} "
@@ -261,7 +323,14 @@ def _fill_buffer(buf: Any, name: str, entry: dict[str, Any], directory: Path) ->
         if saved.shape[1:] != target.shape[1:]:
             raise ValueError(f"{name} {array_name}: saved rows have shape {saved.shape[1:]}, this run's buffer "
                              f"expects {target.shape[1:]}: resume with the same env, cameras and policy_obs")
-        target[:keep] = saved[rows - keep:]
+        if "follows" in spec:
+            first = rows - keep  # saved row that lands in target row 0
+            target[:keep - 1] = targets[spec["follows"]][1:keep]
+            stored = np.load(directory / spec["rows_file"])
+            kept = stored >= first
+            target[stored[kept] - first] = saved[kept]
+        else:
+            target[:keep] = saved[rows - keep:]
     buf.pos, buf.full = keep % capacity, keep == capacity
     for counter, value in entry.get("counters", {}).items():
         setattr(buf, counter, value)
