@@ -246,9 +246,9 @@ def main(cfg: Any) -> None:
                 raise RunConfigError(f"resume={plain['resume']!r} is this run's own folder (hydra.run.dir); a resumed "
                                      "run writes into a new folder and never over the run it continues")
         summary = train(plain, run_dir)
-    except KeyboardInterrupt:  # the second Ctrl-C (the first stops training cleanly, see rlrm.rl.interrupt)
-        print(f"second Ctrl-C: exited at once, without a new checkpoint or summary.json; {run_dir}/checkpoints "
-              "holds the checkpoints saved before", file=sys.stderr)
+    except KeyboardInterrupt:  # a single-process run's second Ctrl-C (its first stops cleanly), a distributed run's
+        print(f"Ctrl-C: exited at once, without a new checkpoint or summary.json; {run_dir}/checkpoints "
+              "holds the checkpoints saved before (continue with resume=)", file=sys.stderr)
         raise SystemExit(130) from None
     except (RunConfigError, RewardSourceError) as e:
         debug = os.environ.get("RLRM_DEBUG", "0") not in ("", "0") or os.environ.get("HYDRA_FULL_ERROR") == "1"

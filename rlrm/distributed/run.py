@@ -274,7 +274,10 @@ class _Driver:
     # ------------------------------------------------------------------ evaluation and shutdown
     def evaluate(self) -> dict[str, Any]:
         """Evaluation episodes on the first live runner with the final weights, as a single-process run does."""
-        episodes = int(self.cfg["eval_episodes"])
+        from rlrm.rl.evaluation import evaluation_episodes
+
+        # on a robot: no more episodes than the run trained (and a person is asked at a terminal)
+        episodes = evaluation_episodes(self.cfg, int(self.stats["env_steps"]) - self.start_steps)
         live = [s for s in self.slots if s.state != "dead"]
         if not live:
             raise RuntimeError("no live runner left to evaluate the policy on")
