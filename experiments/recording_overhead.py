@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-
 from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
+
 from rlrm.bridges.lerobot_dataset import LeRobotDatasetWriter, RecordEpisodes  # noqa: E402
 from rlrm.rl.environment import make_env, wrap_with_reward  # noqa: E402
 from rlrm.rl.reward_source import open_reward_source  # noqa: E402

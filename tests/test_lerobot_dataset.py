@@ -15,9 +15,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from lerobot_support import run_in_lerobot_venv
 from omegaconf import OmegaConf
 
-from lerobot_support import run_in_lerobot_venv
 from rlrm.bridges.lerobot_dataset import LeRobotDatasetWriter, RecordEpisodes, read_lerobot_episodes
 from rlrm.rl.checkpoints import latest_checkpoint
 from rlrm.train.data import load_dataset

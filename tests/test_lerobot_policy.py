@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from lerobot_support import REPO, run_in_lerobot_venv
+
 from rlrm.bridges.lerobot_policy import lerobot_feature_sources
 
 
@@ -68,9 +68,9 @@ def test_missing_lerobot_names_the_extra():
 
     if importlib.util.find_spec("lerobot") is not None:
         pytest.skip("lerobot is installed in this venv")
-    from rlrm.rl.residual import make_base_policy
-
     import gymnasium as gym
+
+    from rlrm.rl.residual import make_base_policy
 
     with pytest.raises(ImportError, match=r"rlrm\[lerobot\]"):
         make_base_policy({"kind": "lerobot", "path": "some/dir"}, gym.spaces.Box(-1, 1, (4,)))
