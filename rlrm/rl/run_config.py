@@ -126,8 +126,15 @@ def _check_algo(errors: list[str], algo: Mapping[str, Any]) -> None:
         errors.append(f"unknown algorithm {name!r}; expected one of {sorted(ALGORITHMS)} (algo=<name>)")
         return
     cls, off_policy = ALGORITHMS[name]
-    accepted = set(inspect.signature(cls).parameters) - {"self", "env", "policy", "seed", "device", "verbose",
-                                                          "tensorboard_log", "_init_setup_model"}
+    accepted: set[str] = set()
+    for klass in cls.__mro__:  # a subclass taking **kwargs (ResidualSAC) passes its parent's arguments on
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        accepted |= {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    accepted -= {"self", "env", "policy", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
     own = _OWN_KEYS if name == "residual_sac" else _OWN_KEYS - {"residual_scale", "base_policy"}
     unknown = sorted(set(algo) - accepted - own)
     if unknown:
