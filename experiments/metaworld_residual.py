@@ -50,10 +50,12 @@ def base_success(task: str, seeds: list[int], episodes: int) -> list[float]:
     from omegaconf import OmegaConf
 
     import envs  # noqa: F401
+    from rlrm.config import register_configs
     from rlrm.rl.bc import rollout
     from rlrm.rl.environment import resolve_env_defaults
     from rlrm.rl.residual import make_base_policy
 
+    register_configs()  # the typed schemas the YAML builds on
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = OmegaConf.to_container(compose("config", overrides=[f"env=metaworld_{task}", "algo=residual_sac"]),
                                      resolve=True)
