@@ -82,10 +82,10 @@ def worker():
 
 
 def test_run_against_a_worker_records_what_it_served_ran_and_scored(worker, tmp_path, caplog):
-    # the config says 'demo' (the default), the worker serves 'tiny': the run must say 'tiny'
+    # the config says 'auto' (the default: 'demo' for FetchReach), the worker serves 'tiny': the run must say 'tiny'
     cfg = compose_run(*TINY, "algo=ppo", "algo.n_steps=32", "algo.batch_size=16", "algo.n_epochs=1",
                       "total_steps=40", f"reward.source={worker.url}")
-    assert cfg["reward"]["model"] == "demo"
+    assert cfg["reward"]["model"] == "auto"
     with caplog.at_level(logging.INFO):
         summary = load_run_rl().train(cfg, tmp_path)
     assert summary["env_steps"] == 64  # two whole rollouts of 32, as the saved config says

@@ -236,7 +236,10 @@ class RewardPipeline:
         ]
         from rlrm.wrappers.reward import open_scorer
 
-        self.scorer, self._owns_scorer = open_scorer(source)
+        if callable(getattr(source, "score_async", None)) and not callable(getattr(source, "score", None)):
+            self.scorer, self._owns_scorer = source, False  # an answer-with-futures scorer, for async completion
+        else:
+            self.scorer, self._owns_scorer = open_scorer(source)
         if self.views == "mean" and self.cameras and len(self.cameras) > 1:
             self.scorer = ViewMeanScorer(self.scorer, lambda: self.frames.view_widths, owns=self._owns_scorer)
         self.reward_stats = RewardStats()
