@@ -52,6 +52,7 @@ __all__ = ["train", "train_single", "start_run", "finish_run", "main"]
 
 log = logging.getLogger("rlrm.run")
 
+
 def start_run(cfg: dict[str, Any], run_dir: str | Path) -> RunStart:
     """Check ``cfg`` (before any env, worker, model or actor exists), make the folder, write ``config.yaml``.
 

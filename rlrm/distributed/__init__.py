@@ -1,6 +1,7 @@
-"""Ray: a reward-model pool, and actor/learner runs across machines (``run_rl.py distributed.runners=N``).
+"""Actor/learner runs across machines on Ray (``run_rl.py distributed.runners=N``).
 
-* ``RayRewardPool`` - re-exported from :mod:`rlrm.transport.ray`, where it lives with the other scorers.
+(The Ray pool of reward-model replicas, ``RayRewardPool``, is a scorer: :mod:`rlrm.transport.ray`.)
+
 * ``config.py`` - :class:`DistributedConfig` (the ``distributed:`` block) and the checks that run
   before anything starts: values, cluster address, resources on the cluster's nodes.
 * ``shared_reward.py`` - one reward source for all runners (a worker URL, or a named actor around
@@ -9,7 +10,8 @@
 * ``runner.py`` - :class:`EnvRunner`: an env with its reward wrapper, acting with published weights.
 * ``learner.py`` - :class:`Learner`: SB3 SAC / residual SAC on the runners' transitions, weights
   published every ``sync_every`` gradient steps, checkpoints and TensorBoard.
-* ``run.py`` - :func:`run_distributed`: the driver (``run_rl.py`` hands off to it).
+* ``run.py`` - :func:`~rlrm.distributed.run.train_distributed`: the Ray half of a run (:mod:`rlrm.run`
+  hands off to it for ``distributed.runners >= 1``); :func:`run_distributed` for a config that must be distributed.
 
 Ray and torch are imported when these are used, not when this package is; install Ray with
 ``pip install 'rlrm[ray]'``. The layout is described in ``docs/distributed.md``.
@@ -17,10 +19,9 @@ Ray and torch are imported when these are used, not when this package is; instal
 
 from rlrm._lazy import lazy_getattr
 
-__all__ = ["RayRewardPool", "DistributedConfig", "EnvRunner", "Learner", "run_distributed"]
+__all__ = ["DistributedConfig", "EnvRunner", "Learner", "run_distributed"]
 
 _LAZY = {
-    "RayRewardPool": "rlrm.transport.ray",
     "DistributedConfig": "rlrm.distributed.config",
     "EnvRunner": "rlrm.distributed.runner",
     "Learner": "rlrm.distributed.learner",
