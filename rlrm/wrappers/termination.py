@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from rlrm.config import ShapingConfig
 from rlrm.shaping import RewardState, Shaping, SuccessDetector
 
 __all__ = ["SuccessTermination"]
@@ -49,7 +50,7 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Args:
         env: a wrapper stack that publishes ``info["rlrm"]["success_prob"]`` each step.
         detector: detector settings (copied, so one instance may configure many envs).
-        bonus: reward added once on detection.
+        bonus: reward added once on detection (default 0, as ``rlrm.config.ShapingConfig.success_bonus``).
         terminate: return ``terminated=True`` on detection.
     """
 
@@ -57,7 +58,7 @@ class SuccessTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self,
         env: gym.Env,
         detector: SuccessDetector | None = None,
-        bonus: float = 1.0,
+        bonus: float = ShapingConfig.success_bonus,
         terminate: bool = True,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
