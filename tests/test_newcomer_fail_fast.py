@@ -50,11 +50,12 @@ def test_run_rl_against_a_dead_worker_prints_one_line_and_builds_nothing(tmp_pat
 
 
 def test_config_errors_print_the_message_alone_and_the_traceback_on_request(tmp_path):
-    proc = run_rl("total_steps=-5", "robot_sim=yes", f"hydra.run.dir={tmp_path / 'plain'}")
+    proc = run_rl("total_steps=-5", "task=' '", f"hydra.run.dir={tmp_path / 'plain'}")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "invalid run_rl config:",
-        "  - robot_sim must be true or false, got 'yes' (str); pass robot_sim=true or robot_sim=false",
+        "  - task must be a non-empty instruction, got ' '; pass task=\"put the cube in the bowl\" or leave it out "
+        "(task=null) to use the env's own task",
         "  - total_steps must be an integer >= 1, got -5",
     ], proc.stderr[-3000:]
     debug = run_rl("total_steps=-5", f"hydra.run.dir={tmp_path / 'debug'}", RLRM_DEBUG="1")
