@@ -125,7 +125,7 @@ def test_two_fetchreach_runners_share_a_real_worker_and_the_learner_gets_only_la
     assert len(steps) == 2 and 50 <= steps[0] < 100 <= steps[1] < 120 and curve["episodes_per_point"] == 1
     final = np.load(tmp_path / "eval_final_frames.npz")
     assert final["frames"].shape[:2] == (2, 64) and final["frames"].shape[-1] == 3 and final["frames"].dtype == np.uint8
-    assert final["success_prob"].shape == (2,) and final["model_success"].shape == (2,)
+    assert final["success_prob"].shape == (2,) and final["model_success_detected"].shape == (2,)
     assert (tmp_path / "config.yaml").exists() and "final_frames" not in summary
 
     buf = _buffer(tmp_path)  # the final checkpoint's replay buffer
