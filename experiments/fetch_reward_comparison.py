@@ -27,19 +27,16 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
+from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
+from run_jobs import run_parallel  # experiments/run_jobs.py
 
 from rlrm.rl.reward_source import resolve_model_spec  # noqa: E402
 from rlrm.transport import spawn_worker  # noqa: E402
-
-from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {
@@ -136,38 +133,24 @@ def hacking_audit(runs_dir: Path, names: list[str], seeds: list[int], threshold:
     return audit
 
 
+def _read_run(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
+    run["eval_episodes"] = len(summary["eval_episodes"])
+    curve = run_dir / "learning_curve.json"
+    run["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
+    log.info("%s: success %.2f", run_dir.name, summary["eval_success_rate"])
+    return run
+
+
 def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], runs_dir: Path,
             parallel: int) -> dict[tuple[str, int], dict]:
     """Run ``python run_rl.py`` for every (condition, seed), ``parallel`` at a time; returns their summaries."""
-    waiting, running, done = list(jobs), {}, {}
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            name, seed = waiting.pop(0)
-            run_dir = runs_dir / f"{name}_seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            overrides = [*CONDITIONS[name], f"seed={seed}", "progress_bar=false", *budget,
-                         f"hydra.run.dir={run_dir}", *(source if name.startswith("robometer") else [])]
-            log_file = open(run_dir / "stdout.log", "w")  # noqa: SIM115 (closed when the run ends)
-            proc = subprocess.Popen([sys.executable, str(ROOT / "run_rl.py"), *overrides], stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-            running[(name, seed)] = (proc, log_file, run_dir, time.perf_counter())
-            log.info("started %s seed %d (pid %d) -> %s", name, seed, proc.pid, run_dir)
-        time.sleep(2)
-        for key, (proc, log_file, run_dir, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log_file.close()
-            del running[key]
-            if proc.returncode != 0:
-                raise RuntimeError(f"run {key} failed (exit {proc.returncode}); see {run_dir / 'stdout.log'}")
-            summary = json.loads((run_dir / "summary.json").read_text())
-            done[key] = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
-            done[key]["eval_episodes"] = len(summary["eval_episodes"])
-            curve = run_dir / "learning_curve.json"
-            done[key]["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
-            log.info("%s seed %d: success %.2f in %.0f s", *key, summary["eval_success_rate"],
-                     time.perf_counter() - t0)
-    return done
+    specs = {(name, seed): (runs_dir / f"{name}_seed{seed}",
+                            [*CONDITIONS[name], f"seed={seed}", "progress_bar=false", *budget,
+                             *(source if name.startswith("robometer") else [])])
+             for name, seed in jobs}
+    return run_parallel(specs, parallel, _read_run)
 
 
 def main() -> int:

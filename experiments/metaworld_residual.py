@@ -23,17 +23,14 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
-
 from fetch_reward_comparison import hacking_audit  # experiments/fetch_reward_comparison.py  # noqa: E402
 from output_paths import add_output_arguments, output_path  # experiments/output_paths.py  # noqa: E402
+from run_jobs import run_parallel  # experiments/run_jobs.py  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"push": "push-v3", "pick_place": "pick-place-v3", "drawer_open": "drawer-open-v3"}
@@ -71,36 +68,11 @@ def base_success(task: str, seeds: list[int], episodes: int) -> list[float]:
 def run_all(jobs: list[tuple[str, str, int]], budget: list[str], source: list[str], runs_dir: Path,
             parallel: int) -> dict[tuple[str, str, int], dict]:
     """Run ``run_rl.py`` for every (task, condition, seed), ``parallel`` at a time; skip runs already finished."""
-    waiting, running, done = list(jobs), {}, {}
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            task, name, seed = waiting.pop(0)
-            run_dir = runs_dir / f"{task}_{name}_seed{seed}"
-            if (run_dir / "summary.json").exists():
-                done[(task, name, seed)] = _read_run(run_dir)
-                continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            overrides = [f"env=metaworld_{task}", "algo=residual_sac", *CONDITIONS[name], f"seed={seed}",
-                         "progress_bar=false", *budget, f"hydra.run.dir={run_dir}",
-                         *(source if name == "robometer" else [])]
-            log_file = open(run_dir / "stdout.log", "w")  # noqa: SIM115 (closed when the run ends)
-            proc = subprocess.Popen([sys.executable, str(ROOT / "run_rl.py"), *overrides], stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-            running[(task, name, seed)] = (proc, log_file, run_dir, time.perf_counter())
-            log.info("started %s %s seed %d (pid %d) -> %s", task, name, seed, proc.pid, run_dir)
-        time.sleep(2)
-        for key, (proc, log_file, run_dir, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log_file.close()
-            del running[key]
-            if proc.returncode != 0:
-                log.error("run %s failed (exit %d); see %s", key, proc.returncode, run_dir / "stdout.log")
-                continue
-            done[key] = _read_run(run_dir)
-            log.info("%s %s seed %d: success %.2f in %.0f s", *key, done[key]["eval_success_rate"],
-                     time.perf_counter() - t0)
-    return done
+    specs = {(task, name, seed): (runs_dir / f"{task}_{name}_seed{seed}",
+                                  [f"env=metaworld_{task}", "algo=residual_sac", *CONDITIONS[name], f"seed={seed}",
+                                   "progress_bar=false", *budget, *(source if name == "robometer" else [])])
+             for task, name, seed in jobs}
+    return run_parallel(specs, parallel, _read_run, strict=False)
 
 
 def _read_run(run_dir: Path) -> dict:

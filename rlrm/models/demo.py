@@ -29,35 +29,28 @@ DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 DEMO_MW_DIR = Path(__file__).resolve().parent / "assets" / "demo_mw"
 
 
-def demo_robometer(device: str | None = "cpu", dtype: str | None = "float32", **overrides: Any):
-    """Load the shipped demo Robometer from :data:`DEMO_DIR` (CPU, float32 by default)."""
+def _load_shipped(name: str, directory: Path, recipe: str, device: str | None, dtype: str | None,
+                  **overrides: Any):
+    """Load a model shipped in ``directory`` and name it ``name``; a missing one says how to rebuild it."""
     from rlrm.models.robometer import RobometerModel
 
-    if not (DEMO_DIR / "config.json").exists():
-        raise FileNotFoundError(
-            f"the demo model weights are missing from {DEMO_DIR}; rebuild them with "
-            "experiments/demo_model/run.sh (see its README)"
-        )
-    model = RobometerModel.from_pretrained(DEMO_DIR, device=device, dtype=dtype, **overrides)
-    model.name = "demo"
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(f"the {name} model weights are missing from {directory}; rebuild them with {recipe}")
+    model = RobometerModel.from_pretrained(directory, device=device, dtype=dtype, **overrides)
+    model.name = name
     return model
 
 
-register_model("demo", demo_robometer)
+def demo_robometer(device: str | None = "cpu", dtype: str | None = "float32", **overrides: Any):
+    """Load the shipped demo Robometer from :data:`DEMO_DIR` (CPU, float32 by default)."""
+    return _load_shipped("demo", DEMO_DIR, "experiments/demo_model/run.sh (see its README)", device, dtype,
+                         **overrides)
 
 
 def demo_mw_robometer(device: str | None = "cpu", dtype: str | None = "float32", **overrides: Any):
     """Load the shipped multi-task MetaWorld Robometer from :data:`DEMO_MW_DIR` (CPU, float32 by default)."""
-    from rlrm.models.robometer import RobometerModel
-
-    if not (DEMO_MW_DIR / "config.json").exists():
-        raise FileNotFoundError(
-            f"the demo_mw model weights are missing from {DEMO_MW_DIR}; rebuild them with "
-            "experiments/metaworld_demo/run.sh (see its README)"
-        )
-    model = RobometerModel.from_pretrained(DEMO_MW_DIR, device=device, dtype=dtype, **overrides)
-    model.name = "demo_mw"
-    return model
+    return _load_shipped("demo_mw", DEMO_MW_DIR, "experiments/metaworld_demo/run.sh", device, dtype, **overrides)
 
 
+register_model("demo", demo_robometer)
 register_model("demo_mw", demo_mw_robometer)
