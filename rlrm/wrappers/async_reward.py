@@ -27,9 +27,7 @@ import gymnasium as gym
 
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.episode import EpisodeReward, RewardStats
-from rlrm.wrappers.frames import FrameBuffer, FrameSource
-from rlrm.wrappers.pipeline import AsyncRewardLabeler, RewardPipeline, StepLabel
+from rlrm.wrappers.pipeline import AsyncRewardLabeler, PipelineAccess, RewardPipeline, StepLabel
 from rlrm.wrappers.reward import resolve_task
 
 __all__ = ["StepLabel", "AsyncRewardLabeler", "AsyncRobometerReward", "TICKET_KEY"]
@@ -37,7 +35,7 @@ __all__ = ["StepLabel", "AsyncRewardLabeler", "AsyncRobometerReward", "TICKET_KE
 TICKET_KEY = "rlrm_ticket"  # info key of a step's ticket; the relabelling replay buffer reads it
 
 
-class AsyncRobometerReward(gym.Wrapper):
+class AsyncRobometerReward(PipelineAccess, gym.Wrapper):
     """Score every step in the background; return a placeholder reward and a ticket.
 
     ``reset`` starts the episode's frames with the reset frame; each ``step`` appends the new frame and,
@@ -96,36 +94,6 @@ class AsyncRobometerReward(gym.Wrapper):
     def labeler(self) -> AsyncRewardLabeler:
         """Where finished steps come out (:class:`~rlrm.wrappers.pipeline.AsyncRewardLabeler`)."""
         return self.pipeline.labeler
-
-    @property
-    def episode_reward(self) -> EpisodeReward:
-        """The current episode's :class:`~rlrm.wrappers.episode.EpisodeReward`."""
-        return self.pipeline.episodes[0]
-
-    @property
-    def frame_source(self) -> FrameSource:
-        """Where frames come from and their checks."""
-        return self.pipeline.frames
-
-    @property
-    def frame_buffer(self) -> FrameBuffer:
-        """This episode's frames (reset frame first)."""
-        return self.episode_reward.buffer
-
-    @property
-    def scorer(self) -> Any:
-        """The scorer queries go to."""
-        return self.pipeline.scorer
-
-    @property
-    def reward_stats(self) -> RewardStats:
-        """Query counts and latencies, recorded as answers arrive."""
-        return self.pipeline.reward_stats
-
-    @property
-    def task(self) -> str:
-        """The instruction sent with every query."""
-        return self.episode_reward.task
 
     def reset(self, **kwargs):
         """Reset the env and start a new episode of frames with the reset frame."""

@@ -41,8 +41,15 @@ import numpy as np
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
 from rlrm.views import ViewMeanScorer, check_views
-from rlrm.wrappers.episode import ON_TIMEOUT, EpisodeReward, RewardStats, StepQuery, score_timed, timeout_message
-from rlrm.wrappers.frames import FrameSource, frame_from_observation
+from rlrm.wrappers.episode import (
+    ON_TIMEOUT,
+    EpisodeReward,
+    RewardStats,
+    StepQuery,
+    score_timed,
+    timeout_message,
+)
+from rlrm.wrappers.frames import FrameBuffer, FrameSource, frame_from_observation
 
 __all__ = ["RewardPipeline", "AsyncRewardLabeler", "StepLabel"]
 
@@ -355,3 +362,44 @@ class RewardPipeline:
         """Close the scorer if the pipeline created it."""
         if self._owns_scorer:
             self.scorer.close()
+
+
+class PipelineAccess:
+    """What the single-env reward wrappers show of their :class:`RewardPipeline` (``self.pipeline``), in one place."""
+
+    pipeline: RewardPipeline
+
+    @property
+    def episode_reward(self) -> EpisodeReward:
+        """This episode's :class:`~rlrm.wrappers.episode.EpisodeReward` (frames, schedule, reward state)."""
+        return self.pipeline.episodes[0]
+
+    @property
+    def frame_source(self) -> FrameSource:
+        """Where frames come from (``env.render()`` or cameras) and their checks."""
+        return self.pipeline.frames
+
+    @property
+    def frame_buffer(self) -> FrameBuffer:
+        """This episode's frames (reset frame first); read by :class:`~rlrm.wrappers.video.RewardVideoRecorder`."""
+        return self.episode_reward.buffer
+
+    @property
+    def scorer(self) -> Any:
+        """The scorer queries go to."""
+        return self.pipeline.scorer
+
+    @property
+    def reward_stats(self) -> RewardStats:
+        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
+        return self.pipeline.reward_stats
+
+    @property
+    def terminate_on_success(self) -> bool:
+        """Episodes end on detected success."""
+        return self.pipeline.terminate_on_success
+
+    @property
+    def task(self) -> str:
+        """The instruction sent with every query."""
+        return self.episode_reward.task

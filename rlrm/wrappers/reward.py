@@ -15,9 +15,7 @@ import gymnasium as gym
 
 from rlrm.config import RewardConfig
 from rlrm.shaping import Shaping, SuccessDetector
-from rlrm.wrappers.episode import EpisodeReward, RewardStats
-from rlrm.wrappers.frames import FrameBuffer, FrameSource
-from rlrm.wrappers.pipeline import RewardPipeline
+from rlrm.wrappers.pipeline import PipelineAccess, RewardPipeline
 
 __all__ = ["RobometerReward", "resolve_task", "open_scorer"]
 
@@ -56,7 +54,7 @@ def open_scorer(source: Any) -> tuple[Any, bool]:
     return scorer, scorer is not source
 
 
-class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class RobometerReward(PipelineAccess, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replaces the env's reward with a Robometer reward computed from the episode's frames.
 
     ``reset`` starts a frame buffer with the reset frame. Each ``step`` appends the new frame
@@ -139,41 +137,6 @@ class RobometerReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             on_timeout=on_timeout, views=views, timing_in_info=timing_in_info,
             name=getattr(env.spec, "id", None) or type(env.unwrapped).__name__,
         )
-
-    @property
-    def episode_reward(self) -> EpisodeReward:
-        """This episode's :class:`~rlrm.wrappers.episode.EpisodeReward` (frames, schedule, reward state)."""
-        return self.pipeline.episodes[0]
-
-    @property
-    def frame_source(self) -> FrameSource:
-        """Where frames come from (``env.render()`` or cameras) and their checks."""
-        return self.pipeline.frames
-
-    @property
-    def scorer(self) -> Any:
-        """The scorer queries go to."""
-        return self.pipeline.scorer
-
-    @property
-    def reward_stats(self) -> RewardStats:
-        """Query counts and latencies (:class:`rlrm.wrappers.episode.RewardStats`)."""
-        return self.pipeline.reward_stats
-
-    @property
-    def terminate_on_success(self) -> bool:
-        """Episodes end on detected success."""
-        return self.pipeline.terminate_on_success
-
-    @property
-    def task(self) -> str:
-        """The instruction sent with every query."""
-        return self.episode_reward.task
-
-    @property
-    def frame_buffer(self) -> FrameBuffer:
-        """This episode's frames (reset frame first); read by :class:`RewardVideoRecorder`."""
-        return self.episode_reward.buffer
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset the env and start a new frame buffer with the reset frame."""
