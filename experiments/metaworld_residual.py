@@ -149,21 +149,25 @@ def main() -> int:
               "eval_episodes": args.eval_episodes, "tasks": previous.get("tasks", {})}
     print(f"\nMetaWorld residual SAC, {args.total_steps} env steps, {args.eval_episodes} eval episodes, seeds {args.seeds}")
     print(f"{'task':<12} {'base':>6} {'robometer':>10} {'env dense':>10} {'ratio':>6}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
         base = base_success(task, args.seeds, args.eval_episodes)
-        entry = {"base_success": float(np.mean(base)), "base_per_seed": base, "conditions": {}}
+        kept = result["tasks"].get(task, {}).get("conditions", {})  # conditions run earlier, e.g. env_dense
+        entry = {"base_success": float(np.mean(base)), "base_per_seed": base,
+                 "conditions": {k: v for k, v in kept.items() if k not in args.conditions}}
         for name in args.conditions:
             got = [runs[(task, name, s)] for s in args.seeds if (task, name, s) in runs]
+            if not got:
+                continue
             entry["conditions"][name] = {"runs": got, "mean_success_rate":
                                          float(np.mean([r["eval_success_rate"] for r in got])) if got else None}
         rob = entry["conditions"].get("robometer", {}).get("mean_success_rate")
         dense = entry["conditions"].get("env_dense", {}).get("mean_success_rate")
         entry["robometer_over_dense"] = rob / dense if rob is not None and dense else None
-        if "robometer" in args.conditions:
+        if "robometer" in entry["conditions"]:
             entry["hacking_audit"] = hacking_audit(Path(args.runs_dir), [f"{task}_robometer"], args.seeds, 0.65,
                                                    out.parent / f"metaworld_{task}_hacking.png")
         result["tasks"][task] = entry
-        out.parent.mkdir(parents=True, exist_ok=True)
         plot(task, result, out.parent / f"metaworld_{task}_curve.png")
         fmt = lambda x: f"{x:.2f}" if x is not None else "-"  # noqa: E731
         print(f"{task:<12} {entry['base_success']:>6.2f} {fmt(rob):>10} {fmt(dense):>10} "
