@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
+from curves import draw_runs  # experiments/curves.py
 from output_paths import add_output_arguments, output_path  # experiments/output_paths.py
 from run_jobs import run_parallel  # experiments/run_jobs.py
 
@@ -68,17 +69,7 @@ def plot(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name in [n for n in CONDITIONS if n in result["conditions"]]:
-        runs = result["conditions"][name]["runs"]
-        curves = [r["curve"] for r in runs if r.get("curve")]
-        if curves:
-            n = min(len(c) for c in curves)
-            steps = np.array([p["env_steps"] for p in curves[0][:n]])
-            values = np.array([[p["success_rate"] for p in c[:n]] for c in curves])
-            ax.plot(steps, values.mean(axis=0), color=COLORS[name], label=LABELS[name], lw=2)
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=COLORS[name], alpha=0.18)
-        finals = [r["eval_success_rate"] for r in runs]
-        ax.scatter([runs[0]["env_steps"] * 1.01] * len(finals), finals, color=COLORS[name], edgecolor="black",
-                   zorder=3, s=22)
+        draw_runs(ax, result["conditions"][name]["runs"], COLORS[name], LABELS[name])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval success rate (env is_success)")
@@ -133,16 +124,6 @@ def hacking_audit(runs_dir: Path, names: list[str], seeds: list[int], threshold:
     return audit
 
 
-def _read_run(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    run = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
-    run["eval_episodes"] = len(summary["eval_episodes"])
-    curve = run_dir / "learning_curve.json"
-    run["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
-    log.info("%s: success %.2f", run_dir.name, summary["eval_success_rate"])
-    return run
-
-
 def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], runs_dir: Path,
             parallel: int) -> dict[tuple[str, int], dict]:
     """Run ``python run_rl.py`` for every (condition, seed), ``parallel`` at a time; returns their summaries."""
@@ -150,7 +131,7 @@ def run_all(jobs: list[tuple[str, int]], budget: list[str], source: list[str], r
                             [*CONDITIONS[name], f"seed={seed}", "progress_bar=false", *budget,
                              *(source if name.startswith("robometer") else [])])
              for name, seed in jobs}
-    return run_parallel(specs, parallel, _read_run)
+    return run_parallel(specs, parallel)
 
 
 def main() -> int:

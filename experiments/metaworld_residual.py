@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
+from curves import draw_runs  # experiments/curves.py  # noqa: E402
 from fetch_reward_comparison import hacking_audit  # experiments/fetch_reward_comparison.py  # noqa: E402
 from output_paths import add_output_arguments, output_path  # experiments/output_paths.py  # noqa: E402
 from run_jobs import run_parallel  # experiments/run_jobs.py  # noqa: E402
@@ -72,15 +73,7 @@ def run_all(jobs: list[tuple[str, str, int]], budget: list[str], source: list[st
                                   [f"env=metaworld_{task}", "algo=residual_sac", *CONDITIONS[name], f"seed={seed}",
                                    "progress_bar=false", *budget, *(source if name == "robometer" else [])])
              for task, name, seed in jobs}
-    return run_parallel(specs, parallel, _read_run, strict=False)
-
-
-def _read_run(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    run = {k: summary[k] for k in ("eval_success_rate", "env_steps", "wall_s")}
-    curve = run_dir / "learning_curve.json"
-    run["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
-    return run
+    return run_parallel(specs, parallel, strict=False)
 
 
 def plot(task: str, result: dict, path: Path) -> None:
@@ -93,18 +86,8 @@ def plot(task: str, result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     entry = result["tasks"][task]
     for name, cond in entry["conditions"].items():
-        curves = [[{"env_steps": 0, "success_rate": b}] + r["curve"]
-                  for r, b in zip(cond["runs"], entry["base_per_seed"], strict=False) if r.get("curve")]
-        if curves:
-            n = min(len(c) for c in curves)
-            steps = np.array([p["env_steps"] for p in curves[0][:n]])
-            values = np.array([[p["success_rate"] for p in c[:n]] for c in curves])
-            ax.plot(steps, values.mean(axis=0), color=COLORS[name], label=LABELS[name], lw=2)
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=COLORS[name], alpha=0.18)
-        finals = [r["eval_success_rate"] for r in cond["runs"]]
-        if finals:
-            ax.scatter([cond["runs"][0]["env_steps"] * 1.01] * len(finals), finals, color=COLORS[name],
-                       edgecolor="black", zorder=3, s=22)
+        base_points = [{"env_steps": 0, "success_rate": b} for b in entry["base_per_seed"]]
+        draw_runs(ax, cond["runs"], COLORS[name], LABELS[name], start=base_points)
     ax.axhline(entry["base_success"], color="black", ls="--", lw=1, label=f"BC base alone ({entry['base_success']:.2f})")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("env steps")

@@ -1,12 +1,14 @@
 """Run several ``python run_rl.py`` jobs side by side, for the experiment scripts.
 
 * :func:`run_parallel` - start each job's run (``parallel`` at a time), wait, read each finished run folder.
+* :func:`read_run` - a finished run folder's final evaluation and learning curve.
 
 A job whose folder already holds a ``summary.json`` is read, not run again, so an interrupted study resumes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -19,8 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("run_jobs")
 
 
-def run_parallel(jobs: dict[Hashable, tuple[Path, list[str]]], parallel: int, read: Callable[[Path], Any],
-                 strict: bool = True) -> dict[Hashable, Any]:
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """``summary.json``'s final evaluation (success, return, episodes, env steps, wall time) and the learning curve."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run = {k: summary[k] for k in ("eval_success_rate", "eval_return", "env_steps", "wall_s")}
+    run["eval_episodes"] = len(summary["eval_episodes"])
+    curve = run_dir / "learning_curve.json"
+    run["curve"] = json.loads(curve.read_text())["points"] if curve.exists() else []
+    return run
+
+
+def run_parallel(jobs: dict[Hashable, tuple[Path, list[str]]], parallel: int,
+                 read: Callable[[Path], Any] = read_run, strict: bool = True) -> dict[Hashable, Any]:
     """Run ``run_rl.py <overrides> hydra.run.dir=<run_dir>`` for every ``key: (run_dir, overrides)``.
 
     Returns ``{key: read(run_dir)}`` for the runs that finished; a failed run raises (``strict``) or is
