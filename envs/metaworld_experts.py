@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from envs.metaworld import SUCCESS_RADIUS
+
 __all__ = ["TaskSpec", "TASK_SPECS", "expert_policy", "task_state"]
 
 
@@ -36,7 +38,8 @@ class TaskSpec:
 
     Args:
         policy: class name of its scripted expert in ``metaworld.policies``.
-        radius: MetaWorld's success distance between object and goal, metres.
+        radius: MetaWorld's success distance between object and goal, metres
+            (:data:`envs.metaworld.SUCCESS_RADIUS`, also the size of the drawn success ball).
         move_scale: distance outside the success radius over which the progress label ramps, metres.
     """
 
@@ -46,9 +49,9 @@ class TaskSpec:
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
-    "push-v3": TaskSpec("SawyerPushV3Policy", radius=0.05, move_scale=0.25),
-    "pick-place-v3": TaskSpec("SawyerPickPlaceV3Policy", radius=0.07, move_scale=0.25),
-    "drawer-open-v3": TaskSpec("SawyerDrawerOpenV3Policy", radius=0.03, move_scale=0.2),
+    "push-v3": TaskSpec("SawyerPushV3Policy", radius=SUCCESS_RADIUS["push-v3"], move_scale=0.25),
+    "pick-place-v3": TaskSpec("SawyerPickPlaceV3Policy", radius=SUCCESS_RADIUS["pick-place-v3"], move_scale=0.25),
+    "drawer-open-v3": TaskSpec("SawyerDrawerOpenV3Policy", radius=SUCCESS_RADIUS["drawer-open-v3"], move_scale=0.2),
 }
 
 
