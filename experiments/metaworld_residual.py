@@ -43,14 +43,13 @@ log = logging.getLogger("metaworld_residual")
 
 def base_success(task: str, seeds: list[int], episodes: int) -> list[float]:
     """The env config's base policy alone, on each seed's evaluation layouts (run_rl's seeds 10_000 + seed)."""
-    import gymnasium as gym
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     import envs  # noqa: F401
     from rlrm.config import register_configs
     from rlrm.rl.bc import rollout
-    from rlrm.rl.environment import resolve_env_defaults
+    from rlrm.rl.environment import make_env, resolve_env_defaults
     from rlrm.rl.residual import make_base_policy
 
     register_configs()  # the typed schemas the YAML builds on
@@ -58,8 +57,7 @@ def base_success(task: str, seeds: list[int], episodes: int) -> list[float]:
         cfg = OmegaConf.to_container(compose("config", overrides=[f"env=metaworld_{task}", "algo=residual_sac"]),
                                      resolve=True)
     resolve_env_defaults(cfg)
-    env_cfg = cfg["env"]
-    env = gym.make(env_cfg["id"], max_episode_steps=env_cfg["max_episode_steps"], **env_cfg["kwargs"])
+    env = make_env(cfg)  # the env exactly as the runs build it
     base = make_base_policy(cfg["algo"]["base_policy"], env.action_space)
     rates = [float(np.mean([r["success"] for r in rollout(env, base.act, episodes, seed=10_000 + s)])) for s in seeds]
     env.close()

@@ -17,7 +17,7 @@ pytest.importorskip("metaworld")
 import envs  # noqa: E402,F401
 from envs.metaworld_experts import TASK_SPECS, expert_policy, task_state  # noqa: E402
 from rlrm.rl.bc import BCPolicy, rollout, train_bc  # noqa: E402
-from rlrm.rl.environment import resolve_env_defaults, with_policy_action  # noqa: E402
+from rlrm.rl.environment import make_env, resolve_env_defaults, with_policy_action  # noqa: E402
 from rlrm.rl.residual import ResidualAction, make_base_policy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_task_config_names_its_reward_model_and_a_mediocre_base(task):
     assert base.meta["task"] == task
     assert base.meta["demos"] <= 20 and base.meta["eval_success"] <= 0.5  # the "mediocre" base
     # and it really is what it says: fixed seeds, its own success rate within noise of the recorded one
-    env = gym.make(cfg["env"]["id"], max_episode_steps=cfg["env"]["max_episode_steps"], **cfg["env"]["kwargs"])
+    env = make_env(cfg)
     rate = np.mean([r["success"] for r in rollout(env, base.act, episodes=5, seed=50_000)])
     env.close()
     assert rate <= 0.8
