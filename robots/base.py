@@ -463,11 +463,16 @@ class RobotEnv(gym.Env):
     def _hold(self) -> None:
         """Re-command the last safe target so the robot holds where it was told to be."""
         if self._target is not None and not self.stopped:
+            # a failed earlier motion surfaces on the next command, this one included: recover as step() does,
+            # so the caller sees the refusal that brought it here (UnsafeActionError), not a controller error
+            if self._joint_target is not None:
+                joints, gripper = self._joint_target, self._gripper_target
+                send = lambda: self.backend.command_joints(joints, gripper)  # noqa: E731
+            else:
+                pose, gripper = self._target, self._gripper_target
+                send = lambda: self.backend.command_ee(pose, gripper)  # noqa: E731
             with self._command_lock:
-                if self._joint_target is not None:
-                    self.backend.command_joints(self._joint_target, self._gripper_target)
-                else:
-                    self.backend.command_ee(self._target, self._gripper_target)
+                self._with_recovery("hold", send)
 
     def _read_state(self) -> RobotState:
         holder: list[RobotState] = []

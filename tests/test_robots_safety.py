@@ -334,6 +334,20 @@ def test_controller_error_is_recovered():
     assert info["recovered"] == 2 and rec.inner.recoveries == 2
 
 
+def test_hold_after_a_nan_action_recovers_a_controller_error():
+    # a failed earlier motion surfaces on the hold command (franky re-raises it on the next move): the caller
+    # still gets the refusal of its NaN action, and the robot is recovered and holding
+    env, rec, _ = kinematic_env()
+    env.reset(seed=0)
+    env.step(np.array([1, 0, 0, 0, 0, 0, 1.0]))
+    rec.inner.inject_error(count=1)
+    with pytest.raises(UnsafeActionError, match="finite"):
+        env.step(np.array([np.nan, 0, 0, 0, 0, 0, 1.0]))
+    assert rec.inner.recoveries == 1
+    _, _, _, _, info = env.step(np.array([1, 0, 0, 0, 0, 0, 1.0]))
+    assert info["recovered"] == 0
+
+
 def test_unrecoverable_controller_error_raises_clearly():
     env, rec, _ = kinematic_env(max_recover_attempts=2)
     env.reset(seed=0)
