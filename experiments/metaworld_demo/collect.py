@@ -13,6 +13,14 @@ radius, the ``front`` and ``side`` views tiled into one 128x256 frame), written 
 * ``counterfactual`` - a successful video of one task under another task's sentence (RoboReward's
   counterfactual relabelling): progress 0, success 0.
 
+Hard negatives (``--hard-negatives``, added for the third model after the second one's reward-hacking audit
+found residual SAC parking the gripper, not the puck, in the goal ball):
+
+* ``decoy``    - the gripper goes into the goal ball and stays there, the object left where it is, or first
+  nudged by the expert for a few steps (the hack, labelled from the state: not a success);
+* ``base``     - rollouts of the task's shipped BC base policy with action noise (the states residual RL
+  starts from, successes and failures both, labelled from the state).
+
 Labels are absolute functions of the state, so every frame's label can be read off that frame: 1 in
 MetaWorld's success state, else ``0.25 * (0.3 * reach + 0.7 * move)`` with ``reach = 1 - |hand - object| /
 0.15`` and ``move = 1 - (|object - goal| - radius) / 0.25`` (both clipped to [0, 1]): a dense ramp that
@@ -22,6 +30,8 @@ stays below 0.25 until the task is done, so a near miss can never look like a su
     # or in parallel, one process per task, then the counterfactual episodes from what they wrote:
     python experiments/metaworld_demo/collect.py --tasks push-v3 --no-counterfactual &  # ... one per task
     python experiments/metaworld_demo/collect.py --counterfactual-only
+    # the hard negatives of the third model, added to a copy of the data above:
+    python experiments/metaworld_demo/collect.py --tasks push-v3 --hard-negatives 30 30 15 --out DIR
 """
 
 from __future__ import annotations
@@ -69,6 +79,20 @@ def progress_label(task_name: str, state: dict[str, float]) -> float:
     return float(PROGRESS_CAP * (0.3 * reach + 0.7 * move))
 
 
+_BASES: dict[str, object] = {}
+
+
+def _base_policy(task_name: str):
+    """The task's shipped BC base policy (configs/env/metaworld_<task>.yaml ``base_policy.path``)."""
+    if task_name not in _BASES:
+        from rlrm.rl.bc import BCPolicy
+
+        root = Path(__file__).resolve().parents[2]
+        _BASES[task_name] = BCPolicy.load(root / "envs" / "assets" / "bases" /
+                                          f"metaworld_{task_name.removesuffix('-v3').replace('-', '_')}_bc.pt")
+    return _BASES[task_name]
+
+
 def render(env: gym.Env) -> np.ndarray:
     """The tiled front|side frame the reward model sees in RL."""
     base = env.unwrapped
@@ -85,6 +109,9 @@ def run_episode(env: gym.Env, task_name: str, kind: str, rng: np.random.Generato
     failure_mode = rng.choice(["walk", "freeze", "noise"], p=[0.45, 0.3, 0.25])
     frozen = None
     walk = np.zeros(4)
+    nudge_until = int(rng.integers(0, 40)) if rng.random() < 0.5 else 0   # decoy: expert steps first
+    base = _base_policy(task_name) if kind == "base" else None
+    base_noise = rng.uniform(0.0, 0.2)
     frames, progress, success = [], [], []
     for t in range(EPISODE_STEPS + 1):
         state = task_state(env, task_name)
@@ -100,6 +127,11 @@ def run_episode(env: gym.Env, task_name: str, kind: str, rng: np.random.Generato
                 frozen = np.r_[np.zeros(3), action[3]]
             if frozen is not None:
                 action = frozen
+        elif kind == "decoy" and t >= nudge_until:
+            hand, goal = np.asarray(obs[0:3]), np.asarray(obs[36:39])
+            action = np.r_[np.clip(10.0 * (goal - hand), -1.0, 1.0), -1.0] + rng.normal(0, 0.1, size=4)
+        elif kind == "base":
+            action = base.act(obs) + rng.normal(0, base_noise, size=4)
         elif kind == "failure":
             if failure_mode == "noise":
                 action = rng.uniform(-1, 1, size=4)
@@ -122,28 +154,29 @@ def quality_of(kind: str, final_success: bool) -> str:
     """Trajectory quality label from the kind and the final frame's success."""
     if final_success:
         return "success"
-    return "suboptimal" if kind in ("near", "clip") else "failure"
+    return "suboptimal" if kind in ("near", "clip", "base") else "failure"
 
 
-def collect_task(out: Path, split: str, task_name: str, counts: dict[str, int], seed: int) -> list[dict]:
-    """Collect one task's success, near, failure (and clip) episodes of one split."""
+def collect_task(out: Path, split: str, task_name: str, counts: dict[str, int], seed: int,
+                 id_prefix: str = "") -> list[dict]:
+    """Collect one task's episodes of one split: ``counts[kind]`` of each kind (and clips of the successes)."""
     rng = np.random.default_rng(seed)
     written: list[dict] = []
     root = out / split
     env = gym.make("rlrm/MetaWorld-v0", task_name=task_name, image_size=IMAGE_SIZE, goal_marker="success_ball",
                    max_episode_steps=EPISODE_STEPS + 10)
-    jobs = [(kind, i) for kind in ("success", "near", "failure") for i in range(counts[kind])]
+    jobs = [(kind, i) for kind in ("success", "near", "failure", "decoy", "base") for i in range(counts.get(kind, 0))]
     for kind, i in tqdm(jobs, desc=f"{split} {task_name}", mininterval=10):
         ep = run_episode(env, task_name, kind, rng, seed=int(rng.integers(1 << 30)))
         final = bool(ep["success"][-1] > 0.5)
         if kind == "success" and not final:
             kind_written = "failure"  # a noisy expert that missed: still a useful failure
-        elif kind == "near" and final:
+        elif kind in ("near", "decoy") and final:
             kind_written = "success"
         else:
             kind_written = kind
         text = PHRASINGS[task_name][int(rng.random() < 0.3)]
-        eid = f"{split}_{task_name}_{kind}_{i:03d}"
+        eid = f"{id_prefix}{split}_{task_name}_{kind}_{i:03d}"  # the kind as run (a decoy that succeeded keeps it)
         traj = Trajectory(ep["frames"], text, quality_of(kind_written, final), progress=ep["progress"],
                           success=ep["success"], task_id=task_name, episode_id=eid,
                           source="metaworld_scripted", extra={"kind": kind_written})
@@ -200,10 +233,26 @@ def main(argv: list[str] | None = None) -> None:
                         metavar=("SUCCESS", "NEAR", "FAILURE", "COUNTERFACTUAL"), help="train episodes per task")
     parser.add_argument("--heldout", type=int, nargs=4, default=[8, 6, 6, 6],
                         metavar=("SUCCESS", "NEAR", "FAILURE", "COUNTERFACTUAL"), help="held-out episodes per task")
+    parser.add_argument("--hard-negatives", type=int, nargs=3, default=None, metavar=("DECOY", "BASE", "NEAR"),
+                        help="only these episodes per task (train; a quarter as many held out), added to --out")
     parser.add_argument("--no-counterfactual", action="store_true", help="skip the counterfactual stage")
     parser.add_argument("--counterfactual-only", action="store_true", help="only the counterfactual stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.hard_negatives:
+        decoy, base, near = args.hard_negatives
+        for split, scale, seed0 in (("train", 1.0, 2), ("heldout", 0.25, 3)):
+            counts = {"decoy": round(decoy * scale), "base": round(base * scale), "near": round(near * scale),
+                      "clip_frac": 0.0}
+            written = []
+            for task_name in args.tasks:
+                written += collect_task(args.out, split, task_name, counts, seed=1000 * seed0 + TASKS.index(task_name),
+                                        id_prefix="hn_")
+            kinds: dict[str, int] = {}
+            for ep in written:
+                kinds[f"{ep['task']}/{ep['kind']}"] = kinds.get(f"{ep['task']}/{ep['kind']}", 0) + 1
+            log.info("%s: %d hard-negative episodes written %s", split, len(written), json.dumps(kinds, sort_keys=True))
+        return
     for split, numbers, seed0 in (("train", args.train, 0), ("heldout", args.heldout, 1)):
         counts = dict(zip(("success", "near", "failure", "counterfactual"), numbers, strict=True))
         counts["clip_frac"] = 0.5

@@ -76,6 +76,7 @@ def judge(model, data: Path, stride: int = 1) -> dict:
         f1 = binary_f1([e["pred_success"][-1] for e in eps], [e["true_success"][-1] for e in eps])
         cf = [e["pred_progress"][-1] for e in eps if e["kind"] == "counterfactual"]
         near = [e["pred_progress"][-1] for e in eps if e["kind"] == "near"]
+        decoy = [e["pred_success"][-1] > THRESHOLD for e in eps if e["kind"] == "decoy"]
         hold = np.concatenate([np.asarray(e["pred_success"])[np.asarray(e["true_success"]) > 0.5] for e in succ]
                               or [np.zeros(0)])
         report[task_id] = {
@@ -86,6 +87,7 @@ def judge(model, data: Path, stride: int = 1) -> dict:
             "counterfactual_final_max": float(np.max(cf)) if cf else None,
             "near_final": float(np.mean(near)) if near else None,
             "near_final_max": float(np.max(near)) if near else None,
+            "decoy_false_success": float(np.mean(decoy)) if decoy else None,
             "hold_success_above_threshold": float(np.mean(hold > THRESHOLD)) if hold.size else None,
             "hold_success_min": float(hold.min()) if hold.size else None,
             "final_progress_by_kind": {k: float(np.mean([e["pred_progress"][-1] for e in eps if e["kind"] == k]))
