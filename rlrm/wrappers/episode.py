@@ -35,7 +35,7 @@ import numpy as np
 
 from rlrm.sampling import SAMPLING_MODES, sample_indices
 from rlrm.shaping import RewardState, Shaping, SuccessDetector
-from rlrm.types import RewardQuery, RewardResult
+from rlrm.types import RewardQuery, RewardResult, check_results
 from rlrm.wrappers.frames import FrameBuffer
 
 __all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "timeout_message", "ON_TIMEOUT"]
@@ -72,10 +72,7 @@ def score_timed(scorer: Any, queries: list[RewardQuery], on_timeout: str) -> tup
         log.warning("reward query timed out after %.0f ms, holding the last reward: %s", latency_ms, e)
         return None, latency_ms
     latency_ms = (time.perf_counter() - t0) * 1e3
-    if not isinstance(results, list) or len(results) != len(queries):
-        got = len(results) if isinstance(results, list) else type(results).__name__
-        raise ValueError(f"scorer returned {got} results for {len(queries)} queries; expected one per query")
-    return results, latency_ms
+    return check_results(queries, results, type(scorer).__name__), latency_ms
 
 
 @dataclass
