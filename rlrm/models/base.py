@@ -3,7 +3,8 @@
 * :class:`RewardModel` - what every reward model offers: ``info()`` and batched ``score()``.
 * :func:`register_model` - add a named factory (``"tiny"``, ``"demo"``, ...).
 * :func:`make_reward_model` - build a model from a spec: a registered name, a hub id
-  (``"robometer/Robometer-4B"``) or a local checkpoint directory.
+  (``"robometer/Robometer-4B"``), a local checkpoint directory, or ``"roboreward:<dir, hub id or tiny>"``
+  for the generative RoboReward family (:mod:`rlrm.models.roboreward`).
 
 Nothing here imports torch: factories import their heavy modules when called.
 """
@@ -56,7 +57,7 @@ def _load_builtin_registrations() -> None:
     # Importing these modules registers "tiny" / "demo"; they import torch, so only on demand.
     import importlib
 
-    for mod in ("rlrm.models.robometer", "rlrm.models.tiny", "rlrm.models.demo"):
+    for mod in ("rlrm.models.robometer", "rlrm.models.tiny", "rlrm.models.demo", "rlrm.models.roboreward"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -76,7 +77,8 @@ def make_reward_model(spec: str, **kwargs: Any) -> RewardModel:
 
     Args:
         spec: a registered name (see :func:`registered_models`), a local checkpoint
-            directory, or a Hugging Face hub id such as ``"robometer/Robometer-4B"``.
+            directory, or a Hugging Face hub id such as ``"robometer/Robometer-4B"`` (Robometer);
+            ``"roboreward:"`` + a directory, hub id (``teetone/RoboReward-4B``) or ``tiny`` (RoboReward).
         **kwargs: passed to the factory (``device``, ``dtype``, ``seed``, ...).
     """
     if not isinstance(spec, str) or not spec:
@@ -84,6 +86,14 @@ def make_reward_model(spec: str, **kwargs: Any) -> RewardModel:
     _load_builtin_registrations()
     if spec in _REGISTRY:
         return _REGISTRY[spec](**kwargs)
+    family, sep, rest = spec.partition(":")
+    if sep and family == "roboreward":
+        if not rest:
+            raise ValueError("model spec 'roboreward:' needs a checkpoint: 'roboreward:tiny', "
+                             "'roboreward:teetone/RoboReward-4B' or 'roboreward:/path/to/dir'")
+        from rlrm.models.roboreward import roboreward_from_spec
+
+        return roboreward_from_spec(rest, **kwargs)
     if os.path.isdir(spec) or "/" in spec:
         from rlrm.models.robometer import RobometerModel
 

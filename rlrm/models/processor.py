@@ -3,6 +3,7 @@
 * :data:`ROBOMETER_SPECIAL_TOKENS` - the five tokens Robometer appends to the Qwen tokenizer, in order.
 * :func:`progress_prompt` / :func:`preference_prompt` - the instruction sentences of the public model.
 * :func:`smart_resize` - qwen-vl-utils' resize rule (multiples of ``patch * merge``, pixel bounds).
+* :func:`normalized_frames` - frames resized by :func:`smart_resize` and normalised (images and videos).
 * :class:`ImageSettings` - patch/merge sizes, normalisation and pixel bounds of the image pipeline.
 * :class:`RobometerProcessor` - builds padded ``input_ids`` + ``pixel_values`` batches for progress
   queries (one ``<|prog_token|>`` after each frame) and preference pairs (``<|split_token|>``
@@ -39,6 +40,7 @@ __all__ = [
     "preference_prompt",
     "smart_resize",
     "ImageSettings",
+    "normalized_frames",
     "ModelInputs",
     "RobometerProcessor",
     "add_robometer_tokens",
@@ -166,6 +168,23 @@ class ImageSettings:
         return cls(**d)
 
 
+def normalized_frames(frames: np.ndarray, image: ImageSettings) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 resized by :func:`smart_resize` and normalised: (T, th, tw, 3) float32.
+
+    PIL bicubic, as qwen-vl-utils' ``fetch_image`` / ``fetch_video`` do before the HF processor
+    (``do_resize=False``); then scaled to [0, 1] and normalised with ``image_mean`` / ``image_std``.
+    """
+    height, width = frames.shape[1:3]
+    th, tw = smart_resize(height, width, image.factor, image.min_pixels, image.max_pixels)
+    if (th, tw) != (height, width):
+        frames = np.stack(
+            [np.asarray(Image.fromarray(f).resize((tw, th), Image.Resampling.BICUBIC)) for f in frames]
+        )
+    mean = np.asarray(image.image_mean, np.float32)
+    std = np.asarray(image.image_std, np.float32)
+    return (frames.astype(np.float32) * np.float32(1 / 255) - mean) / std
+
+
 @dataclass
 class ModelInputs:
     """A padded batch for the Qwen3-VL backbone plus where to read the heads.
@@ -281,15 +300,8 @@ class RobometerProcessor:
                 f"({s.factor}x{s.factor} px = patch_size {s.patch_size} x merge_size {s.merge_size}); "
                 f"render or resize frames to at least {s.factor}x{s.factor}"
             )
-        th, tw = self.target_size(height, width)
-        if (th, tw) != (height, width):
-            # PIL bicubic, as qwen-vl-utils' fetch_image does before the HF processor (do_resize=False).
-            frames = np.stack(
-                [np.asarray(Image.fromarray(f).resize((tw, th), Image.Resampling.BICUBIC)) for f in frames]
-            )
-        mean = np.asarray(s.image_mean, np.float32)
-        std = np.asarray(s.image_std, np.float32)
-        x = (frames.astype(np.float32) * np.float32(1 / 255) - mean) / std  # (T, H, W, C)
+        x = normalized_frames(frames, s)  # (T, th, tw, C)
+        th, tw = x.shape[1:3]
         p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
         gh, gw = th // p, tw // p
         x = x.reshape(num, gh // m, m, p, gw // m, m, p, 3)

@@ -64,14 +64,33 @@ def _tokenizer_corpus() -> list[str]:
     return [progress_prompt(_TASK_WORDS), preference_prompt(_TASK_WORDS), frames, pair, "user\nassistant\n"] * 2
 
 
-def tiny_tokenizer() -> Any:
+# Qwen2/Qwen3's pre-tokenizer split: every digit is its own pre-token (so "ANSWER: 3" ends in " ", "3").
+QWEN_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def tiny_tokenizer(qwen_split: bool = False, extra_corpus: tuple[str, ...] = ()) -> Any:
     """Byte-level BPE (~440 tokens, merges learnt deterministically from the prompt templates) with
-    Qwen's special tokens, Qwen3-VL's chat template and the five Robometer tokens; no download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    Qwen's special tokens, Qwen3-VL's chat template and the five Robometer tokens; no download.
+
+    Args:
+        qwen_split: pre-tokenize with Qwen's own split pattern (:data:`QWEN_SPLIT_PATTERN`, digits alone)
+            instead of GPT-2's; the generative tiny model needs it so answer digits are single tokens.
+        extra_corpus: more text to learn merges from (the generative model's prompt).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if qwen_split:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=512,
@@ -80,7 +99,7 @@ def tiny_tokenizer() -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=list(QWEN_SPECIAL_TOKENS),
     )
-    backend.train_from_iterator(_tokenizer_corpus(), trainer)
+    backend.train_from_iterator(_tokenizer_corpus() + list(extra_corpus) * 2, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
