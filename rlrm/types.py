@@ -138,10 +138,13 @@ class RewardResult:
     Args:
         progress: (T,) float32 in [0, 1], expected task progress at each sent frame.
         success: (T,) float32 in [0, 1], probability the task is done at each sent frame.
+        version: the reward-model version that scored it (0: the model a server started with; each
+            version a reward trainer publishes counts up), or None when the source does not say.
     """
 
     progress: np.ndarray
     success: np.ndarray
+    version: int | None = None
 
     def __post_init__(self) -> None:
         self.progress = np.asarray(self.progress, dtype=np.float32).reshape(-1)

@@ -61,7 +61,8 @@ def merge_view_results(results: Sequence[RewardResult]) -> RewardResult:
     """One result from the per-view results of one query: mean progress, mean (soft-vote) success."""
     progress = np.mean(np.stack([r.progress for r in results]), axis=0).astype(np.float32)
     success = np.mean(np.stack([r.success for r in results]), axis=0).astype(np.float32)
-    return RewardResult(progress=progress, success=success)
+    versions = [r.version for r in results if r.version is not None]
+    return RewardResult(progress=progress, success=success, version=min(versions) if versions else None)
 
 
 class ViewMeanScorer:

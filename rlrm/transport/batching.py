@@ -7,7 +7,8 @@
 * :class:`WorkerStats` - counters (requests, items, batch sizes, queue/decode/inference time, errors).
 * :class:`ContinuousBatcher` - ``offer`` jobs (refused when the queue is full), ``next_batch``
   (the oldest job plus the others waiting that fit, without waiting unless ``max_wait_ms`` asks
-  for it), ``run`` a batch through the model and get one encoded reply per job.
+  for it), ``run`` a batch through the model and get one encoded reply per job; ``swap`` a new
+  model version in, taking effect between batches (every reply names the ``version`` that scored it).
 
 Batches are grouped so padding stays bounded: a job joins the batch only if the padded work
 (items x longest item) stays within ``1 + max_padding`` times the real work. The oldest job is
@@ -73,9 +74,10 @@ class Job:
         """How long the sender waits for the answer (None: no limit)."""
         return self.request.deadline_ms
 
-    def answer(self, results: list[RewardResult], timing: dict[str, Any]) -> tuple[bytes, list[bytes]]:
-        """The ``ok`` reply to send back: ``(identity, message parts)``."""
-        reply = encode_reply(self.request.id, v=self.request.version, results=encode_results(results), timing=timing)
+    def answer(self, results: list[RewardResult], timing: dict[str, Any], version: int = 0) -> tuple[bytes, list[bytes]]:
+        """The ``ok`` reply to send back: ``(identity, message parts)``; ``version``: the model version that scored it."""
+        reply = encode_reply(self.request.id, v=self.request.version, results=encode_results(results), timing=timing,
+                             version=int(version))
         return self.identity, reply
 
     def fail(self, code: str, message: str, error: Exception | None = None) -> tuple[bytes, list[bytes]]:
@@ -145,8 +147,10 @@ class QueryJob:
         """The queries, with no vision-feature keys."""
         return self.queries, [None] * len(self.queries)
 
-    def answer(self, results: list[RewardResult], timing: dict[str, Any]) -> None:
-        """Hand the results to the waiting caller."""
+    def answer(self, results: list[RewardResult], timing: dict[str, Any], version: int = 0) -> None:
+        """Hand the results, stamped with the model ``version`` that scored them, to the waiting caller."""
+        for r in results:
+            r.version = int(version)
         self.future.set_result(results)
 
     def fail(self, code: str, message: str, error: Exception | None = None) -> None:
@@ -169,6 +173,7 @@ class WorkerStats:
     infer_ms_total: float = 0.0
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ErrorCode.ALL, 0))
     expired: int = 0
+    swaps: int = 0  # model versions swapped in
 
     def to_dict(self) -> dict[str, Any]:
         """Msgpack-friendly form with derived means."""
@@ -187,6 +192,7 @@ class WorkerStats:
             "infer_ms_mean": self.infer_ms_total / self.batches if self.batches else 0.0,
             "errors": dict(self.errors),
             "expired": self.expired,
+            "swaps": self.swaps,
         }
 
 
@@ -203,7 +209,9 @@ class ContinuousBatcher:
         max_queue: queries allowed to wait; :meth:`offer` refuses past it.
         max_padding: a job joins a batch only while items x longest item <= (1 + max_padding) x the sum of lengths.
 
-    Thread-safe: ``offer``/``count``/``stats`` from one thread, ``next_batch``/``run`` from another.
+    Thread-safe: ``offer``/``count``/``stats`` from one thread, ``next_batch``/``run`` from another,
+    ``swap`` from any (a version watcher's): the new model takes over at the start of the next ``run``,
+    so a batch is scored by one version from start to end and no queued request is dropped.
     """
 
     def __init__(
@@ -223,6 +231,9 @@ class ContinuousBatcher:
         self.max_queue = int(max_queue)
         self.max_padding = float(max_padding)
         self.uses_feature_keys = callable(getattr(model, "forget_features", None))
+        self.version = 0  # the model version scoring batches now; swap() replaces model and version together
+        self._pending_swap: tuple[Any, int] | None = None
+        self._swap_lock = threading.Lock()
         self._queue: collections.deque[Job] = collections.deque()
         self._queued_items = 0
         self._cond = threading.Condition()
@@ -261,7 +272,40 @@ class ContinuousBatcher:
             d["queued_items"] = self._queued_items
         d["max_batch"], d["max_wait_ms"], d["max_queue"] = self.max_batch, self.max_wait_s * 1000, self.max_queue
         d["max_padding"] = self.max_padding
+        d["version"] = self.version
         return d
+
+    def swap(self, model: Any, version: int) -> None:
+        """Serve ``model`` as ``version`` from the next batch on (the batch in progress finishes on the old one).
+
+        Raises ``ValueError`` unless ``version`` is an int newer than the one served now, and
+        ``TypeError`` if ``model`` has no ``score``.
+        """
+        if not callable(getattr(model, "score", None)):
+            raise TypeError(f"model must have score() (a RewardModel), got {type(model).__name__}")
+        if isinstance(version, bool) or not isinstance(version, int) or version <= self.version:
+            raise ValueError(f"version must be an int newer than the served version {self.version}, got {version!r}")
+        with self._swap_lock:
+            self._pending_swap = (model, version)
+        self.wake()
+
+    def _apply_swap(self) -> None:
+        """Between batches: take over a model handed to :meth:`swap`."""
+        with self._swap_lock:
+            pending, self._pending_swap = self._pending_swap, None
+        if pending is None:
+            return
+        self.model, self.version = pending
+        self.uses_feature_keys = callable(getattr(self.model, "forget_features", None))
+        with self._stats_lock:
+            self._stats.swaps += 1
+        log.info("now serving reward model version %d", self.version)
+
+    def forget_features(self, keys: Any) -> None:
+        """Drop cached vision features of evicted frames from the model serving now (if it caches any)."""
+        forget = getattr(self.model, "forget_features", None)
+        if callable(forget):
+            forget(keys)
 
     def wake(self) -> None:
         """Wake a thread blocked in :meth:`next_batch` (e.g. to let it see a stop request)."""
@@ -281,6 +325,7 @@ class ContinuousBatcher:
             while not self._queue:
                 if stop.is_set():
                     return []
+                self._apply_swap()  # an idle worker takes a new version at once (this is between batches too)
                 self._cond.wait(0.1)
             waited = False
             while self.max_wait_s > 0 and self._queued_items < self.max_batch and not stop.is_set():
@@ -318,6 +363,8 @@ class ContinuousBatcher:
         whose frames do not decode gets ``bad_request``. If the model raises on the batch, each
         request is retried alone so only the one that breaks it gets ``internal``.
         """
+        self._apply_swap()  # between batches: this one is scored by one version from start to end
+        version = self.version
         start = time.monotonic()
         live: list[tuple[Any, list[RewardQuery], list[Any]]] = []
         replies: list[Any] = []
@@ -367,7 +414,7 @@ class ContinuousBatcher:
                     "infer_ms": infer_ms,
                     "batch_items": len(queries),
                 }
-                replies.append(job.answer(out, timing))
+                replies.append(job.answer(out, timing, version))
         return [r for r in replies if r is not None]
 
     def _score_alone(self, queries: list[RewardQuery], keys: list[Any]) -> Any:

@@ -128,6 +128,7 @@ class RewardClient(BaseScorer):
         if enc not in ENCODINGS:
             raise ValueError(f"enc must be one of {ENCODINGS}, got {enc!r}")
         self.url = url
+        self.version: int | None = None  # the newest model version a score reply named (None: none yet)
         self.timeout_ms = float(timeout_ms)
         self.retries = int(retries)
         self.enc = enc
@@ -206,6 +207,10 @@ class RewardClient(BaseScorer):
     def info(self, timeout_ms: float | None = None) -> ModelInfo:
         """The worker's :class:`ModelInfo`."""
         return ModelInfo.from_dict(self._enqueue(self._pending("info", timeout_ms)).result()["info"])
+
+    def model_version(self, timeout_ms: float | None = None) -> int:
+        """The model version the worker serves now (asked with an ``info`` request; 0 from an older worker)."""
+        return int(self._enqueue(self._pending("info", timeout_ms)).result().get("version") or 0)
 
     def stats(self, timeout_ms: float | None = None) -> dict[str, Any]:
         """The worker's counters (requests, items, batch sizes, queue/inference ms, errors, frame store)."""
@@ -508,6 +513,8 @@ class RewardClient(BaseScorer):
                 except (ProtocolError, ResultsMismatchError, KeyError, ValueError, TypeError) as e:
                     p.future.set_exception(WorkerError(self.url, "internal", f"malformed score reply: {e}"))
                 else:
+                    if results and results[0].version is not None:
+                        self.version = max(self.version or 0, results[0].version)
                     p.future.set_result((results, reply.get("timing") or {}) if p.with_timing else results)
             else:
                 p.future.set_result(reply)

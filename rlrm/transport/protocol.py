@@ -21,7 +21,8 @@ Message layout (frame 0 is the header, the rest are buffers the header refers to
              {task, episode?, frame_index?, frames: {shape: [T,H,W,3], dtype, enc: "raw"|"jpeg", bufs: [i...]}}
       item, streamed (v2): names frames of an episode the worker stores; uploads the new ones
              {task, episode, frame_index: [T ints], upload?: {index: [n ints], shape: [n,H,W,3], dtype, enc, bufs: [n]}}
-    reply    {v, id, ok: true, results: [{progress: [...], success: [...]}], timing: {queue_ms, infer_ms, ...}}
+    reply    {v, id, ok: true, results: [{progress: [...], success: [...]}], timing: {queue_ms, infer_ms, ...},
+              version}
              {v, id, ok: false, error: {code, message}}
 
 Full frames: ``enc="raw"`` has one buffer holding the C-ordered (T, H, W, 3) uint8 array,
@@ -30,7 +31,10 @@ frame in both encodings, so a worker can keep each received frame as it is. A wo
 upload under (episode, index) before resolving ``frame_index``; if it holds none of the frames an
 item names (restart, eviction) it answers ``unknown_episode`` and the client resends them.
 A request without streamed items is sent as ``v: 1`` (readable by v1 workers); replies carry
-the request's version. Buffers are sent and received without copies; nothing is ever pickled.
+the request's version. A score reply also names the reward-model ``version`` that scored it (an int:
+0 for the model the worker started with, then each version a reward trainer published, see
+:mod:`rlrm.transport.versions`); clients of either protocol version that do not read it are unaffected,
+and a reply without it (an older worker) gives results with ``version=None``. Buffers are sent and received without copies; nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -548,6 +552,9 @@ def results_from_reply(reply: dict[str, Any], expected: Sequence[RewardQuery]) -
     raw = reply.get("results")
     if not isinstance(raw, list):
         raise ProtocolError(ErrorCode.INTERNAL, f"reply needs a list of results, got {type(raw).__name__}")
-    out = [RewardResult(progress=np.asarray(r["progress"], np.float32), success=np.asarray(r["success"], np.float32))
-           for r in raw]
+    version = reply.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise ProtocolError(ErrorCode.INTERNAL, f"reply's model version must be an int >= 0, got {version!r:.40}")
+    out = [RewardResult(progress=np.asarray(r["progress"], np.float32), success=np.asarray(r["success"], np.float32),
+                        version=version) for r in raw]
     return check_results(expected, out, "the worker's reply")

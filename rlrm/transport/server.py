@@ -11,6 +11,11 @@ are decoded on a small thread pool while the model runs; the batcher thread owns
 PAIR end and sends finished replies through it, so no socket is ever shared across threads.
 The model runs only on the batcher thread, so while a batch computes the worker still answers
 ``ping``/``info``, stores uploads, rejects bad input, and replies ``busy`` when the queue is full.
+
+Model versions: :meth:`RewardWorker.swap_model` (or a versions folder given as ``watch``, polled by a
+:class:`~rlrm.transport.versions.VersionWatcher` that loads each new version on its own thread) hands
+the batcher a new model; it takes over between batches, so no request is dropped or failed, and every
+score reply names the ``version`` that scored it (0: the model the worker started with).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import zmq
 from rlrm.transport.batching import ContinuousBatcher, Job, WorkerStats
 from rlrm.transport.frame_store import FrameStore, StoredFrame
 from rlrm.transport.keys import load_server_keys
+from rlrm.transport.versions import VersionWatcher
 from rlrm.transport.protocol import (
     ErrorCode,
     Limits,
@@ -81,6 +87,9 @@ class RewardWorker:
         store_idle_s: a streamed episode untouched this long is dropped.
         decode_threads: threads decoding JPEG frames while the model runs.
         max_padding: batch grouping bound (see :class:`~rlrm.transport.batching.ContinuousBatcher`).
+        watch: a versions folder (:mod:`rlrm.transport.versions`) to poll for new model versions; needs ``load``.
+        load: ``load(folder) -> model`` for a published version (``rlrm worker`` passes ``make_reward_model``).
+        watch_poll_s: seconds between looks at ``watch``.
 
     >>> from rlrm.models import make_reward_model                      # doctest: +SKIP
     >>> with RewardWorker(make_reward_model("tiny"), bind="tcp://127.0.0.1:0") as worker:  # doctest: +SKIP
@@ -100,19 +109,24 @@ class RewardWorker:
         store_idle_s: float = 600.0,
         decode_threads: int = 2,
         max_padding: float = 0.5,
+        watch: str | None = None,
+        load: Any = None,
+        watch_poll_s: float = 0.5,
     ) -> None:
         if not (hasattr(model, "score") and hasattr(model, "info")):
             raise TypeError(f"model must have score() and info() (a RewardModel), got {type(model).__name__}")
         if decode_threads < 1:
             raise ValueError(f"decode_threads must be >= 1, got {decode_threads}")
-        self.model = model
         self.batcher = ContinuousBatcher(
             model, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, max_padding=max_padding
         )
-        forget = getattr(model, "forget_features", None)
-        self.frame_store = FrameStore(
-            max_bytes=int(store_mb * 2**20), idle_s=store_idle_s, on_evict=forget if callable(forget) else None
-        )
+        # evicted frames' features are dropped from whichever model version serves when they leave
+        self.frame_store = FrameStore(max_bytes=int(store_mb * 2**20), idle_s=store_idle_s,
+                                      on_evict=self.batcher.forget_features)
+        if watch is not None and not callable(load):
+            raise ValueError(f"watch={watch!r} needs load=<callable: folder -> model> to load the versions it finds")
+        self._watcher = VersionWatcher(watch, self._load_version, poll_s=watch_poll_s) if watch is not None else None
+        self._load = load
         self._decode_threads = int(decode_threads)
         self._decoder: ThreadPoolExecutor | None = None
         self.bind = re.sub(r"^(tcp://.+):0$", r"\1:*", bind)
@@ -163,6 +177,9 @@ class RewardWorker:
         batch_thread = threading.Thread(target=self._batch_loop, name="rlrm-worker-batcher", daemon=True)
         batch_thread.start()
         self._threads = [sock_thread, batch_thread]
+        if self._watcher is not None:
+            self._watcher.check()  # a version published before the start is served from the first batch
+            self._watcher.start()
         log.info(
             "reward worker %s serving %s (max_batch=%d, max_wait_ms=%.1f, frame store %.0f MiB, curve=%s)",
             self._model_info.get("name"), self._url, self.batcher.max_batch, self.batcher.max_wait_s * 1000,
@@ -188,6 +205,8 @@ class RewardWorker:
         self.batcher.wake()
         if threading.current_thread() in self._threads:
             return
+        if self._watcher is not None:
+            self._watcher.stop()
         for t in self._threads:
             t.join(timeout_s)
         alive = [t.name for t in self._threads if t.is_alive()]
@@ -205,6 +224,30 @@ class RewardWorker:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    @property
+    def model(self) -> Any:
+        """The model serving batches now (after a swap: the newest version's)."""
+        return self.batcher.model
+
+    @property
+    def version(self) -> int:
+        """The model version serving batches now (0: the one the worker started with)."""
+        return self.batcher.version
+
+    def swap_model(self, model: Any, version: int) -> None:
+        """Serve ``model`` as ``version`` from the next batch on; queued and running requests are all answered.
+
+        Raises ``ValueError`` for a version not newer than :attr:`version`.
+        """
+        self.batcher.swap(model, version)
+
+    def _load_version(self, version: int, folder: Any) -> None:
+        """Load a published version on the watcher thread and hand it to the batcher."""
+        t0 = time.monotonic()
+        model = self._load(str(folder))
+        self.swap_model(model, version)
+        log.info("loaded reward model version %d from %s in %.1f s", version, folder, time.monotonic() - t0)
+
     def stats(self) -> dict[str, Any]:
         """The counters (see :class:`WorkerStats`), queue depth, batching settings, uptime, the frame
         store (``frame_store``) and the model's vision feature cache (``vision_cache``, if it has one).
@@ -215,7 +258,7 @@ class RewardWorker:
         d = self.batcher.stats()
         d["uptime_s"] = time.monotonic() - self._started_at
         d["frame_store"] = self.frame_store.stats()
-        cache_stats = getattr(self.model, "feature_cache_stats", None)
+        cache_stats = getattr(self.batcher.model, "feature_cache_stats", None)
         if callable(cache_stats):
             d["vision_cache"] = cache_stats()
         return d
@@ -294,7 +337,8 @@ class RewardWorker:
         if request.op == "ping":
             router.send_multipart([identity, *encode_reply(request.id, v=v, pong=True)])
         elif request.op == "info":
-            router.send_multipart([identity, *encode_reply(request.id, v=v, info=self._model_info, stats=self.stats())])
+            router.send_multipart([identity, *encode_reply(request.id, v=v, info=self._model_info, stats=self.stats(),
+                                                           version=self.version)])
         else:
             busy = self.batcher.offer(job)
             if busy is not None:

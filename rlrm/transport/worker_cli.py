@@ -99,11 +99,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="lower the worker's CPU priority by this much (os.nice), e.g. when its model "
                         "shares CPU cores with a robot's control loop")
+    parser.add_argument("--watch", default=None, metavar="DIR",
+                        help="a versions folder a reward trainer publishes to (rlrm.transport.versions): each new "
+                        "version is loaded and swapped in between batches; replies name the version")
     parser.add_argument("--slow-ms", type=float, default=0.0,
                         help="test/benchmark aid: sleep this long before every batch")
 
 
-def _build_model(args: argparse.Namespace) -> Any:
+def _build_model(args: argparse.Namespace, spec: str | None = None) -> Any:
+    """The model of ``--model`` (or of ``spec``, a published version's folder) with the worker's device/dtype."""
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -119,7 +123,9 @@ def _build_model(args: argparse.Namespace) -> Any:
         kwargs["dtype"] = args.dtype
     if args.seed is not None:
         kwargs["seed"] = args.seed
-    model = make_reward_model(args.model, **kwargs)
+    if spec is not None:
+        kwargs.pop("seed", None)  # a saved version has its weights
+    model = make_reward_model(spec or args.model, **kwargs)
     cache = getattr(model, "feature_cache", None)
     if cache is not None:
         cache.max_bytes = int(args.feature_cache_mb * 2**20)
@@ -211,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         store_mb=args.store_mb,
         store_idle_s=args.store_idle_s,
         decode_threads=args.decode_threads,
+        watch=args.watch,
+        load=(lambda folder: _build_model(args, folder)) if args.watch else None,
     )
 
     def _on_signal(signum: int, _frame: Any) -> None:

@@ -167,6 +167,7 @@ class EpisodeReward:
         self.episode = -1
         self._step = 0  # steps finished (finish_step) in this episode
         self._reset_frame_sent = False  # a planned query holds the reset frame (p_{-1} will come from it)
+        self.version: int | None = None  # model version of the latest answer (held between queries)
 
     @property
     def shaping(self) -> Shaping:
@@ -264,6 +265,7 @@ class EpisodeReward:
                 first = main if indices[0] == 0 else results[1]
                 self.state.set_baseline(float(first.progress[0]))
             progress, success_prob = float(main.progress[-1]), float(main.success[-1])
+            self.version = main.version
         elif step_query is not None and self.reset_progress is None:
             self._reset_frame_sent = False  # the answer holding the reset frame is lost: send it again
         outcome = self.state.step(float(env_reward), progress, success_prob)
@@ -281,6 +283,7 @@ class EpisodeReward:
             "reset_progress": self.reset_progress if self.reset_progress is not None else math.nan,
             "stale": queried and results is None,
             "step": self._step,
+            "version": self.version,
         }
         self._step += 1
         return outcome, info

@@ -104,7 +104,8 @@ class RobometerReward(PipelineAccess, gym.Wrapper, gym.utils.RecordConstructorAr
     Notes:
         ``info["rlrm"]`` each step: ``progress`` (p_t), ``success_prob``, ``success`` (latched),
         ``detector`` (votes, window, ...), ``reward_terms``, ``env_reward``, ``queried``, ``frames_sent`` and ``frame_index`` (episode steps sent this step,
-        the reset frame is 0; also set when the query timed out), ``reset_progress`` (p_{-1}), ``stale``, ``step``.
+        the reset frame is 0; also set when the query timed out), ``reset_progress`` (p_{-1}), ``stale``, ``step``,
+        ``version`` (the reward-model version of the latest answer; None when the source does not say).
         ``delta`` rewards sum over an episode to ``progress`` at the end minus ``reset_progress``.
     """
 
