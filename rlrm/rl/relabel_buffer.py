@@ -12,6 +12,12 @@ transition as *unlabelled*; when the labeler's answer for that ticket arrives, t
 writes the reward and termination in place. ``sample`` draws only labelled transitions, so
 learning never sees a placeholder. Transitions without a ticket (a synchronous reward) are
 labelled on arrival, so the buffer also works as a plain SB3 buffer.
+
+When the reward model learns during the run (``reward.adapt``), the buffer also records which episode
+step each transition is (``info["rlrm_episode"]``, from :class:`~rlrm.rl.episodes.EpisodeCollector`) and
+which model version scored its reward (``info["rlrm"]["version"]``, in :attr:`reward_versions`, -1 when
+unknown). An attached :class:`~rlrm.rl.rescoring.Rescorer` re-scores stored episodes with newer versions
+in the background; :meth:`apply_rescored` (run by ``add`` and ``sample``) writes those rewards in place.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 
 from rlrm.wrappers.async_reward import TICKET_KEY  # info key of a step's ticket, written by the async wrapper
+
+EPISODE_KEY = "rlrm_episode"  # rlrm.rl.episodes.EPISODE_KEY (not imported: that module pulls in gymnasium wrappers)
 
 __all__ = [
     "Label",
@@ -77,6 +85,44 @@ class _RelabelingMixin:
         self._slot_of_ticket: dict[int, tuple[int, int]] = {}
         self.labeler = labeler
         self.wait_timeout_s = float(wait_timeout_s)
+        self.episode_steps = np.full((self.buffer_size, self.n_envs, 2), -1, dtype=np.int64)  # (episode, step)
+        self.reward_versions = np.full((self.buffer_size, self.n_envs), -1, dtype=np.int64)
+        self.rescorer: Any = None
+
+    def attach_rescorer(self, rescorer: Any) -> None:
+        """Take re-scored episodes from ``rescorer`` (a :class:`~rlrm.rl.rescoring.Rescorer`; None detaches)."""
+        self.rescorer = rescorer
+
+    def apply_rescored(self, rescored: list[Any] | None = None) -> int:
+        """Write re-scored episodes' rewards into their stored transitions (default: what the rescorer
+        finished since the last call); returns how many transitions changed.
+
+        A transition takes the new reward only if it is labelled and its stored version is older
+        than the re-scored one (a ring-buffer slot reused by a later episode has another episode key).
+        """
+        if rescored is None:
+            rescored = self.rescorer.poll() if self.rescorer is not None else []
+        changed = 0
+        rows_total = self._valid_rows()
+        for item in rescored:
+            keys = self.episode_steps[:rows_total, :, 0]
+            rows, envs = np.nonzero((keys == item.key) & self.labelled[:rows_total]
+                                    & (self.reward_versions[:rows_total] < item.version))
+            if rows.size == 0:
+                continue
+            steps = self.episode_steps[rows, envs, 1]
+            if steps.max() >= len(item.rewards):
+                raise ValueError(f"re-scored episode {item.key} has {len(item.rewards)} rewards, the buffer holds "
+                                 f"its step {int(steps.max())}")
+            self.rewards[rows, envs] = item.rewards[steps]
+            self.reward_versions[rows, envs] = item.version
+            changed += int(rows.size)
+        return changed
+
+    def version_counts(self) -> dict[int, int]:
+        """Stored transitions per model version behind their reward (-1: unknown)."""
+        versions, counts = np.unique(self.reward_versions[: self._valid_rows()], return_counts=True)
+        return {int(v): int(c) for v, c in zip(versions, counts, strict=True)}
 
     def attach_labeler(self, labeler: Labeler | None) -> None:
         """Connect (or, with None, disconnect) the source of labels for ticketed transitions."""
@@ -100,11 +146,18 @@ class _RelabelingMixin:
         self._register(infos)
         super().add(obs, next_obs, action, reward, done, infos)  # type: ignore[misc]  # the SB3 buffer
         self.apply_labels()
+        if self.rescorer is not None:
+            self.apply_rescored()
 
     def _register(self, infos: list[dict[str, Any]]) -> None:
         """Mark the row about to be written at ``self.pos`` as labelled or pending."""
         row = self.pos
         for env_idx in range(self.n_envs):
+            info = infos[env_idx] if env_idx < len(infos) else {}
+            episode_step = info.get(EPISODE_KEY)
+            self.episode_steps[row, env_idx] = episode_step if episode_step is not None else (-1, -1)
+            version = (info.get("rlrm") or {}).get("version")
+            self.reward_versions[row, env_idx] = -1 if version is None else int(version)
             if not self.labelled[row, env_idx]:
                 # a pending transition is being overwritten by the ring buffer: its label is moot
                 stale = [t for t, slot in self._slot_of_ticket.items() if slot == (row, env_idx)]
@@ -162,6 +215,8 @@ class _RelabelingMixin:
     def _labelled_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``batch_size`` (row, env) pairs uniformly among labelled transitions, waiting if none are."""
         self.apply_labels()
+        if self.rescorer is not None:
+            self.apply_rescored()
         deadline = time.monotonic() + self.wait_timeout_s
         while True:
             rows, envs = np.nonzero(self.labelled[: self._valid_rows()])
@@ -183,6 +238,7 @@ class _RelabelingMixin:
         # The labeler holds futures and sockets; a pickled buffer keeps only finished labels.
         state = dict(self.__dict__)
         state["labeler"] = None
+        state["rescorer"] = None
         if state["_slot_of_ticket"]:
             log.warning(
                 "saving a replay buffer with %d unlabelled transitions; they will never be sampled "
