@@ -3,6 +3,8 @@
 * :data:`ALGORITHMS` - the algorithm names ``run_rl.py`` accepts (``algo=...``).
 * :func:`policy_for` - the SB3 policy name for an observation space (Dict/image/state).
 * :func:`make_algorithm` - build SAC, PPO or residual SAC on an env.
+* :class:`ResidualSAC` - SAC for a residual: critic warm-up, self-imitation of successes, residual penalty;
+  :class:`SuccessReplay` and :func:`episode_succeeded` - the successful steps it imitates and the verdict.
 * :func:`buffer_capacity` - the replay buffer size of a run: ``algo.buffer_size`` capped at its budget.
 * :func:`describe_space` - an observation space on one log line.
 * :func:`load_algorithm` - load a checkpoint of any of them onto an env (resume).
@@ -15,9 +17,12 @@ action on takeover steps, :mod:`rlrm.rl.interventions`), and the zero-initialise
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -27,34 +32,198 @@ from rlrm.rl.interventions import intervention_buffer_class
 from rlrm.rl.relabel_buffer import relabeling_buffer_class
 from rlrm.rl.residual import zero_init_residual
 
-__all__ = ["ALGORITHMS", "ResidualSAC", "policy_for", "make_algorithm", "load_algorithm", "buffer_capacity", "describe_space"]
+__all__ = ["ALGORITHMS", "ResidualSAC", "SuccessReplay", "episode_succeeded", "policy_for", "make_algorithm",
+           "load_algorithm", "buffer_capacity", "describe_space"]
 
 log = logging.getLogger(__name__)
 
+def episode_succeeded(info: dict[str, Any]) -> bool | None:
+    """The success verdict a learner may use at an episode's end: a person's label, else the reward model's
+    detector (``info["rlrm"]["success"]``), else the env's ``is_success``; None when there is none."""
+    if info.get("human_label") is not None:
+        return bool(info["human_label"])
+    rlrm = info.get("rlrm") or {}
+    if "success" in rlrm:
+        return bool(rlrm["success"])
+    if "is_success" in info:
+        return bool(info["is_success"])
+    return None
+
+
+class SuccessReplay:
+    """The (observation, action) pairs of the latest successful episodes, a ring of ``capacity`` steps."""
+
+    def __init__(self, capacity: int, seed: int | None = None) -> None:
+        if int(capacity) <= 0:
+            raise ValueError(f"the success replay needs a capacity > 0, got {capacity}")
+        self.capacity = int(capacity)
+        self.obs: list[Any] = []
+        self.actions: list[np.ndarray] = []
+        self.episodes = 0
+        self._next = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def add_episode(self, steps: list[tuple[Any, np.ndarray]]) -> None:
+        """Append one successful episode's steps (oldest steps leave first when full)."""
+        for obs, action in steps:
+            if len(self.actions) < self.capacity:
+                self.obs.append(obs)
+                self.actions.append(action)
+            else:
+                self.obs[self._next], self.actions[self._next] = obs, action
+            self._next = (self._next + 1) % self.capacity
+        self.episodes += 1
+
+    def sample(self, n: int) -> tuple[Any, np.ndarray]:
+        """``n`` random pairs: observations stacked (a dict of arrays for Dict spaces) and actions (n, A)."""
+        idx = self.rng.integers(len(self.actions), size=int(n))
+        first = self.obs[0]
+        if isinstance(first, dict):
+            obs = {k: np.stack([self.obs[i][k] for i in idx]) for k in first}
+        else:
+            obs = np.stack([self.obs[i] for i in idx])
+        return obs, np.stack([self.actions[i] for i in idx])
+
+
+class _AuxLossOptimizer(th.optim.Optimizer):
+    """An optimizer that adds ``aux()``'s gradient to the one already accumulated before each step.
+
+    SB3's SAC builds the actor loss and calls ``optimizer.step()``; wrapping the actor's optimizer adds the
+    residual's extra terms to that same update without copying SB3's training loop. It is an ``Optimizer``
+    (SB3 saves and loads optimizers by that type) that hands everything but ``step`` to the one it wraps.
+    """
+
+    def __init__(self, optimizer: th.optim.Optimizer, aux: Callable[[], Any]) -> None:  # noqa: D107
+        # no super().__init__: the wrapped optimizer owns the parameter groups and state
+        self.optimizer = optimizer
+        self.aux = aux
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.optimizer.defaults
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    def step(self, closure: Any = None) -> Any:
+        loss = self.aux()
+        if loss is not None:
+            loss.backward()
+        return self.optimizer.step(closure)
+
+
 class ResidualSAC(SAC):
-    """SAC for a residual on a frozen base: the critic learns alone for the first ``actor_warmup_steps``.
+    """SAC for a residual on a frozen base: a critic warm-up, then optional self-imitation of successes.
 
     An untrained critic's action gradient is noise; following it moves the residual's mean away from zero
     and degrades the base before anything is learned (measured on MetaWorld drawer-open with the env's
     dense reward: rollout success 0.50 -> 0.22 over the first 4800 steps without a warm-up). During the
     warm-up the actor's learning rate is 0, so the policy stays exactly the base (plus exploration) while
-    the critic fits its returns. Everything else is SB3's SAC.
+    the critic fits its returns.
+
+    A mediocre base succeeds on some layouts and, with exploration, now and then on others. With
+    ``self_imitation > 0`` the residual also regresses onto the actions it executed in its successful
+    episodes (success as the learner sees it: a person's label, else the reward model's detector, else the
+    env's ``is_success``; see :func:`episode_succeeded`), so a lucky correction is kept and the base's
+    successes are not unlearned: self-imitation learning (Oh et al., 2018) with success as the filter. With
+    ``residual_penalty > 0`` the residual's mean is pulled toward zero on replayed states (TD3+BC's
+    regulariser with the base as the behaviour). Both terms are scaled by the critic's mean |Q| of the
+    batch (as TD3+BC scales its Q term) and added to SAC's actor loss in the same update.
 
     Args:
         actor_warmup_steps: env steps before the actor starts to learn (0: plain SAC).
+        self_imitation: weight of the regression onto successful episodes' actions (0: off).
+        success_buffer_size: steps of successful episodes kept for it.
+        residual_penalty: weight of the pull of the residual's mean toward zero (0: off).
     """
 
-    def __init__(self, *args: Any, actor_warmup_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, actor_warmup_steps: int = 0, self_imitation: float = 0.0,
+                 success_buffer_size: int = 20_000, residual_penalty: float = 0.0, **kwargs: Any) -> None:
         if int(actor_warmup_steps) < 0:
             raise ValueError(f"actor_warmup_steps must be >= 0, got {actor_warmup_steps}")
+        for name, value in (("self_imitation", self_imitation), ("residual_penalty", residual_penalty)):
+            if not (float(value) >= 0.0 and np.isfinite(float(value))):
+                raise ValueError(f"{name} must be a finite weight >= 0, got {value}")
         self.actor_warmup_steps = int(actor_warmup_steps)
+        self.self_imitation = float(self_imitation)
+        self.residual_penalty = float(residual_penalty)
+        self.success_buffer_size = int(success_buffer_size)
+        self.successes = SuccessReplay(self.success_buffer_size, seed=kwargs.get("seed"))
+        self._episode_steps: list[list[tuple[Any, np.ndarray]]] = []
         super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.self_imitation > 0 or self.residual_penalty > 0:
+            self.actor.optimizer = _AuxLossOptimizer(self.actor.optimizer, self._aux_actor_loss)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "successes", "_episode_steps"]
 
     def _update_learning_rate(self, optimizers: Any) -> None:
         super()._update_learning_rate(optimizers)
         if self.num_timesteps < self.actor_warmup_steps:
             for group in self.actor.optimizer.param_groups:
                 group["lr"] = 0.0
+
+    def _store_transition(self, replay_buffer: Any, buffer_action: np.ndarray, new_obs: Any, reward: np.ndarray,
+                          dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        if self.self_imitation > 0:
+            obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
+            if len(self._episode_steps) != len(dones):
+                self._episode_steps = [[] for _ in dones]
+            for i, done in enumerate(dones):
+                row = {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs[i])
+                self._episode_steps[i].append((row, np.array(buffer_action[i], np.float32)))
+                if done:
+                    if episode_succeeded(infos[i]):
+                        self.successes.add_episode(self._episode_steps[i])
+                        self.logger.record("train/success_episodes", self.successes.episodes)
+                    self._episode_steps[i] = []
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _aux_actor_loss(self) -> Any:
+        """Self-imitation and residual-penalty terms of the actor loss (None when neither applies yet)."""
+        if self.num_timesteps < self.actor_warmup_steps:
+            return None
+        terms = []
+        batch = self.batch_size
+        if self.self_imitation > 0 and len(self.successes) >= batch:
+            obs, actions = self.successes.sample(batch)
+            if self._vec_normalize_env is not None:
+                obs = self._vec_normalize_env.normalize_obs(obs)
+            obs_t, _ = self.policy.obs_to_tensor(obs)
+            target = th.as_tensor(actions, device=self.device)
+            mean = self.actor(obs_t, deterministic=True)
+            with th.no_grad():
+                q_scale = th.cat(self.critic(obs_t, target), dim=1).abs().mean().clamp(min=1e-3)
+            mse = ((mean - target) ** 2).sum(dim=1).mean()
+            terms.append(self.self_imitation * q_scale * mse)
+            self.logger.record("train/self_imitation_mse", float(mse.detach()))
+        if self.residual_penalty > 0 and self.replay_buffer is not None and self.replay_buffer.size() > 0:
+            data = self.replay_buffer.sample(batch, env=self._vec_normalize_env)
+            mean = self.actor(data.observations, deterministic=True)
+            with th.no_grad():
+                q_scale = th.cat(self.critic(data.observations, data.actions), dim=1).abs().mean().clamp(min=1e-3)
+            terms.append(self.residual_penalty * q_scale * (mean ** 2).sum(dim=1).mean())
+        return sum(terms) if terms else None
 
 
 # name -> (SB3 class, off-policy?)
