@@ -272,6 +272,28 @@ class LiberoEnv(gym.Env):
         return self._renderer.render()
 
     @property
+    def camera_names(self) -> list[str]:
+        """The scene's cameras, which :meth:`render_camera` accepts (``agentview``, ``robot0_eye_in_hand``, ...)."""
+        from envs.rendering import camera_names
+
+        return camera_names(self._model)
+
+    def render_camera(self, name: str) -> np.ndarray:
+        """The current frame from the named scene camera: (image_size, image_size, 3) uint8.
+
+        What ``reward_camera: [agentview, robot0_eye_in_hand]`` tiles for the reward model.
+        """
+        if name not in self.camera_names:
+            raise ValueError(f"unknown camera {name!r} for LIBERO {self.suite} task {self.task_id}; "
+                             f"available: {self.camera_names}")
+        return self._renderer.render(name)
+
+    @property
+    def elapsed_steps(self) -> int:
+        """Steps taken in the current episode (0 right after ``reset``)."""
+        return self._elapsed
+
+    @property
     def sim(self):
         """robosuite's MjSim of the scene (``sim.model._model`` / ``sim.data._data`` are MuJoCo's)."""
         return self._libero.sim
