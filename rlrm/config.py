@@ -94,8 +94,13 @@ class RewardConfig:
     """With ``source``: the worker's public key file (``rlrm keys DIR`` -> ``DIR/server.key``)."""
     enc: str = "raw"
     """With ``source``: frame encoding on the wire, ``raw`` | ``jpeg`` (smaller requests on slow links)."""
-    mode: str = "sync"
-    """``sync``: wait for each reward | ``async``: placeholder reward, relabelled in the replay buffer."""
+    mode: str = "auto"
+    """``sync``: wait for each reward | ``async``: placeholder reward, relabelled in the replay buffer |
+    ``auto``: ``async`` when rewards come at episode end (``when``) and the algorithm is off-policy, else ``sync``."""
+    when: str = "auto"
+    """When to score: ``prefix`` (a query every ``every`` steps: dense progress) | ``episode_end`` (one query on
+    each episode's last step, paid as its final reward) | ``auto``: the model's own (``episode_end`` for
+    RoboReward, which judges whole episodes; ``prefix`` for Robometer)."""
     max_frames: int = 8
     """Frames per query (Robometer's training length)."""
     sampling: str = "prefix"

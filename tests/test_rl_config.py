@@ -46,7 +46,7 @@ def test_other_groups_are_valid(overrides):
         (("total_steps=-5",), r"total_steps must be an integer >= 1, got -5"),
         (("eval_episodes=-1",), r"eval_episodes must be an integer >= 0, got -1"),
         (("checkpoint_every=-100",), r"checkpoint_every must be an integer >= 0, got -100"),
-        (("reward.mode=later",), r"unknown reward.mode 'later'; expected one of \['sync', 'async'\]"),
+        (("reward.mode=later",), r"unknown reward.mode 'later'; expected one of \['auto', 'sync', 'async'\]"),
         (("algo=ppo", "reward.mode=async"), r"reward.mode=async needs an off-policy algorithm"),
         (("reward.shaping.progress=log",), r"reward.shaping: Shaping.progress must be one of"),
         (("reward.source=http://gpu:5555",), r"reward.source must be a worker URL"),

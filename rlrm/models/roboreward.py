@@ -356,6 +356,7 @@ class RoboRewardModel(nn.Module):
         self.model = generator
         self.processor = processor
         self.name = name
+        self.checkpoint: str | None = None  # the directory or hub id the weights came from (None: built here)
         vocab = int(generator.config.text_config.vocab_size)
         if max(processor.digit_ids) >= vocab:
             raise ValueError(f"digit token ids {processor.digit_ids} exceed the model's vocabulary of {vocab}")
@@ -389,7 +390,7 @@ class RoboRewardModel(nn.Module):
         return ModelInfo(
             name=self.name, max_frames=c.max_frames, image_size=None, progress_bins=5,
             device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
-            extra={"family": "roboreward", "when": "episode_end", "decode": c.decode, "mapping": c.mapping,
+            extra={"family": "roboreward", "when": "episode_end", "checkpoint": self.checkpoint, "decode": c.decode, "mapping": c.mapping,
                    "per_frame": c.per_frame, "order": c.order, "fps": c.fps,
                    "parameters": int(sum(p.numel() for p in self.parameters())),
                    "min_pixels": c.image.min_pixels, "max_pixels": c.image.max_pixels},
@@ -586,6 +587,7 @@ class RoboRewardModel(nn.Module):
             str(directory), dtype=resolve_dtype(dtype, device), device_map=str(device),
             attn_implementation=attn_implementation or default_attn_implementation(device))
         model = cls(generator, RoboRewardProcessor(tokenizer, config), name=f"roboreward:{dir_or_hub_id}")
+        model.checkpoint = str(dir_or_hub_id)
         log.info("loaded RoboReward %s from %s", dir_or_hub_id, directory)
         return model
 

@@ -127,16 +127,26 @@ def wrap_with_reward(env: gym.Env, cfg: Mapping[str, Any], scorer: Scorer | None
         env: from :func:`make_env`.
         cfg: the resolved run config (plain dict).
         scorer: from :func:`rlrm.rl.reward_source.open_reward_source`; unused for ``reward.kind=env``.
-        asynchronous: override ``reward.mode`` (evaluation always scores synchronously).
+        asynchronous: override ``reward.mode`` (evaluation always scores synchronously); ``reward.mode=auto`` is
+            ``async`` for rewards scored at episode end (``reward.when``) with an off-policy algorithm, else ``sync``.
     """
     reward = cfg["reward"]
     if reward["kind"] == "robometer":
-        mode_async = (reward["mode"] == "async") if asynchronous is None else asynchronous
+        from rlrm.rl.algorithms import ALGORITHMS
+        from rlrm.wrappers.episode import resolve_when
+
+        when = resolve_when(reward.get("when", RewardConfig.when), scorer)
+        mode = reward.get("mode", RewardConfig.mode)
+        if mode == "auto":  # episode-end scores arrive late: relabel them in the replay buffer, never wait for them
+            off_policy = ALGORITHMS.get(cfg["algo"].get("name"), (None, False))[1]
+            mode = "async" if when == "episode_end" and off_policy else "sync"
+        mode_async = (mode == "async") if asynchronous is None else asynchronous
         common = dict(
             task=task_text(cfg), camera=reward_camera(cfg), max_frames=int(reward["max_frames"]),
             sampling=reward["sampling"], every=int(reward["every"]), shaping=Shaping(**dict(reward["shaping"])),
             success=SuccessDetector(**dict(reward["success"])), on_timeout=reward.get("on_timeout", RewardConfig.on_timeout),
             terminate_on_success=bool(reward["terminate_on_success"]), views=reward.get("views", RewardConfig.views),
+            when=when,
         )
         if mode_async:  # the same pipeline, completed when answers arrive (rewards relabelled in the buffer)
             from rlrm.wrappers.async_reward import AsyncRobometerReward

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "reward.kind": ("robometer", "env"),
-    "reward.mode": ("sync", "async"),
+    "reward.mode": ("auto", "sync", "async"),
+    "reward.when": ("auto", "prefix", "episode_end"),
     "reward.sampling": ("prefix", "window"),
     "reward.views": ("tile", "mean"),
     "reward.on_timeout": ("raise", "hold"),

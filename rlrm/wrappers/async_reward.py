@@ -47,7 +47,7 @@ class AsyncRobometerReward(PipelineAccess, gym.Wrapper):
     own termination and truncation pass through unchanged.
 
     Args:
-        env, task, source, camera, views, max_frames, sampling, every, shaping, success, terminate_on_success,
+        env, task, source, camera, views, max_frames, sampling, every, when, shaping, success, terminate_on_success,
             on_timeout, timing_in_info: as for :class:`rlrm.wrappers.RobometerReward` (the same pipeline).
         placeholder: reward returned by ``step`` until the real one is known.
 
@@ -80,12 +80,13 @@ class AsyncRobometerReward(PipelineAccess, gym.Wrapper):
         timing_in_info: bool = False,
         views: str = RewardConfig.views,
         placeholder: float = 0.0,
+        when: str = RewardConfig.when,
     ) -> None:
         super().__init__(env)
         self.pipeline = RewardPipeline(
             1, resolve_task(env, task), source, camera, env=env, max_frames=max_frames, sampling=sampling,
             every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
-            on_timeout=on_timeout, views=views, timing_in_info=timing_in_info, name="async",
+            on_timeout=on_timeout, views=views, timing_in_info=timing_in_info, name="async", when=when,
         )
         self.placeholder = float(placeholder)
         self._started = False

@@ -19,6 +19,8 @@ Progress conventions (docs/architecture.md, "Reward and termination"):
   Hence ``delta`` rewards sum over an episode to p_last - p_{-1}.
 * Queries happen on steps 0, k, 2k, ... (``every=k``) and on the env's final step; in between
   progress and success probability are held, so ``delta`` is 0 there and the sum still telescopes.
+  With ``when="episode_end"`` only the env's final step is queried: the steps before it have no
+  progress term, and the last one pays f(p_last) (``delta``: p_last - p_{-1}).
   The detector only sees fresh (queried, not stale) success probabilities.
 """
 
@@ -38,11 +40,26 @@ from rlrm.shaping import RewardState, Shaping, SuccessDetector
 from rlrm.types import RewardQuery, RewardResult, check_results
 from rlrm.wrappers.frames import FrameBuffer
 
-__all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "timeout_message", "ON_TIMEOUT"]
+__all__ = ["EpisodeReward", "StepQuery", "RewardStats", "score_timed", "timeout_message", "ON_TIMEOUT", "WHEN",
+           "resolve_when"]
 
 log = logging.getLogger(__name__)
 
 ON_TIMEOUT = ("raise", "hold")
+WHEN = ("auto", "prefix", "episode_end")
+
+
+def resolve_when(when: str, scorer: Any) -> str:
+    """``"prefix"`` or ``"episode_end"``: ``when`` itself, or for ``"auto"`` the model's own choice
+    (``info().extra["when"]``: RoboReward judges whole episodes; Robometer, and anything silent, scores prefixes)."""
+    if when not in WHEN:
+        raise ValueError(f"when must be one of {WHEN}, got {when!r}")
+    if when != "auto":
+        return when
+    info = getattr(scorer, "info", None)
+    extra = info().extra if callable(info) else {}
+    chosen = (extra or {}).get("when", "prefix")
+    return chosen if chosen in WHEN[1:] else "prefix"
 
 
 def _timeout_errors() -> tuple[type[BaseException], ...]:
@@ -122,6 +139,7 @@ class EpisodeReward:
         task: instruction text sent with every query.
         max_frames / sampling: see :func:`rlrm.sampling.sample_indices`.
         every: query every ``every`` steps (>= 1); the env's final step is always queried.
+        when: ``"prefix"`` (on the ``every`` schedule) or ``"episode_end"`` (only on the env's final step).
         shaping: how terms combine into the reward.
         success: detector settings (copied), or None to not detect success.
         name: prefix of episode ids sent to the worker (for its logs).
@@ -149,7 +167,10 @@ class EpisodeReward:
         success: SuccessDetector | None,
         name: str = "env",
         terminate_on_success: bool = False,
+        when: str = "prefix",
     ) -> None:
+        if when not in WHEN[1:]:
+            raise ValueError(f"when must be one of {WHEN[1:]} (resolve 'auto' with resolve_when), got {when!r}")
         if not isinstance(task, str) or not task.strip():
             raise ValueError(f"task must be a non-empty instruction string, got {task!r}")
         if sampling not in SAMPLING_MODES:
@@ -161,6 +182,7 @@ class EpisodeReward:
         self.max_frames = int(max_frames)
         self.sampling = sampling
         self.every = every
+        self.when = when
         self.state = RewardState(shaping, success, terminate_on_success)
         self.name = name
         self.buffer = FrameBuffer()
@@ -192,7 +214,7 @@ class EpisodeReward:
     def successor(self) -> EpisodeReward:
         """A new object for this env's next episode, same settings, while this one's answers still drain."""
         nxt = EpisodeReward(self.task, self.max_frames, self.sampling, self.every, self.state.shaping,
-                            self.state.detector, self.name, self.state.terminate_on_success)
+                            self.state.detector, self.name, self.state.terminate_on_success, self.when)
         nxt.episode = self.episode
         return nxt
 
@@ -212,7 +234,10 @@ class EpisodeReward:
         self.buffer.append(frame)
 
     def wants_query(self, env_done: bool) -> bool:
-        """Whether the step just added is scored: steps 0, every, 2*every, ... and the env's final step."""
+        """Whether the step just added is scored: steps 0, every, 2*every, ... and the env's final step
+        (only the final step with ``when="episode_end"``)."""
+        if self.when == "episode_end":
+            return bool(env_done)
         return (len(self.buffer) - 2) % self.every == 0 or bool(env_done)
 
     def plan(self) -> StepQuery:

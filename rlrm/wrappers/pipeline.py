@@ -46,6 +46,7 @@ from rlrm.wrappers.episode import (
     EpisodeReward,
     RewardStats,
     StepQuery,
+    resolve_when,
     score_timed,
     timeout_message,
 )
@@ -199,7 +200,7 @@ class RewardPipeline:
             closed by :meth:`close` only when created here.
         camera: None (the wrapper renders), or observation keys / render cameras (tiled).
         env: the single env frames are read from (:class:`~rlrm.wrappers.frames.FrameSource`); None for vector envs.
-        max_frames / sampling / every / views / on_timeout / terminate_on_success: see
+        max_frames / sampling / every / when / views / on_timeout / terminate_on_success: see
             :class:`rlrm.wrappers.RobometerReward`; defaults are :class:`rlrm.config.RewardConfig`'s.
         shaping: :class:`rlrm.shaping.Shaping` (None: its defaults).
         success: :class:`rlrm.shaping.SuccessDetector` settings (copied per episode), or None: no detection.
@@ -225,6 +226,7 @@ class RewardPipeline:
         views: str = RewardConfig.views,
         timing_in_info: bool = False,
         name: str = "env",
+        when: str = RewardConfig.when,
     ) -> None:
         if on_timeout not in ON_TIMEOUT:
             raise ValueError(f"on_timeout must be one of {ON_TIMEOUT}, got {on_timeout!r}")
@@ -234,19 +236,20 @@ class RewardPipeline:
         self.on_timeout = on_timeout
         self.timing_in_info = bool(timing_in_info)
         self.terminate_on_success = bool(terminate_on_success) and success is not None
-        self.episodes = [
-            EpisodeReward(tasks[i], max_frames=max_frames, sampling=sampling, every=every,
-                          shaping=shaping if shaping is not None else Shaping(), success=success,
-                          name=name if num_envs == 1 and env is not None else f"{name}{i}",
-                          terminate_on_success=terminate_on_success)
-            for i in range(num_envs)
-        ]
         from rlrm.wrappers.reward import open_scorer
 
         if callable(getattr(source, "score_async", None)) and not callable(getattr(source, "score", None)):
             self.scorer, self._owns_scorer = source, False  # an answer-with-futures scorer, for async completion
         else:
             self.scorer, self._owns_scorer = open_scorer(source)
+        self.when = resolve_when(when, self.scorer)
+        self.episodes = [
+            EpisodeReward(tasks[i], max_frames=max_frames, sampling=sampling, every=every,
+                          shaping=shaping if shaping is not None else Shaping(), success=success,
+                          name=name if num_envs == 1 and env is not None else f"{name}{i}",
+                          terminate_on_success=terminate_on_success, when=self.when)
+            for i in range(num_envs)
+        ]
         if self.views == "mean" and self.cameras and len(self.cameras) > 1:
             self.scorer = ViewMeanScorer(self.scorer, lambda: self.frames.view_widths, owns=self._owns_scorer)
         self.reward_stats = RewardStats()

@@ -90,6 +90,9 @@ class RobometerReward(PipelineAccess, gym.Wrapper, gym.utils.RecordConstructorAr
         max_frames: most frames per query (the model's training length, 8 for Robometer).
         sampling: ``"prefix"`` or ``"window"``.
         every: query every ``every`` steps and hold progress in between.
+        when: ``"prefix"`` (query on the ``every`` schedule), ``"episode_end"`` (only on the env's last step:
+            one score per episode, paid as its final reward) or ``"auto"`` (the model's own: RoboReward
+            scores episode ends, Robometer prefixes).
         shaping: :class:`rlrm.shaping.Shaping`.
         success: :class:`rlrm.shaping.SuccessDetector` (copied per wrapper) or None to not detect
             success here (e.g. to put :class:`SuccessTermination` on top).
@@ -124,18 +127,19 @@ class RobometerReward(PipelineAccess, gym.Wrapper, gym.utils.RecordConstructorAr
         on_timeout: str = RewardConfig.on_timeout,
         timing_in_info: bool = False,
         views: str = RewardConfig.views,
+        when: str = RewardConfig.when,
     ) -> None:
         # no deepcopy: source may be a model or a live client
         gym.utils.RecordConstructorArgs.__init__(
             self, _disable_deepcopy=True, task=task, source=source, camera=camera, max_frames=max_frames,
             sampling=sampling, every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
-            on_timeout=on_timeout, timing_in_info=timing_in_info, views=views,
+            on_timeout=on_timeout, timing_in_info=timing_in_info, views=views, when=when,
         )
         gym.Wrapper.__init__(self, env)
         self.pipeline = RewardPipeline(
             1, resolve_task(env, task), source, camera, env=env, max_frames=max_frames, sampling=sampling,
             every=every, shaping=shaping, success=success, terminate_on_success=terminate_on_success,
-            on_timeout=on_timeout, views=views, timing_in_info=timing_in_info,
+            on_timeout=on_timeout, views=views, timing_in_info=timing_in_info, when=when,
             name=getattr(env.spec, "id", None) or type(env.unwrapped).__name__,
         )
 

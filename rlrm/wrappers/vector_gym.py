@@ -82,6 +82,7 @@ class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
         on_timeout: str = RewardConfig.on_timeout,
         terminate_on_success: bool = RewardConfig.terminate_on_success,
         views: str = RewardConfig.views,
+        when: str = RewardConfig.when,
     ) -> None:
         if not isinstance(env, gym.vector.VectorEnv):
             from_sb3 = any(c.__module__.startswith("stable_baselines3") for c in type(env).__mro__)
@@ -109,7 +110,7 @@ class RobometerVecReward(CoreAccess, gym.vector.VectorWrapper):
         self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
         self.core = RewardPipeline(env.num_envs, task, source, camera, max_frames=max_frames, sampling=sampling,
                                    every=every, shaping=shaping, success=success, on_timeout=on_timeout,
-                                   terminate_on_success=False, views=views)
+                                   terminate_on_success=False, views=views, when=when)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
 
     def _frames(self, obs: Any) -> list[np.ndarray]:

@@ -95,6 +95,7 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
         on_timeout: str = RewardConfig.on_timeout,
         terminate_on_success: bool = RewardConfig.terminate_on_success,
         views: str = RewardConfig.views,
+        when: str = RewardConfig.when,
     ) -> None:
         if not isinstance(venv, VecEnv):
             raise TypeError(
@@ -112,7 +113,7 @@ class RobometerSB3VecReward(CoreAccess, VecEnvWrapper):
             )
         self.core = RewardPipeline(venv.num_envs, task, source, camera, max_frames=max_frames, sampling=sampling,
                                    every=every, shaping=shaping, success=success, on_timeout=on_timeout,
-                                   terminate_on_success=self.terminate_on_success, views=views)
+                                   terminate_on_success=self.terminate_on_success, views=views, when=when)
 
     def _frame(self, obs_i: Any, info_i: dict) -> np.ndarray:
         if self.core.cameras is None or FRAME_KEY in info_i:
