@@ -1,7 +1,12 @@
 """``rlrm eval DATA --model SPEC --json OUT --plots DIR``: reward-model quality on trajectory data.
 
 Prints a table of the headline metrics, writes the full report (metrics + per-trajectory
-curves) as JSON and, with ``--plots``, ``curves.png`` and ``confusion.png``.
+curves) as JSON and, with ``--plots``, ``curves.png``, ``confusion.png`` and ``reliability.png``.
+Every model is also scored on the 1-5 scale (:mod:`rlrm.evaluate.bench`: MAE per task and overall,
+success reliability), so Robometer and RoboReward compare on the same episodes.
+
+``rlrm eval --bench roboreward DIR --model SPEC``: the same final-score metrics on a RoboRewardBench
+folder (subset folders with ``metadata.jsonl`` and mp4s): MAE per subset and the mean over subsets.
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rlrm eval``."""
-    parser.add_argument("data", help="folder of trajectory folders (rlrm format) or a LeRobot dataset folder")
-    parser.add_argument("--model", default="demo", help="model spec: demo, tiny, a checkpoint dir or a hub id")
+    parser.add_argument("data", help="folder of trajectory folders (rlrm format) or a LeRobot dataset folder; "
+                        "with --bench roboreward, a RoboRewardBench folder")
+    parser.add_argument("--bench", choices=("roboreward",), default=None,
+                        help="roboreward: DATA is in the RoboRewardBench layout (<subset>/metadata.jsonl + mp4s); "
+                             "report MAE on the 1-5 scale per subset and overall")
+    parser.add_argument("--model", default="demo",
+                        help="model spec: demo, tiny, a checkpoint dir, a hub id, or roboreward:<dir | hub id | tiny>")
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report here")
     parser.add_argument("--plots", default=None, help="folder for curves.png and confusion.png")
     parser.add_argument("--mode", choices=("full", "dense"), default="full",
@@ -38,16 +48,56 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _final_score_rows(final) -> list[tuple[str, str]]:
+    return [
+        ("MAE 1-5 (mean over groups)", _fmt(final.mae)),
+        *[(f"  MAE {group}", _fmt(v)) for group, v in final.mae_per_subset.items()],
+        ("MAE 1-5 (all episodes)", _fmt(final.mae_all)),
+        ("success ECE (final, true = 5)", _fmt(final.success_reliability["ece"])),
+    ]
+
+
+def _print_rows(header: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(header)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def _run_bench(args: argparse.Namespace, model) -> int:
+    """``--bench roboreward``: final-score metrics on a RoboRewardBench folder."""
+    from rlrm.evaluate.bench import evaluate_final_scores, read_roboreward_bench
+    from rlrm.evaluate.plots import plot_reliability
+
+    examples = read_roboreward_bench(args.data)
+    if args.limit is not None:
+        examples = examples[: args.limit]
+    final = evaluate_final_scores(model, examples, max_frames=args.max_frames, batch_size=args.batch_size)
+    _print_rows(f"rlrm eval --bench roboreward: model={final.model} examples={final.num_examples} data={args.data}",
+                _final_score_rows(final))
+    if args.json_out:
+        path = Path(args.json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"summary": final.summary(), "examples": final.examples}, indent=1))
+        print(f"  wrote {path}")
+    if args.plots:
+        print(f"  wrote {plot_reliability({final.model: final.success_reliability}, Path(args.plots) / 'reliability.png')}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print a table, write JSON and plots."""
-    from rlrm.evaluate.plots import plot_confusion_matrix, plot_progress_curves
+    from rlrm.evaluate.bench import evaluate_final_scores, examples_from_trajectories
+    from rlrm.evaluate.plots import plot_confusion_matrix, plot_progress_curves, plot_reliability
     from rlrm.evaluate.runner import evaluate
     from rlrm.models import make_reward_model
     from rlrm.train.data import load_dataset
 
+    kwargs = {"device": args.device} if args.device else {}
+    if getattr(args, "bench", None) == "roboreward":
+        return _run_bench(args, make_reward_model(args.model, **kwargs))
     dataset = load_dataset(args.data)
     trajectories = [dataset[i] for i in range(len(dataset) if args.limit is None else min(args.limit, len(dataset)))]
-    kwargs = {"device": args.device} if args.device else {}
     model = make_reward_model(args.model, **kwargs)
     report, scores = evaluate(
         model,
@@ -69,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
         ("success F1 (final frame)", _fmt(report.final_success_f1)),
         *[(f"  final progress | {q}", _fmt(v)) for q, v in report.final_progress_by_quality.items()],
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"rlrm eval: model={report.model} mode={report.mode} data={args.data}")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    final = evaluate_final_scores(model, examples_from_trajectories(trajectories), max_frames=args.max_frames,
+                                  batch_size=args.batch_size)
+    rows += _final_score_rows(final)
+    _print_rows(f"rlrm eval: model={report.model} mode={report.mode} data={args.data}", rows)
     if report.confusion is not None:
         print("  confusion (rows: task of the episodes, cols: instruction) mean final progress:")
         for task, row in zip(report.confusion["rows"], report.confusion["matrix"], strict=True):
@@ -80,11 +130,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"summary": report.summary(), "trajectories": report.trajectories}, indent=1))
+        path.write_text(json.dumps({"summary": report.summary(), "trajectories": report.trajectories,
+                                    "final_scores": final.summary(), "final_score_examples": final.examples},
+                                   indent=1))
         print(f"  wrote {path}")
     if args.plots:
         curves = plot_progress_curves(scores, Path(args.plots) / "curves.png", title=f"{report.model} ({report.mode})")
         print(f"  wrote {curves}")
+        print(f"  wrote {plot_reliability({report.model: final.success_reliability}, Path(args.plots) / 'reliability.png')}")
         if report.confusion is not None:
             conf = report.confusion
             matrix = [[float("nan") if v is None else v for v in r] for r in conf["matrix"]]

@@ -7,6 +7,8 @@
 * :func:`average_precision` - area under the precision-recall curve (step-wise, as scikit-learn's AP).
 * :func:`binary_f1` - F1 of ``scores >= threshold`` against 0/1 labels.
 * :func:`confusion_matrix` - mean of a value per (row label, column label) cell.
+* :func:`mae_by_group` - mean absolute error per group and the mean over groups (RoboRewardBench's MAE).
+* :func:`reliability` - calibration of success probabilities: per-bin confidence vs frequency, and the ECE.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = [
     "average_precision",
     "binary_f1",
     "confusion_matrix",
+    "mae_by_group",
+    "reliability",
 ]
 
 
@@ -150,3 +154,55 @@ def confusion_matrix(
             count[ri[r], ci[c]] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan), row_labels, col_labels
+
+
+def mae_by_group(pred: Sequence[float], true: Sequence[float], groups: Sequence[str]) -> tuple[dict[str, float], float]:
+    """Mean |pred - true| per group, and the mean over groups (each group counts once, however large).
+
+    RoboRewardBench reports this on the 1-5 scale with its subsets as groups.
+
+    >>> mae_by_group([1, 2, 5], [1, 4, 4], ["a", "a", "b"])
+    ({'a': 1.0, 'b': 1.0}, 1.0)
+    """
+    x, y = _as_1d("pred", pred), _as_1d("true", true)
+    if x.shape != y.shape or len(x) != len(groups) or len(x) == 0:
+        raise ValueError(f"pred, true and groups need one equal, non-zero length, got {len(x)}, {len(y)}, {len(groups)}")
+    errors: dict[str, list[float]] = defaultdict(list)
+    for e, g in zip(np.abs(x - y), groups, strict=True):
+        errors[str(g)].append(float(e))
+    per = {g: float(np.mean(v)) for g, v in sorted(errors.items())}
+    return per, float(np.mean(list(per.values())))
+
+
+def reliability(probs: Sequence[float], labels: Sequence[float], bins: int = 10) -> dict[str, list | float]:
+    """Reliability-diagram data of success probabilities against 0/1 outcomes.
+
+    Returns ``edges`` (bins + 1), per bin ``count``, ``confidence`` (mean probability) and ``frequency``
+    (fraction of successes; None for an empty bin), and ``ece``: sum over bins of count/N x |confidence -
+    frequency|.
+
+    >>> reliability([0.1, 0.9], [0, 1], bins=2)["ece"]
+    0.1
+    """
+    p, y = _check_binary(probs, labels)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"probabilities must be in [0, 1], got min {p.min()} max {p.max()}")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    count, confidence, frequency, ece = [], [], [], 0.0
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        count.append(n)
+        if n == 0:
+            confidence.append(None)
+            frequency.append(None)
+            continue
+        conf, freq = float(p[mask].mean()), float(y[mask].mean())
+        confidence.append(conf)
+        frequency.append(freq)
+        ece += n / len(p) * abs(conf - freq)
+    return {"edges": edges.tolist(), "count": count, "confidence": confidence, "frequency": frequency,
+            "ece": round(ece, 12)}

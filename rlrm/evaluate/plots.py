@@ -3,6 +3,7 @@
 * :func:`plot_progress_curves` - predicted vs true progress (and success probability) per trajectory,
   one panel each, grouped by quality label.
 * :func:`plot_confusion_matrix` - mean final progress per (task, instruction) as a heat map.
+* :func:`plot_reliability` - reliability diagram of success probabilities (confidence vs frequency per bin).
 
 Matplotlib runs on the non-interactive Agg backend; each function writes one PNG and returns its path.
 """
@@ -17,7 +18,7 @@ import numpy as np
 
 from rlrm.evaluate.runner import TrajectoryScores
 
-__all__ = ["plot_progress_curves", "plot_confusion_matrix"]
+__all__ = ["plot_progress_curves", "plot_confusion_matrix", "plot_reliability"]
 
 _COLOURS = {"success": "tab:green", "suboptimal": "tab:orange", "failure": "tab:red"}
 
@@ -97,6 +98,33 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, fraction=0.04)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(curves: dict[str, dict], path: str | Path, title: str = "success reliability") -> Path:
+    """Reliability diagram: per model (``curves``: name -> :func:`rlrm.evaluate.metrics.reliability` output)
+    the mean success probability against the observed success frequency of each non-empty bin, with the
+    diagonal of perfect calibration and each model's ECE in the legend."""
+    if not curves:
+        raise ValueError("no reliability data to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    for name, data in curves.items():
+        pts = [(c, f, n) for c, f, n in zip(data["confidence"], data["frequency"], data["count"], strict=True)
+               if n > 0]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} (ECE {data['ece']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted success probability")
+    ax.set_ylabel("fraction of true successes")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
