@@ -127,6 +127,7 @@ def test_two_workers_serve_robometer_and_roboreward_clients_at_once(tiny_model, 
         for t in threads:
             t.join(300)
     assert not errors, errors
+    assert roboreward.feature_cache_stats()["misses"] > 0  # streamed frames reached the model with their keys
     for family in expected:
         for a, b in zip(got[family], expected[family], strict=True):
             np.testing.assert_allclose(a.progress, b.progress, atol=1e-5)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,12 @@ class VisionFeatureCache:
                 _, dropped = self._entries.popitem(last=False)
                 self.nbytes -= dropped.nbytes
                 self.evicted += 1
+
+    def forget_where(self, holds: Callable[[Hashable], bool]) -> None:
+        """Drop the entries whose key satisfies ``holds`` (e.g. frame pairs that contain a forgotten frame)."""
+        with self._lock:
+            for key in [k for k in self._entries if holds(k)]:
+                self.nbytes -= self._entries.pop(key).nbytes
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         """Drop the entries of ``keys`` (frames the worker no longer stores); unknown keys are ignored."""

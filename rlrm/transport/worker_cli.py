@@ -65,7 +65,9 @@ class SlowModel:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rlrm worker``."""
-    parser.add_argument("--model", required=True, help="model spec: 'tiny', 'demo', a checkpoint dir or a hub id")
+    parser.add_argument("--model", required=True,
+                        help="model spec: 'tiny', 'demo', a checkpoint dir or a hub id (Robometer); "
+                             "'roboreward:<dir, hub id or tiny>' (RoboReward)")
     parser.add_argument("--bind", default=WorkerConfig.bind,
                         help="ZeroMQ endpoint (default %(default)s; port 0 = any free port; "
                         "non-loopback addresses need --curve-keys)")
