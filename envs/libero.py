@@ -134,6 +134,8 @@ class LiberoEnv(gym.Env):
         max_episode_steps: episode limit; None for the suite's (see :data:`LIBERO_SUITES`).
         task_text: override the instruction sentence.
         render_mode: only ``"rgb_array"``.
+        reward_type: only ``"sparse"`` (LIBERO's reward: 1.0 on success); accepted so that ``reward=env_sparse``
+            works as for the other envs.
 
     >>> import gymnasium as gym, envs
     >>> env = gym.make("rlrm/LIBERO-v0", suite="libero_spatial", task_id=0, image_size=64)  # doctest: +SKIP
@@ -159,7 +161,11 @@ class LiberoEnv(gym.Env):
         max_episode_steps: int | None = None,
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
+        reward_type: str = "sparse",
     ) -> None:
+        if reward_type != "sparse":
+            raise ValueError(f"LIBERO has only its sparse reward (1.0 on success): reward_type must be 'sparse', "
+                             f"got {reward_type!r}; use reward=env_sparse or a reward model")
         if suite not in LIBERO_SUITES:
             raise ValueError(f"unknown LIBERO suite {suite!r}; expected one of {list(LIBERO_SUITES)}")
         if render_mode not in (None, "rgb_array"):
