@@ -97,6 +97,13 @@ def test_run_rl_trains_with_roboreward_from_a_directory(roboreward_dir, tmp_path
     assert record["info"]["extra"]["family"] == "roboreward" and record["checkpoint"] == str(roboreward_dir)
 
 
+def test_reward_group_roboreward_composes():
+    cfg = compose_run("reward=roboreward")
+    assert cfg["reward"]["model"] == "roboreward:teetone/RoboReward-4B"
+    assert cfg["reward"]["when"] == "auto" and cfg["reward"]["mode"] == "auto"
+    assert cfg["reward"]["shaping"]["gamma"] == cfg["algo"]["gamma"]
+
+
 def test_two_workers_serve_robometer_and_roboreward_clients_at_once(tiny_model, roboreward):
     """One worker per family (each model keeps its own batcher and cache); clients of both stream at once."""
     from rlrm.transport import RewardClient, RewardWorker
