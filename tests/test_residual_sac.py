@@ -87,3 +87,12 @@ def test_a_checkpoint_with_self_imitation_saves_and_loads(tmp_path):
     loaded = ResidualSAC.load(tmp_path / "m.zip", env=_Succeeds())
     assert loaded.self_imitation == 1.0 and loaded.residual_penalty == 0.5
     loaded.learn(20)  # the wrapped optimizer's state came back and keeps stepping
+
+
+def test_demonstrations_join_the_success_replay_only_with_self_imitation():
+    obs = np.zeros((6, 3), np.float32)
+    actions = np.full((6, 1), 0.5, np.float32)
+    on = ResidualSAC("MlpPolicy", _Succeeds(), self_imitation=1.0, policy_kwargs={"net_arch": [8]})
+    assert on.imitate(obs, actions) == 6 and len(on.successes) == 6
+    off = ResidualSAC("MlpPolicy", _Succeeds(), policy_kwargs={"net_arch": [8]})
+    assert off.imitate(obs, actions) == 0 and len(off.successes) == 0

@@ -31,7 +31,7 @@ for stage in $STAGES; do
       done ;;
     finetune) # the model of $BASE_OUT fine-tuned on $OUT's data (a lower learning rate, resumes like train)
       "$PY" -m rlrm train --config demo_mw data="$OUT/data/train" output_dir="$OUT/run" \
-        model="${BASE_OUT:?set BASE_OUT}/run/model" lr=3.0e-4 steps="${FINETUNE_STEPS:-3000}" \
+        model="${BASE_OUT:?set BASE_OUT}/run/model" "~tiny" lr=3.0e-4 steps="${FINETUNE_STEPS:-3000}" \
         warmup_steps=20 max_minutes="${FINETUNE_MINUTES:-35}" ;;
     train)    # checkpoints every 50 steps and resumes; max_minutes in configs/train/demo_mw.yaml stops it
       "$PY" -m rlrm train --config demo_mw data="$OUT/data/train" output_dir="$OUT/run" ;;

@@ -199,6 +199,17 @@ class ResidualSAC(SAC):
                     self._episode_steps[i] = []
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
+    def imitate(self, observations: Any, actions: np.ndarray) -> int:
+        """Add known-good steps (raw observations, buffer actions in [-1, 1]; e.g. demonstrations) to the
+        steps self-imitation regresses onto; returns how many (0 when ``self_imitation`` is off)."""
+        if self.self_imitation <= 0:
+            return 0
+        n = len(actions)
+        rows = ([{k: np.array(v[i]) for k, v in observations.items()} for i in range(n)]
+                if isinstance(observations, dict) else [np.array(observations[i]) for i in range(n)])
+        self.successes.add_episode(list(zip(rows, np.asarray(actions, np.float32), strict=True)))
+        return n
+
     def _aux_actor_loss(self) -> Any:
         """Self-imitation and residual-penalty terms of the actor loss (None when neither applies yet)."""
         if self.num_timesteps < self.actor_warmup_steps:
