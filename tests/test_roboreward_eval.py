@@ -94,6 +94,14 @@ def test_bench_reader_names_bad_layouts(tmp_path):
         read_roboreward_bench(tmp_path)
 
 
+def test_an_unreadable_video_is_named(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "a.mp4").write_bytes(b"not a video")
+    (tmp_path / "s" / "metadata.jsonl").write_text(json.dumps({"file_name": "a.mp4", "task": "x", "reward": 3}))
+    with pytest.raises(ValueError, match="OpenCV read no frames from .*a.mp4"):
+        main(["eval", "--bench", "roboreward", str(tmp_path), "--model", "roboreward:tiny"])
+
+
 def test_metrics_by_hand():
     per, overall = mae_by_group([1.0, 2.0, 5.0, 3.0], [1.0, 4.0, 4.0, 3.0], ["a", "a", "b", "b"])
     assert per == {"a": 1.0, "b": 0.5} and overall == 0.75

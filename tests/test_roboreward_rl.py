@@ -77,6 +77,19 @@ def test_robometer_keeps_scoring_every_step_by_default(tiny_model):
     env.close()
 
 
+def test_when_auto_asks_the_model_and_defaults_to_prefix(roboreward, tiny_model):
+    from rlrm.transport import LocalScorer
+    from rlrm.types import BaseScorer
+    from rlrm.wrappers.episode import resolve_when
+
+    assert resolve_when("auto", LocalScorer(roboreward)) == "episode_end"
+    assert resolve_when("auto", tiny_model) == "prefix"
+    assert resolve_when("auto", BaseScorer()) == "prefix"  # info() not implemented: silent
+    assert resolve_when("episode_end", tiny_model) == "episode_end"
+    with pytest.raises(ValueError, match="when must be one of"):
+        resolve_when("end", tiny_model)
+
+
 def test_run_rl_trains_with_roboreward_from_a_directory(roboreward_dir, tmp_path):
     """run_rl.py reward.model=roboreward:DIR: the default transport spawns `rlrm worker --model roboreward:DIR`;
     reward.mode=auto turns episode-end scoring into relabelled (async) rewards for SAC."""

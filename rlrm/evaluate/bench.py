@@ -77,9 +77,7 @@ class BenchExample:
 
         from rlrm.train.data import read_video
 
-        frames = read_video(self.video)
-        if len(frames) == 0:
-            raise ValueError(f"{self.video} holds no frames; expected a readable mp4 of the episode")
+        frames = read_video(self.video)  # raises naming the file when OpenCV reads no frame
         capture = cv2.VideoCapture(str(self.video))
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         capture.release()

@@ -89,6 +89,11 @@ class RoboRewardModel(nn.Module):
         digit_logits(queries) -> (N, 5) logits of '1'..'5' after the forced prefix, one row per query.
         forget_features / feature_cache_stats: the per-frame-pair vision cache (worker streaming).
         save_pretrained / from_pretrained: a transformers checkpoint plus ``roboreward.json``.
+
+    >>> model = tiny_roboreward(seed=0)
+    >>> frames = np.zeros((3, 64, 64, 3), np.uint8)
+    >>> model.digit_logits([RewardQuery(frames, "open the drawer")]).shape
+    (1, 5)
     """
 
     def __init__(self, generator: Any, processor: RoboRewardProcessor, name: str = "roboreward") -> None:
@@ -205,7 +210,6 @@ class RoboRewardModel(nn.Module):
         """Greedy generation from the assistant turn start (no forced prefix), decoded."""
         tensors = {k: v.to(self.device) for k, v in self.processor.batch([video], answer_prefix=False).items()}
         tensors["pixel_values_videos"] = torch.from_numpy(self.processor.pixels(video)).to(self.device, self.dtype)
-        tensors["video_grid_thw"] = tensors["video_grid_thw"]
         out = self.model.generate(**tensors, max_new_tokens=self.config.max_new_tokens, do_sample=False,
                                   pad_token_id=self.processor.pad_id)
         return self.processor.tokenizer.decode(out[0, tensors["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -51,13 +51,17 @@ WHEN = ("auto", "prefix", "episode_end")
 
 def resolve_when(when: str, scorer: Any) -> str:
     """``"prefix"`` or ``"episode_end"``: ``when`` itself, or for ``"auto"`` the model's own choice
-    (``info().extra["when"]``: RoboReward judges whole episodes; Robometer, and anything silent, scores prefixes)."""
+    (``info().extra["when"]``: RoboReward judges whole episodes; Robometer, and anything silent or without
+    ``info()``, scores prefixes)."""
     if when not in WHEN:
         raise ValueError(f"when must be one of {WHEN}, got {when!r}")
     if when != "auto":
         return when
     info = getattr(scorer, "info", None)
-    extra = info().extra if callable(info) else {}
+    try:
+        extra = info().extra if callable(info) else {}
+    except NotImplementedError:  # a scorer that does not describe its model (BaseScorer's default): silent
+        extra = {}
     chosen = (extra or {}).get("when", "prefix")
     return chosen if chosen in WHEN[1:] else "prefix"
 

@@ -236,20 +236,26 @@ class RewardPipeline:
         self.on_timeout = on_timeout
         self.timing_in_info = bool(timing_in_info)
         self.terminate_on_success = bool(terminate_on_success) and success is not None
+        resolve_when(when if when != "auto" else "prefix", None)  # a bad value fails before a scorer is opened
         from rlrm.wrappers.reward import open_scorer
 
         if callable(getattr(source, "score_async", None)) and not callable(getattr(source, "score", None)):
             self.scorer, self._owns_scorer = source, False  # an answer-with-futures scorer, for async completion
         else:
             self.scorer, self._owns_scorer = open_scorer(source)
-        self.when = resolve_when(when, self.scorer)
-        self.episodes = [
-            EpisodeReward(tasks[i], max_frames=max_frames, sampling=sampling, every=every,
-                          shaping=shaping if shaping is not None else Shaping(), success=success,
-                          name=name if num_envs == 1 and env is not None else f"{name}{i}",
-                          terminate_on_success=terminate_on_success, when=self.when)
-            for i in range(num_envs)
-        ]
+        try:
+            self.when = resolve_when(when, self.scorer)  # "auto": the model says (RoboReward: episode_end)
+            self.episodes = [
+                EpisodeReward(tasks[i], max_frames=max_frames, sampling=sampling, every=every,
+                              shaping=shaping if shaping is not None else Shaping(), success=success,
+                              name=name if num_envs == 1 and env is not None else f"{name}{i}",
+                              terminate_on_success=terminate_on_success, when=self.when)
+                for i in range(num_envs)
+            ]
+        except Exception:
+            if self._owns_scorer:  # a scorer opened here (a worker connection) must not outlive a failed wrapper
+                self.scorer.close()
+            raise
         if self.views == "mean" and self.cameras and len(self.cameras) > 1:
             self.scorer = ViewMeanScorer(self.scorer, lambda: self.frames.view_widths, owns=self._owns_scorer)
         self.reward_stats = RewardStats()
