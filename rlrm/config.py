@@ -2,6 +2,9 @@
 
 * :class:`ShapingConfig`, :class:`SuccessConfig` - defaults of :class:`rlrm.shaping.Shaping` and
   :class:`rlrm.shaping.SuccessDetector` (those classes read theirs from here).
+* :class:`RewardTrainerConfig` - ``reward.trainer``: how the reward model learns from labels during RL
+  (``reward.adapt=true``; :mod:`rlrm.train.online`).
+* :class:`LabelsConfig` - the ``labels`` group: who labels finished episodes (``none | human | oracle``).
 * :class:`RewardConfig` - the ``reward`` group: the model, where it runs, which frames a query sends,
   shaping and success detection. The wrappers (:class:`~rlrm.wrappers.RobometerReward`,
   :class:`~rlrm.wrappers.AsyncRobometerReward`, both vector wrappers) take their defaults from it.
@@ -15,7 +18,8 @@
   mappings: their keys are the SB3 class's and the robot config's own, checked by
   :func:`rlrm.rl.run_config.validate_run_config` and :func:`robots.make_robot_env`.
 * :func:`register_configs` - register all of them with Hydra's ``ConfigStore``: the root as
-  ``rlrm_run``, group schemas as ``reward/base_reward``, ``env/base_env``, ``transport/base_<name>``.
+  ``rlrm_run``, group schemas as ``reward/base_reward``, ``env/base_env``, ``labels/base_labels``,
+  ``transport/base_<name>``.
   The YAML files in :data:`CONFIG_DIR` list those in their ``defaults`` and only override values.
 * :data:`CONFIG_DIR` - the config folder shipped inside the package (``rlrm/configs``).
 
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional  # noqa: UP035 - OmegaConf reads these annotations at run time
 
-__all__ = ["ShapingConfig", "SuccessConfig", "RewardConfig", "WorkerConfig", "CLIENT_TIMEOUT_MS", "TransportConfig",
+__all__ = ["ShapingConfig", "SuccessConfig", "RewardTrainerConfig", "LabelsConfig", "RewardConfig", "WorkerConfig", "CLIENT_TIMEOUT_MS", "TransportConfig",
            "WorkerTransportConfig", "LocalTransportConfig", "RayTransportConfig", "TRANSPORTS", "EnvConfig",
            "DistributedConfig", "RecordConfig", "RunConfig", "register_configs", "typed_run_config", "CONFIG_DIR"]
 
@@ -77,6 +81,64 @@ class SuccessConfig:
 
 
 @dataclass
+class RewardTrainerConfig:
+    """``reward.trainer``: the reward trainer that fine-tunes the reward model on labelled episodes during RL
+    (``reward.adapt=true``), in its own process, publishing numbered versions the reward source swaps in."""
+
+    mode: str = "auto"
+    """``auto`` (``full`` below 50 M parameters, else ``lora``) | ``full`` | ``heads`` (progress/success/preference
+    heads only) | ``lora`` (adapters on the language model + heads; needs peft: ``pip install 'rlrm[train]'``)."""
+    steps: int = 100
+    """Optimizer steps per published version."""
+    min_labels: int = 3
+    """New labelled episodes that start the next round of training."""
+    lr: float = 3e-4
+    """AdamW learning rate (constant)."""
+    batch_size: int = 8
+    """Single views per step (progress + success heads)."""
+    pair_batch_size: int = 2
+    """Preference pairs per step (a success against a failure of the same task, or a rewound copy)."""
+    replay: Optional[str] = None
+    """A trajectory folder (or LeRobot dataset) of the model's original training data, mixed in so old
+    scenes are not forgotten; None: labelled episodes only."""
+    replay_fraction: float = 0.5
+    """Share of the trajectories of each round drawn from ``replay`` (with ``replay`` set), in [0, 1)."""
+    folder: Optional[str] = None
+    """Where labelled episodes (``inbox/``) and versions (``versions/``) go; None: ``<run folder>/reward_adapt``.
+    With ``reward.source`` the worker must watch ``<folder>/versions`` (``rlrm worker --watch``)."""
+    rescore: bool = True
+    """Re-score stored transitions with each new version (in the background)."""
+    rescore_episodes: int = 200
+    """Newest finished episodes kept for re-scoring (their frames stay in RAM)."""
+    threads: int = 1
+    """Torch threads of the trainer process."""
+    nice: int = 5
+    """The trainer process's CPU priority is lowered by this much (the control loop goes first)."""
+    seed: int = 0
+
+
+@dataclass
+class LabelsConfig:
+    """The ``labels`` group: who labels finished episodes for the reward trainer (``reward.adapt=true``)."""
+
+    source: str = "none"
+    """``none`` | ``human`` (the ``y``/``n`` keys and takeovers) | ``oracle`` (simulation: the env's own success)."""
+    budget: int = 30
+    """Most episodes labelled (oracle; for a person 0 means no limit)."""
+    select: str = "every_k"
+    """Oracle: which episode of each block of ``every`` gets the label: ``every_k`` (the last) | ``uncertain``
+    (the one whose success probability was nearest the threshold, or whose progress and success disagreed most)."""
+    every: int = 5
+    """Oracle: one label per this many episodes."""
+    noise: float = 0.0
+    """Oracle: probability a label is flipped (a person's mistakes)."""
+    takeovers: bool = True
+    """Human: an episode with a takeover teaches that its frames before the takeover were not yet a success."""
+    seed: int = 0
+    """Seeds the label noise."""
+
+
+@dataclass
 class RewardConfig:
     """The ``reward`` group: where rewards come from and how they are shaped.
 
@@ -118,6 +180,10 @@ class RewardConfig:
     success: SuccessConfig = field(default_factory=SuccessConfig)
     env_kwargs: Dict[str, Any] = field(default_factory=dict)
     """Extra env kwargs this reward needs (``reward=env_dense``: ``{reward_type: dense}``)."""
+    adapt: bool = False
+    """Fine-tune the reward model on labelled episodes during RL and hot-swap each new version into the reward
+    source (needs ``labels=human|oracle``; settings in ``trainer``)."""
+    trainer: RewardTrainerConfig = field(default_factory=RewardTrainerConfig)
 
 
 @dataclass
@@ -284,6 +350,8 @@ class RunConfig:
     """An earlier run folder: continue from its last checkpoint."""
     record: RecordConfig = field(default_factory=RecordConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    """Who labels finished episodes for ``reward.adapt`` (the ``labels`` group: none | human | oracle)."""
 
 
 _registered = False
@@ -300,6 +368,7 @@ def register_configs() -> None:
     cs.store(name="rlrm_run", node=RunConfig)
     cs.store(group="env", name="base_env", node=EnvConfig)
     cs.store(group="reward", name="base_reward", node=RewardConfig)
+    cs.store(group="labels", name="base_labels", node=LabelsConfig)
     for name, cls in TRANSPORTS.items():
         cs.store(group="transport", name=f"base_{name}", node=cls)
     _registered = True

@@ -14,12 +14,14 @@
 
 Outputs in the run folder, whatever runs the job: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
 ``checkpoints/`` (policy + replay buffer), ``heartbeat.json``, ``learning_curve.json`` (every
-``eval_every`` env steps), ``videos/`` (reward videos of evaluation episodes), ``eval_final_frames.npz``
+``eval_every`` env steps), ``reward_adapt/`` (with ``reward.adapt=true``: labelled episodes, model versions,
+the trainer's log; ``summary.json`` then has ``reward_adaptation``), ``videos/`` (reward videos of evaluation episodes), ``eval_final_frames.npz``
 (each evaluation episode's last frame and verdicts), ``reward_model.json`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -147,7 +149,9 @@ def train_single(start: RunStart) -> RunOutcome:
     from rlrm.rl.interrupt import StopOnCtrlC
     from rlrm.rl.interventions import InterventionLoggingCallback
     from rlrm.rl.learner_rate import LearnerRateCallback
-    from rlrm.rl.reward_source import open_reward_source, reward_model_info
+    from rlrm.rl.adaptation import RewardAdaptation, adaptation_folder, adaptation_summary
+    from rlrm.rl.reward_source import open_reward_source, resolve_model_spec, reward_model_info
+    from rlrm.train.online import VERSIONS
     from rlrm.rl.training_progress import GradientStepProgress
     from rlrm.wrappers import RewardVideoRecorder
 
@@ -156,10 +160,19 @@ def train_single(start: RunStart) -> RunOutcome:
     robot = cfg.get("robot") or {}
     recording = open_recording(cfg.get("record"), fps=(robot.get("env") or {}).get("fps"),
                                robot_type=robot.get("name"))
-    with open_reward_source(cfg["reward"], cfg["transport"]) as scorer, closing_recording(recording):
+    adapt = bool(cfg["reward"].get("adapt"))  # reward.adapt: the reward model learns from labels during RL
+    watch = str(adaptation_folder(cfg, run_dir) / VERSIONS) if adapt else None
+    with open_reward_source(cfg["reward"], cfg["transport"], watch=watch) as scorer, closing_recording(recording), \
+            contextlib.ExitStack() as stack:
         # 1. the env, with the reward model's reward (and the residual action for residual_sac),
-        #    its episodes recorded as a LeRobot dataset if record.dataset is set
+        #    its episodes recorded as a LeRobot dataset if record.dataset is set; with reward.adapt its finished
+        #    episodes also go to the labeller (-> the reward trainer process) and the re-scorer
         env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer), recording)
+        adaptation = None
+        if adapt:
+            adaptation = stack.enter_context(
+                RewardAdaptation(cfg, run_dir, scorer, resolve_model_spec(str(cfg["reward"]["model"]))))
+            env = adaptation.wrap(env)
         async_reward = find_wrapper(env, AsyncRobometerReward)
         labeler = async_reward.labeler if async_reward is not None else None
 
@@ -176,6 +189,8 @@ def train_single(start: RunStart) -> RunOutcome:
                 load_replay_buffer(model, resume.checkpoint, buffer_capacity(cfg["algo"], cfg["total_steps"]))
         if labeler is not None:
             model.replay_buffer.attach_labeler(labeler)
+        if adaptation is not None and hasattr(model, "replay_buffer"):
+            adaptation.attach(model.replay_buffer)  # stored transitions are re-scored with each new version
         model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
 
         # 3. learn (Ctrl-C: stop after this step with a checkpoint and a summary; twice: exit at once)
@@ -188,6 +203,7 @@ def train_single(start: RunStart) -> RunOutcome:
                           *([LearningCurveCallback(curve)] if curve else []),
                           CheckpointCallback(run_dir, cfg["checkpoint_every"], cfg["checkpoint_keep"],
                                              cfg["heartbeat_every"]),
+                          *([adaptation.callback()] if adaptation is not None else []),
                           *([LearnerRateCallback()] if cfg.get("robot") else [])],  # last: times learning only
                 progress_bar=cfg["progress_bar"],
                 reset_num_timesteps=False,
@@ -198,7 +214,7 @@ def train_single(start: RunStart) -> RunOutcome:
             steps = int(model.num_timesteps)
             return RunOutcome({}, env_steps=steps, trained_steps=steps - start_steps, train_s=train_s,
                               reward_model=reward_model_info(scorer), recorded=recording_summary(recording),
-                              interrupted_at=steps)
+                              interrupted_at=steps, extra=adaptation_summary(adaptation))
 
         # 4. evaluate with the env's own success signal, with reward videos of some episodes
         eval_env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False), recording,
@@ -217,8 +233,10 @@ def train_single(start: RunStart) -> RunOutcome:
         eval_env.close()
         venv.close()
         recorded = recording_summary(recording)
+        extra = adaptation_summary(adaptation)
     return RunOutcome(metrics, env_steps=int(model.num_timesteps), trained_steps=int(model.num_timesteps - start_steps),
-                      train_s=train_s, videos=videos, reward_model=reward_model_info(scorer), recorded=recorded)
+                      train_s=train_s, videos=videos, reward_model=reward_model_info(scorer), recorded=recorded,
+                      extra=extra)
 
 
 def main(cfg: Any) -> None:

@@ -78,8 +78,13 @@ def resolve_model_spec(spec: str) -> str:
 
 
 @contextlib.contextmanager
-def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) -> Iterator[AsyncScorer | None]:
+def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any],
+                       watch: str | None = None) -> Iterator[AsyncScorer | None]:
     """Yield a scorer for a run, built from its ``reward`` and ``transport`` config groups.
+
+    ``watch``: a versions folder (``reward.adapt``): the worker it starts (``rlrm worker --watch``) or the
+    in-process scorer swaps in each version published there; a worker at ``reward.source`` must have been
+    started with ``--watch`` on that folder itself.
 
     * ``reward.kind == "env"``: None (the env's own reward needs no model).
     * ``reward.source`` set (``tcp://gpu:5555``): connect a :class:`~rlrm.transport.RewardClient`.
@@ -97,7 +102,7 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         yield None
         return
     with contextlib.ExitStack() as stack:
-        scorer = _open_scorer(reward, transport, stack)
+        scorer = _open_scorer(reward, transport, stack, watch)
         stack.callback(scorer.close)  # LIFO: the scorer closes before a spawned worker stops
         url = getattr(scorer, "url", None)
         # a dead or wrong worker fails here, in seconds, not after the policy is built and the first
@@ -108,13 +113,17 @@ def open_reward_source(reward: Mapping[str, Any], transport: Mapping[str, Any]) 
         yield scorer
 
 
-def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack: contextlib.ExitStack) -> AsyncScorer:
+def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack: contextlib.ExitStack,
+                 watch: str | None = None) -> AsyncScorer:
     """Build the scorer :func:`open_reward_source` yields; anything it starts is closed by ``stack``."""
     from rlrm.transport import make_scorer, spawn_worker
 
     timeout_ms = int(transport.get("timeout_ms", CLIENT_TIMEOUT_MS))
     if reward.get("source"):
         log.info("reward source: worker at %s", reward["source"])
+        if watch:
+            log.warning("reward.adapt with reward.source: the worker at %s swaps versions only if it was started "
+                        "with `rlrm worker --watch %s` (on a folder both machines see)", reward["source"], watch)
         return make_scorer(str(reward["source"]), timeout_ms=timeout_ms,
                            curve_server_key=reward.get("curve_server_key") or None,
                            enc=reward.get("enc") or "raw")
@@ -125,6 +134,8 @@ def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack:
         threads = transport.get("threads")
         env = {"OMP_NUM_THREADS": str(int(threads)), "MKL_NUM_THREADS": str(int(threads))} if threads else None
         bind = transport.get("bind", "tcp://127.0.0.1:0")
+        if watch:
+            worker_args["watch"] = str(watch)
         worker = stack.enter_context(spawn_worker(spec, bind=bind, env=env, **worker_args))
         log.info("reward source: model %r in worker pid %d at %s", spec, worker.pid, worker.url)
         return make_scorer(worker.url, timeout_ms=timeout_ms)
@@ -132,10 +143,16 @@ def _open_scorer(reward: Mapping[str, Any], transport: Mapping[str, Any], stack:
         from rlrm.models import make_reward_model
 
         log.info("reward source: model %r in this process", spec)
-        return make_scorer(make_reward_model(spec))
+        scorer = make_scorer(make_reward_model(spec))
+        if watch:
+            scorer.watch(str(watch), load=lambda folder: make_reward_model(folder))
+        return scorer
     if name == "ray":
         from rlrm.transport.ray import RayRewardPool
 
+        if watch:
+            raise ValueError("reward.adapt swaps model versions with transport=worker or local; Ray replicas do not "
+                             "swap versions yet")
         num_actors = int(transport.get("num_actors", 2))
         log.info("reward source: model %r on %d Ray actors", spec, num_actors)
         return RayRewardPool(spec, num_actors=num_actors, num_cpus=float(transport.get("num_cpus", 1)),

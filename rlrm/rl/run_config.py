@@ -33,6 +33,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward.views": ("tile", "mean"),
     "reward.on_timeout": ("raise", "hold"),
     "reward.enc": ("raw", "jpeg"),
+    "reward.trainer.mode": ("auto", "full", "heads", "lora"),
+    "labels.source": ("none", "human", "oracle"),
+    "labels.select": ("every_k", "uncertain"),
 }
 """Accepted values of the string settings (dotted key -> values)."""
 # integer settings and their lowest value (robometer-only ones are checked with the reward)
@@ -105,6 +108,7 @@ def validate_run_config(cfg: MutableMapping[str, Any]) -> None:
             errors.append(f"{key} must be an integer >= {low}, got {typed[key]}")
     if typed["reward"]["kind"] == "robometer":
         _check_robometer_reward(errors, typed["reward"], algo)
+    _check_adaptation(errors, typed)
     resume = typed["resume"]
     if resume and not os.path.isdir(os.path.join(str(resume), "checkpoints")):
         errors.append(f"resume={resume!r} is not a run folder with a checkpoints/ subfolder")
@@ -114,6 +118,50 @@ def validate_run_config(cfg: MutableMapping[str, Any]) -> None:
     round_budget_to_rollouts(cfg)
     # the task text the reward model receives is logged when the reward is built (it is the env's own
     # task, or task=... which reaches the env as well): rlrm.rl.environment.wrap_with_reward
+
+
+def _check_adaptation(errors: list[str], typed: Mapping[str, Any]) -> None:
+    """``reward.adapt``: labels to learn from, a transport that can swap versions, sane trainer numbers."""
+    reward, labels = typed["reward"], typed["labels"]
+    if not reward["adapt"]:
+        if labels["source"] != "none":
+            log.warning("labels=%s has no effect without reward.adapt=true (nothing learns from the labels)",
+                        labels["source"])
+        return
+    if reward["kind"] != "robometer":
+        errors.append(f"reward.adapt=true fine-tunes the reward model; reward.kind={reward['kind']!r} has none "
+                      "(use reward=robometer)")
+    if labels["source"] == "none":
+        errors.append("reward.adapt=true needs labels to learn from: labels=oracle (simulation: the env's own "
+                      "success) or labels=human (the y/n keys and takeovers)")
+    if reward["mode"] != "sync":
+        errors.append(f"reward.adapt=true needs reward.mode=sync, got {reward['mode']!r} (asynchronous rewards "
+                      "arrive after the episode record is made)")
+    transport = (typed.get("transport") or {}).get("name")
+    if not reward["source"] and transport not in ("worker", "local"):
+        errors.append(f"reward.adapt=true swaps model versions in transport=worker or transport=local, got "
+                      f"transport={transport!r} (Ray replicas do not swap versions yet)")
+    if typed["distributed"]["runners"] != 0:
+        errors.append("reward.adapt=true runs in single-process runs (distributed.runners=0) for now, got "
+                      f"distributed.runners={typed['distributed']['runners']}")
+    trainer = reward["trainer"]
+    for key, low in (("steps", 1), ("min_labels", 1), ("batch_size", 1), ("pair_batch_size", 0), ("threads", 1),
+                     ("rescore_episodes", 1)):
+        if trainer[key] < low:
+            errors.append(f"reward.trainer.{key} must be an integer >= {low}, got {trainer[key]}")
+    if not trainer["lr"] > 0:
+        errors.append(f"reward.trainer.lr must be > 0, got {trainer['lr']}")
+    if not 0.0 <= trainer["replay_fraction"] < 1.0:
+        errors.append(f"reward.trainer.replay_fraction must lie in [0, 1), got {trainer['replay_fraction']}")
+    if trainer["replay"] and not os.path.exists(str(trainer["replay"])):
+        errors.append(f"reward.trainer.replay={trainer['replay']!r} does not exist; expected a trajectory folder "
+                      "of the model's original training data (rlrm train's data=)")
+    if labels["source"] == "oracle" and labels["budget"] < 1:
+        errors.append(f"labels.budget must be an integer >= 1 with labels=oracle, got {labels['budget']}")
+    if labels["every"] < 1:
+        errors.append(f"labels.every must be an integer >= 1, got {labels['every']}")
+    if not 0.0 <= labels["noise"] < 1.0:
+        errors.append(f"labels.noise must lie in [0, 1), got {labels['noise']}")
 
 
 def _check_algo(errors: list[str], algo: Mapping[str, Any]) -> None:
