@@ -15,6 +15,7 @@ Registered by ``import envs`` as ``rlrm/FetchReach-v0``, ``rlrm/FetchPush-v0``,
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from typing import Any
@@ -105,6 +106,11 @@ class FetchEnv(GoalEnv):
             sphere whose radius is the success distance (``distance_threshold``, 0.05 m), so success
             means "the gripper (or block) is inside the ball" in every frame.
         render_mode: only ``"rgb_array"``.
+        goal_rgba: colour of the target marker, (r, g, b, a) in [0, 1]; None keeps the marker's own (the success
+            ball is translucent red). Another colour is a scene shift for a reward model trained on red.
+        camera_offset: moves every view of this env (the default and the named :data:`FETCH_CAMERAS`):
+            ``{azimuth, elevation, distance}`` added in degrees / metres, ``lookat`` (3,) added in metres.
+            None or {} keeps them. Another shift for reward models (the camera was bumped).
         **fetch_kwargs: passed to the gymnasium-robotics env (e.g. ``distance_threshold``).
 
     >>> import gymnasium as gym, envs
@@ -129,6 +135,8 @@ class FetchEnv(GoalEnv):
         task_text: str | None = None,
         render_mode: str | None = "rgb_array",
         goal_marker: str = "site",
+        goal_rgba: Any = None,
+        camera_offset: dict | None = None,
         **fetch_kwargs: Any,
     ) -> None:
         if goal_marker not in GOAL_MARKERS:
@@ -141,6 +149,15 @@ class FetchEnv(GoalEnv):
             raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
         if task_text is not None and (not isinstance(task_text, str) or not task_text.strip()):
             raise ValueError(f"task_text must be a non-empty sentence, got {task_text!r}")
+        if goal_rgba is not None:
+            goal_rgba = tuple(float(c) for c in goal_rgba)
+            if len(goal_rgba) != 4 or not all(0.0 <= c <= 1.0 for c in goal_rgba):
+                raise ValueError(f"goal_rgba must be 4 numbers (r, g, b, alpha) in [0, 1], got {goal_rgba!r}")
+        offset = dict(camera_offset or {})
+        unknown = set(offset) - {"azimuth", "elevation", "distance", "lookat"}
+        if unknown:
+            raise ValueError(f"camera_offset keys must be among azimuth, elevation, distance, lookat; got {sorted(unknown)}")
+        self._camera_offset = offset
         class_path, default_task = FETCH_TASKS[task_name]
         self.task_name = task_name
         self.task = task_text or default_task
@@ -156,12 +173,29 @@ class FetchEnv(GoalEnv):
             camera = FETCH_VIEWS[task_name]
         elif isinstance(camera, dict):
             camera = CameraView(**{k: (tuple(v) if k == "lookat" else v) for k, v in camera.items()})
+        if isinstance(camera, CameraView):
+            camera = self._shifted(camera)
         self._renderer = FrameRenderer(
             self._fetch.model, self._fetch.data, self.image_size, camera, fast=self.fast_render
         )
         self.goal_marker = goal_marker
         if goal_marker == "success_ball":
             self._draw_success_ball()
+        if goal_rgba is not None:
+            import mujoco
+
+            site = mujoco.mj_name2id(self._fetch.model, mujoco.mjtObj.mjOBJ_SITE, "target0")
+            self._fetch.model.site_rgba[site, :] = goal_rgba
+
+    def _shifted(self, view: CameraView) -> CameraView:
+        """``view`` moved by ``camera_offset``."""
+        o = self._camera_offset
+        if not o:
+            return view
+        lookat = tuple(a + b for a, b in zip(view.lookat, o.get("lookat", (0.0, 0.0, 0.0)), strict=True))
+        return dataclasses.replace(view, lookat=lookat, distance=view.distance + float(o.get("distance", 0.0)),
+                                   azimuth=view.azimuth + float(o.get("azimuth", 0.0)),
+                                   elevation=view.elevation + float(o.get("elevation", 0.0)))
 
     def _draw_success_ball(self) -> None:
         import mujoco
@@ -187,7 +221,8 @@ class FetchEnv(GoalEnv):
         if name not in self.camera_names:
             raise ValueError(f"unknown camera {name!r} for {self.task_name}; available: {self.camera_names}")
         self._fetch._render_callback()
-        return self._renderer.render(views.get(name, name))
+        view = views.get(name, name)
+        return self._renderer.render(self._shifted(view) if isinstance(view, CameraView) else view)
 
     @property
     def model(self):
