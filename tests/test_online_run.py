@@ -46,7 +46,7 @@ def test_bad_adaptation_settings_are_refused_before_anything_starts():
     cases = [
         (["reward.adapt=true"], "needs labels to learn from: labels=oracle"),
         (["reward.adapt=true", "labels=oracle", "transport=ray"], "transport=worker or transport=local"),
-        (["reward.adapt=true", "labels=oracle", "reward.mode=async"], "needs reward.mode=sync"),
+        (["reward.adapt=true", "labels=oracle", "reward.mode=async"], "needs rewards scored as the episode runs"),
         (["reward.adapt=true", "labels=oracle", "labels.select=random"], "unknown labels.select 'random'"),
         (["reward.adapt=true", "labels=oracle", "labels.budget=0"], "labels.budget must be an integer >= 1"),
         (["reward.adapt=true", "labels=oracle", "reward.trainer.mode=partial"], "unknown reward.trainer.mode"),

@@ -134,9 +134,13 @@ def _check_adaptation(errors: list[str], typed: Mapping[str, Any]) -> None:
     if labels["source"] == "none":
         errors.append("reward.adapt=true needs labels to learn from: labels=oracle (simulation: the env's own "
                       "success) or labels=human (the y/n keys and takeovers)")
-    if reward["mode"] != "sync":
-        errors.append(f"reward.adapt=true needs reward.mode=sync, got {reward['mode']!r} (asynchronous rewards "
-                      "arrive after the episode record is made)")
+    if reward["mode"] == "async" or reward.get("when") == "episode_end":
+        errors.append(f"reward.adapt=true needs rewards scored as the episode runs (reward.mode=sync or auto, "
+                      f"reward.when=prefix or auto), got reward.mode={reward['mode']!r} reward.when="
+                      f"{reward.get('when')!r} (late rewards arrive after the episode record is made)")
+    if str(reward.get("model") or "").startswith("roboreward:"):
+        errors.append(f"reward.adapt=true fine-tunes Robometer models (progress/success heads); reward.model="
+                      f"{reward['model']!r} is a RoboReward model")
     transport = (typed.get("transport") or {}).get("name")
     if not reward["source"] and transport not in ("worker", "local"):
         errors.append(f"reward.adapt=true swaps model versions in transport=worker or transport=local, got "
