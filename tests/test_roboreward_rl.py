@@ -55,6 +55,10 @@ def test_episode_end_is_the_default_for_roboreward_and_pays_one_final_reward(rob
     assert len(scorer.batches) == 1 and np.array_equal(scorer.batches[0][0].frames, frames)
     direct = roboreward.score([RewardQuery(frames, TASK)])[0]
     assert labels[-1].reward == pytest.approx(float(direct.progress[-1]), abs=1e-6)  # absolute progress
+    detector = labels[-1].info["detector"]  # one probability per episode: detection votes on it alone
+    assert (detector["window"], detector["min_votes"], detector["recent"]) == (1, 1, [pytest.approx(
+        float(direct.success[-1]), abs=1e-6)])
+    assert labels[-1].info["success"] == (float(direct.success[-1]) > detector["threshold"])
     env.close()
 
 

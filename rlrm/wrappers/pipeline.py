@@ -204,6 +204,8 @@ class RewardPipeline:
             :class:`rlrm.wrappers.RobometerReward`; defaults are :class:`rlrm.config.RewardConfig`'s.
         shaping: :class:`rlrm.shaping.Shaping` (None: its defaults).
         success: :class:`rlrm.shaping.SuccessDetector` settings (copied per episode), or None: no detection.
+            With ``when="episode_end"`` (one success probability per episode) it votes on that one
+            (``window=1, min_votes=1``, same threshold).
         timing_in_info: also put the query latency in ``info["rlrm"]["latency_ms"]``.
         name: prefix of the episode ids sent to the worker (``<name><i>:<episode>``).
     """
@@ -245,6 +247,12 @@ class RewardPipeline:
             self.scorer, self._owns_scorer = open_scorer(source)
         try:
             self.when = resolve_when(when, self.scorer)  # "auto": the model says (RoboReward: episode_end)
+            if self.when == "episode_end" and success is not None and success.min_votes > 1:
+                # one fresh success probability per episode: a detector needing several votes could never fire
+                log.info("reward scored once per episode: success detection votes on that one probability "
+                         "(threshold %.2f; was window=%d, min_votes=%d)", success.threshold, success.window,
+                         success.min_votes)
+                success = SuccessDetector(threshold=success.threshold, window=1, min_votes=1)
             self.episodes = [
                 EpisodeReward(tasks[i], max_frames=max_frames, sampling=sampling, every=every,
                               shaping=shaping if shaping is not None else Shaping(), success=success,
