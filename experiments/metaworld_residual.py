@@ -69,7 +69,8 @@ def run_all(jobs: list[tuple[str, str, int]], budget: list[str], source: list[st
     """Run ``run_rl.py`` for every (task, condition, seed), ``parallel`` at a time; skip runs already finished."""
     specs = {(task, name, seed): (runs_dir / f"{task}_{name}_seed{seed}",
                                   [f"env=metaworld_{task}", "algo=residual_sac", *CONDITIONS[name], f"seed={seed}",
-                                   "progress_bar=false", *budget, *(source if name == "robometer" else [])])
+                                   "progress_bar=false", *(o.format(task=task) for o in budget),
+                                   *(source if name == "robometer" else [])])
              for task, name, seed in jobs}
     return run_parallel(specs, parallel, strict=False)
 
@@ -83,9 +84,13 @@ def plot(task: str, result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     entry = result["tasks"][task]
+    palette = iter(["tab:blue", "tab:orange", "tab:red", "tab:olive", "tab:cyan", "tab:brown"])
     for name, cond in entry["conditions"].items():
         base_points = [{"env_steps": 0, "success_rate": b} for b in entry["base_per_seed"]]
-        draw_runs(ax, cond["runs"], COLORS[name], LABELS[name], start=base_points)
+        kind = next(c for c in CONDITIONS if name.startswith(c))
+        variant = name[len(kind):].strip("_")
+        label = f"{LABELS[kind]}, {cond.get('total_steps', '?')} steps" + (f" ({variant.replace('_', ' + ')})" if variant else "")
+        draw_runs(ax, cond["runs"], COLORS[kind] if not variant else next(palette), label, start=base_points)
     ax.axhline(entry["base_success"], color="black", ls="--", lw=1, label=f"BC base alone ({entry['base_success']:.2f})")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("env steps")
@@ -108,7 +113,10 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=2500)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--model", default="demo_mw")
-    parser.add_argument("--extra", nargs="*", default=[], help="more run_rl.py overrides for every run")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help="more run_rl.py overrides for every run; {task} becomes the task (demos=outputs/demos/{task})")
+    parser.add_argument("--suffix", default="", help="names these runs' conditions <condition><suffix> in the JSON "
+                        "(e.g. _sil_demos), beside earlier runs of the same condition with other settings")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (they share one reward worker)")
     parser.add_argument("--runs-dir", default=str(ROOT / "outputs" / "metaworld_residual"))
     add_output_arguments(parser, "metaworld_residual")
@@ -135,15 +143,16 @@ def main() -> int:
         base = base_success(task, args.seeds, args.eval_episodes)
         kept = result["tasks"].get(task, {}).get("conditions", {})  # conditions run earlier, e.g. env_dense
         entry = {"base_success": float(np.mean(base)), "base_per_seed": base,
-                 "conditions": {k: v for k, v in kept.items() if k not in args.conditions}}
+                 "conditions": {k: v for k, v in kept.items() if k not in [c + args.suffix for c in args.conditions]}}
         for name in args.conditions:
             got = [runs[(task, name, s)] for s in args.seeds if (task, name, s) in runs]
             if not got:
                 continue
-            entry["conditions"][name] = {"runs": got, "mean_success_rate":
-                                         float(np.mean([r["eval_success_rate"] for r in got])) if got else None}
-        rob = entry["conditions"].get("robometer", {}).get("mean_success_rate")
-        dense = entry["conditions"].get("env_dense", {}).get("mean_success_rate")
+            entry["conditions"][name + args.suffix] = {
+                "runs": got, "overrides": args.extra, "total_steps": args.total_steps,
+                "mean_success_rate": float(np.mean([r["eval_success_rate"] for r in got])) if got else None}
+        rob = entry["conditions"].get("robometer" + args.suffix, {}).get("mean_success_rate")
+        dense = entry["conditions"].get("env_dense" + args.suffix, {}).get("mean_success_rate")
         entry["robometer_over_dense"] = rob / dense if rob is not None and dense else None
         if "robometer" in entry["conditions"]:
             entry["hacking_audit"] = hacking_audit(Path(args.runs_dir), [f"{task}_robometer"], args.seeds, 0.65,
