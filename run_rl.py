@@ -9,6 +9,7 @@
     python run_rl.py distributed.runners=2             # env runners + a learner on Ray (docs/distributed.md)
     python run_rl.py resume=outputs/run_rl/DATE/TIME   # continue a run from its last checkpoint, in a new folder
     python run_rl.py record.dataset=DIR                # every training and evaluation episode as a LeRobot dataset
+    python run_rl.py demos=DIR reward=env_dense        # a LeRobot dataset as the offline half of each SAC batch
 
 Outputs in the Hydra run folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoard), ``checkpoints/``
 (policy + replay buffer), ``learning_curve.json``, ``videos/`` (reward videos of evaluation episodes),

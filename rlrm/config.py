@@ -348,6 +348,9 @@ class RunConfig:
     progress_bar: bool = True
     resume: Optional[str] = None
     """An earlier run folder: continue from its last checkpoint."""
+    demos: Optional[str] = None
+    """Demonstrations for SAC / residual SAC: a LeRobot v3 dataset folder, or a hub repo id already in the local
+    Hugging Face cache; half of each training batch comes from them (RLPD, :mod:`rlrm.rl.demos`)."""
     record: RecordConfig = field(default_factory=RecordConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)

@@ -139,11 +139,17 @@ def train_single(start: RunStart) -> RunOutcome:
     import torch
     from stable_baselines3.common.logger import configure
 
-    from rlrm.bridges.lerobot_dataset import closing_recording, open_recording, record_episodes, recording_summary
+    from rlrm.bridges.lerobot_dataset import (
+        closing_recording,
+        open_recording,
+        record_episodes,
+        recording_summary,
+    )
     from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
     from rlrm.rl.async_reward import AsyncRobometerReward
     from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
     from rlrm.rl.checkpoints import load_replay_buffer
+    from rlrm.rl.demos import load_demos, reward_name
     from rlrm.rl.environment import VECNORMALIZE_FILE, find_wrapper, make_env, vectorize, wrap_with_reward
     from rlrm.rl.evaluation import evaluate_policy, evaluation_episodes
     from rlrm.rl.interrupt import StopOnCtrlC
@@ -167,7 +173,8 @@ def train_single(start: RunStart) -> RunOutcome:
         # 1. the env, with the reward model's reward (and the residual action for residual_sac),
         #    its episodes recorded as a LeRobot dataset if record.dataset is set; with reward.adapt its finished
         #    episodes also go to the labeller (-> the reward trainer process) and the re-scorer
-        env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer), recording)
+        episode_meta = {"reward": reward_name(cfg["reward"])}  # what the recorded next.reward holds
+        env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer), recording, episode_meta=episode_meta)
         adaptation = None
         if adapt:
             adaptation = stack.enter_context(
@@ -191,6 +198,8 @@ def train_single(start: RunStart) -> RunOutcome:
             model.replay_buffer.attach_labeler(labeler)
         if adaptation is not None and hasattr(model, "replay_buffer"):
             adaptation.attach(model.replay_buffer)  # stored transitions are re-scored with each new version
+        # demonstrations (demos=) in the offline half of each batch; a resumed run's checkpoint holds them already
+        demos = load_demos(model, env, cfg, scorer) if resume is None else None
         model.set_logger(configure(str(run_dir / "tb"), ["tensorboard", "csv"]))
 
         # 3. learn (Ctrl-C: stop after this step with a checkpoint and a summary; twice: exit at once)
@@ -214,11 +223,11 @@ def train_single(start: RunStart) -> RunOutcome:
             steps = int(model.num_timesteps)
             return RunOutcome({}, env_steps=steps, trained_steps=steps - start_steps, train_s=train_s,
                               reward_model=reward_model_info(scorer), recorded=recording_summary(recording),
-                              interrupted_at=steps, extra=adaptation_summary(adaptation))
+                              interrupted_at=steps, extra={**adaptation_summary(adaptation), "demos": demos})
 
         # 4. evaluate with the env's own success signal, with reward videos of some episodes
         eval_env = record_episodes(wrap_with_reward(make_env(cfg), cfg, scorer, asynchronous=False), recording,
-                                   evaluation=True)
+                                   evaluation=True, episode_meta=episode_meta)
         eval_episodes = evaluation_episodes(cfg, model.num_timesteps - start_steps)  # scaled to the run on a robot
         if video_episodes(cfg):
             every = max(1, -(-eval_episodes // video_episodes(cfg)))
@@ -236,7 +245,7 @@ def train_single(start: RunStart) -> RunOutcome:
         extra = adaptation_summary(adaptation)
     return RunOutcome(metrics, env_steps=int(model.num_timesteps), trained_steps=int(model.num_timesteps - start_steps),
                       train_s=train_s, videos=videos, reward_model=reward_model_info(scorer), recorded=recorded,
-                      extra=extra)
+                      extra={**extra, "demos": demos})
 
 
 def main(cfg: Any) -> None:

@@ -401,15 +401,23 @@ class RecordEpisodes(gym.Wrapper):
         writer: where finished episodes go.
         evaluation: mark the episodes as evaluation episodes.
         task: the task sentence when neither ``info["task"]`` nor ``env.unwrapped.task`` has one.
+        cameras: without a reward wrapper, the render cameras / observation image keys to record (each as
+            ``observation.images.<camera>``) instead of ``env.render()``; e.g. the reward cameras of a run
+            that will score these episodes later (scripted demonstrations).
+        episode_meta: per-episode values stored in the episodes' metadata as ``rlrm/<key>``, e.g.
+            ``{"reward": "env:dense"}`` (what ``next.reward`` holds; :func:`rlrm.rl.demos.reward_name`).
     """
 
     def __init__(self, env: gym.Env, writer: LeRobotDatasetWriter, evaluation: bool = False,
-                 task: str | None = None) -> None:
+                 task: str | None = None, cameras: str | list[str] | None = None,
+                 episode_meta: Mapping[str, Any] | None = None) -> None:
         super().__init__(env)
         self.writer = writer
         self.evaluation = bool(evaluation)
         self.default_task = task
         self.reward_wrapper = _find_reward_wrapper(env)
+        self.cameras = cameras
+        self.episode_meta = dict(episode_meta or {})
         self._render_source = None
         self._frames: list[dict[str, Any]] = []
         self._obs: Any = None
@@ -434,8 +442,14 @@ class RecordEpisodes(gym.Wrapper):
         if self._render_source is None:
             from rlrm.wrappers.frames import FrameSource
 
-            self._render_source = FrameSource(self.env)
-        return {"observation.images.render": np.array(self._render_source.read(obs), copy=True)}
+            self._render_source = FrameSource(self.env, self.cameras)
+        source = self._render_source
+        frame = np.array(source.read(obs), copy=True)
+        if not source.cameras:
+            return {"observation.images.render": frame}
+        edges = np.cumsum([0, *(source.view_widths or [frame.shape[1]])])
+        return {f"observation.images.{_safe_name(n)}": frame[:, a:b]
+                for n, a, b in zip(source.cameras, edges[:-1], edges[1:], strict=True)}
 
     def _observation(self, obs: Any) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -464,7 +478,7 @@ class RecordEpisodes(gym.Wrapper):
         if self._frames:
             for frame in self._frames:
                 frame["label"] = np.array([self._label], np.int64)
-            self.writer.add_episode(self._frames, self._task or "", {"evaluation": self.evaluation,
+            self.writer.add_episode(self._frames, self._task or "", {**self.episode_meta, "evaluation": self.evaluation,
                                                                       "label": self._label})
             self.episodes_recorded += 1
         self._frames = []
@@ -594,9 +608,10 @@ def read_lerobot_episodes(root: str | Path, episodes: list[int] | None = None,
     return out
 
 
-def record_episodes(env: gym.Env, writer: LeRobotDatasetWriter | None, evaluation: bool = False) -> gym.Env:
+def record_episodes(env: gym.Env, writer: LeRobotDatasetWriter | None, evaluation: bool = False,
+                    episode_meta: Mapping[str, Any] | None = None) -> gym.Env:
     """``env`` wrapped in :class:`RecordEpisodes` when ``writer`` is set, else ``env`` unchanged (the run's hook)."""
-    return env if writer is None else RecordEpisodes(env, writer, evaluation=evaluation)
+    return env if writer is None else RecordEpisodes(env, writer, evaluation=evaluation, episode_meta=episode_meta)
 
 
 class closing_recording:  # noqa: N801 - used like contextlib.closing

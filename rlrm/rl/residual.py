@@ -246,7 +246,10 @@ class ResidualAction(gym.Wrapper):
             self.observation_space = spaces.Dict({"observation": inner, BASE_ACTION_KEY: base_space})
         self._base_action = np.zeros(box.shape, np.float32)
 
-    def _with_base(self, obs: Any) -> dict[str, Any]:
+    def with_base_action(self, obs: Any) -> dict[str, Any]:
+        """The agent's observation for the inner env's ``obs``: it plus the base action the frozen base takes
+        there (clipped to the env's action space); that base action is what the next :meth:`step` adds to.
+        Demonstrations (:mod:`rlrm.rl.demos`) use it to turn an executed action into a residual."""
         base = np.asarray(self.base_policy.act(obs), dtype=np.float32).reshape(self._low.shape)
         self._base_action = np.clip(base, self._low, self._high)
         if isinstance(obs, dict):
@@ -258,7 +261,7 @@ class ResidualAction(gym.Wrapper):
         if hasattr(self.base_policy, "reset"):
             self.base_policy.reset()
         obs, info = self.env.reset(**kwargs)
-        return self._with_base(obs), info
+        return self.with_base_action(obs), info
 
     def step(self, residual):
         """Send ``clip(base + scale * residual)``; return the next observation with its base action."""
@@ -269,7 +272,7 @@ class ResidualAction(gym.Wrapper):
         info = dict(info)
         info["base_action"] = base
         info["env_action"] = env_action
-        return self._with_base(obs), reward, terminated, truncated, info
+        return self.with_base_action(obs), reward, terminated, truncated, info
 
 
 def zero_init_residual(model: Any, initial_std: float | None = None) -> None:

@@ -109,6 +109,8 @@ def validate_run_config(cfg: MutableMapping[str, Any]) -> None:
     if typed["reward"]["kind"] == "robometer":
         _check_robometer_reward(errors, typed["reward"], algo)
     _check_adaptation(errors, typed)
+    if typed["demos"]:
+        _check_demos(errors, typed["demos"], algo, typed["distributed"]["runners"])
     resume = typed["resume"]
     if resume and not os.path.isdir(os.path.join(str(resume), "checkpoints")):
         errors.append(f"resume={resume!r} is not a run folder with a checkpoints/ subfolder")
@@ -166,6 +168,22 @@ def _check_adaptation(errors: list[str], typed: Mapping[str, Any]) -> None:
         errors.append(f"labels.every must be an integer >= 1, got {labels['every']}")
     if not 0.0 <= labels["noise"] < 1.0:
         errors.append(f"labels.noise must lie in [0, 1), got {labels['noise']}")
+
+
+def _check_demos(errors: list[str], demos: str, algo: Mapping[str, Any], runners: int) -> None:
+    """``demos=``: a single-process run of an algorithm with a replay buffer, and a dataset that is here
+    (a folder or a cached hub repo)."""
+    from rlrm.rl.demos import DEMO_ALGORITHMS, DemoDatasetError, resolve_demos
+
+    if algo.get("name") not in DEMO_ALGORITHMS:
+        errors.append(f"demos= feeds the replay buffer of {list(DEMO_ALGORITHMS)}; algo={algo.get('name')!r} has none")
+    if runners:
+        errors.append(f"demos= is loaded by single-process runs only (distributed.runners=0), got "
+                      f"distributed.runners={runners}: the learner has no env to map the dataset onto")
+    try:
+        resolve_demos(demos)
+    except DemoDatasetError as e:
+        errors.append(str(e))
 
 
 def _check_algo(errors: list[str], algo: Mapping[str, Any]) -> None:
