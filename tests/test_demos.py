@@ -225,3 +225,43 @@ def test_run_rl_with_demos_on_metaworld_completes(demos, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["demos"] == {"dataset": str(demos), "episodes": EPISODES, "transitions": EPISODES * (STEPS - 1)}
     assert summary["env_steps"] == 120 and summary["eval_success_rate"] is not None
+
+
+def _fake_run(run_dir: Path, curve: list[float], summary: dict | None, checkpoint: bool = True) -> None:
+    run_dir.mkdir(parents=True)
+    points = [{"env_steps": 2500 * (i + 1), "success_rate": s, "mean_length": 150.0} for i, s in enumerate(curve)]
+    (run_dir / "learning_curve.json").write_text(json.dumps({"points": points, "episodes_per_point": 10}))
+    if summary is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    if checkpoint:
+        (run_dir / "checkpoints" / "step_000002500").mkdir(parents=True)
+
+
+def test_demo_study_resumes_interrupted_runs_and_reports_steps_to_target(demos, tmp_path):
+    """experiments/metaworld_demos.py: which runs continue, and the JSON + plot it writes from run folders."""
+    study = _experiment("metaworld_demos")
+    runs = tmp_path / "runs"
+    _fake_run(runs / "no_demos_seed0", [0.0, 0.3, 0.6, 0.8, 1.0], {"interrupted": False, "eval_success_rate": 0.95,
+                                                                  "env_steps": 12500})
+    _fake_run(runs / "demos10_seed0", [0.2, 0.9], {"interrupted": True, "stopped_at_step": 5010})  # stopped at 0.8
+    _fake_run(runs / "no_demos_seed1", [0.0], {"interrupted": True, "stopped_at_step": 3852})  # Ctrl-C: continue
+    _fake_run(runs / "demos10_seed1", [], None, checkpoint=False)  # died before its first checkpoint: start over
+    assert study.state(runs / "no_demos_seed0", 0.8) == "done"
+    assert study.state(runs / "demos10_seed0", 0.8) == "done"
+    assert study.state(runs / "demos10_seed0", None) == "resume"  # without --stop-at-target it runs on
+    assert study.state(runs / "no_demos_seed1", 0.8) == "resume"
+    assert study.state(runs / "demos10_seed1", 0.8) == "fresh"
+    (runs / "no_demos_seed1_r1").mkdir()
+    assert study.chain(runs, "no_demos_seed1") == [runs / "no_demos_seed1", runs / "no_demos_seed1_r1"]
+    (runs / "dataset_drawer_open_2").symlink_to(demos)
+    out = tmp_path / "study"
+    done = subprocess.run([sys.executable, "experiments/metaworld_demos.py", "--report-only", "--runs-dir", str(runs),
+                           "--seeds", "0", "--demo-episodes", "2", "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["conditions"]["no_demos"]["steps_to_target"] == [10000]
+    assert result["conditions"]["demos10"]["steps_to_target"] == [5000]
+    assert result["ratio_demos_over_no_demos"] == 0.5 and result["halved"] is True
+    assert result["dataset"]["episodes"] == 2 and result["dataset"]["frames"] == 2 * STEPS
+    assert out.with_suffix(".png").stat().st_size > 10_000

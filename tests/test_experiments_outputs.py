@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["async_rate", "distributed_scaling", "fetch_reward_comparison", "reward_family_cost", "vector_batching"]
+SCRIPTS = ["async_rate", "distributed_scaling", "fetch_reward_comparison", "metaworld_demos", "reward_family_cost",
+           "vector_batching"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
