@@ -137,10 +137,15 @@ def test_residual_sac_stores_the_residual_that_reproduces_the_demo_action(demos)
     resolve_env_defaults(cfg)
     env = wrap_with_reward(make_env(cfg), cfg, None)
     model = make_algorithm({**cfg["algo"], "net_arch": [16, 16]}, vectorize(env, True), seed=0, total_steps=1000)
-    assert load_demos(model, env, cfg)["transitions"] == EPISODES * (STEPS - 1)
+    loaded = load_demos(model, env, cfg)
+    assert loaded["transitions"] == EPISODES * (STEPS - 1)
     offline = model.replay_buffer.interventions
     assert set(offline.observations) == {"observation", "base_action"}
     assert np.abs(offline.actions[: EPISODES * (STEPS - 1)]).max() <= 1.0
+    # residual SAC's self-imitation (on by default) regresses onto the same residual actions
+    assert loaded["imitated"] == EPISODES * (STEPS - 1) == len(model.successes)
+    obs, actions = model.successes.sample(4)
+    assert set(obs) == {"observation", "base_action"} and np.abs(actions).max() <= 1.0
 
 
 def test_mismatched_datasets_fail_naming_what_was_expected(demos):

@@ -406,4 +406,8 @@ def load_demos(model: Any, env: Any, cfg: Mapping[str, Any], scorer: Any = None)
     added = add_demos(model.replay_buffer, demos)
     log.info("demos: %d transitions of %d episodes from %s in the offline half of each batch (mean reward %.3f)",
              added, demos.episodes, dataset, float(np.mean(demos.rewards)))
-    return {"dataset": str(dataset), "episodes": demos.episodes, "transitions": added}
+    # residual SAC with self-imitation also regresses onto the demonstrations' (residual) actions
+    imitated = model.imitate(demos.observations, demos.actions) if hasattr(model, "imitate") else 0
+    if imitated:
+        log.info("demos: %d transitions also in residual SAC's self-imitation set", imitated)
+    return {"dataset": str(dataset), "episodes": demos.episodes, "transitions": added, "imitated": imitated}
