@@ -81,6 +81,11 @@ def test_expert_refuses_a_task_it_has_no_spec_for():
         task_state(other)
 
 
+def test_libero_has_only_its_sparse_reward():
+    with pytest.raises(ValueError, match="reward_type must be 'sparse', got 'dense'"):
+        gym.make("rlrm/LIBERO-v0", suite="libero_spatial", task_id=0, reward_type="dense")
+
+
 @pytest.mark.slow
 def test_bc_rollout_reports_libero_success(task0_env):
     """rlrm.rl.bc.rollout runs the expert on LIBERO and reads its success (what base_policies.py trains from)."""
@@ -89,3 +94,39 @@ def test_bc_rollout_reports_libero_success(task0_env):
     assert result["success"] is True
     assert result["observations"].shape[1] == task0_env.observation_space.shape[0]
     assert np.all(np.abs(result["actions"]) <= 1.0)
+
+
+@pytest.mark.slow
+def test_task_config_names_a_mediocre_base_and_the_reward_cameras():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rlrm.rl.environment import make_env, resolve_env_defaults, reward_camera, with_policy_action
+    from rlrm.rl.residual import ResidualAction
+    from rlrm.wrappers.frames import FrameSource
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "configs"), version_base=None):
+        cfg = OmegaConf.to_container(compose("config", overrides=[
+            "env=libero_spatial_0", "algo=residual_sac", "reward=env_sparse", "env.kwargs.image_size=64"]), resolve=True)
+    cfg = resolve_env_defaults(cfg)
+    base_spec = cfg["algo"]["base_policy"]
+    assert base_spec == {"kind": "bc", "path": "envs/assets/bases/libero_spatial_0_bc.pt"}
+    assert reward_camera(cfg) == ["agentview", "robot0_eye_in_hand"]
+    env = with_policy_action(make_env(cfg), cfg)
+    try:
+        assert isinstance(env, ResidualAction)
+        meta = env.base_policy.meta
+        assert meta["task"] == env.unwrapped.task and meta["task_id"] == 0
+        assert meta["demos"] <= 20 and meta["eval_success"] <= 0.5  # the issue's "mediocre" base
+        obs, info = env.reset(seed=0)
+        assert set(obs) == {"observation", "base_action"} and obs["base_action"].shape == (7,)
+        assert np.all(np.abs(obs["base_action"]) <= 1.0)
+        obs, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))  # zero residual = the base
+        assert reward == 0.0 and info["is_success"] is False
+        frame = FrameSource(env, reward_camera(cfg)).read(obs)
+        assert frame.shape == (64, 128, 3)  # agentview | wrist, tiled
+    finally:
+        env.close()
