@@ -87,7 +87,8 @@ def test_recorded_run_matches_what_the_run_logged(recorded_run):
         assert f["observation.images.front"].shape == (10, 64, 64, 3)
         assert f["observation.images.side"].shape == (10, 64, 64, 3)
         assert (f["label"] == -1).all() and not f["intervention"].any()
-        assert np.isfinite(f["next.progress"]).all() and (f["next.reward_version"] == -1).all()
+        # every frame was scored, by the model's first version (0; reward.adapt would publish 1, 2, ...)
+        assert np.isfinite(f["next.progress"]).all() and (f["next.reward_version"] == 0).all()
         assert f["observation.images.front"].std() > 1  # real rendered frames, not blanks
     # rlrm train reads it (pyarrow, no lerobot in this venv)
     trajectories = load_dataset(dataset, camera="observation.images.side")
