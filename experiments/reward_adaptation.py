@@ -1,7 +1,7 @@
 """Study: the shipped ``demo`` reward model in a shifted FetchReach scene, and learning from 30 oracle labels.
 
-The shift: the target ball drawn blue instead of red and both reward cameras moved (25 deg around, 12 deg
-lower, 15 cm further back): what a new table set-up or a bumped camera does to a model trained on one scene.
+The shift (``env=fetch_reach_shifted``): the target ball drawn blue instead of red and both reward cameras
+moved (25 deg around, 12 deg lower, 15 cm further back): what a new table set-up or a bumped camera does to a model trained on one scene.
 The instruction is unchanged ("move the gripper to the red target", as RL sends it).
 
 Stages (each writes its JSON into ``--out`` and is skipped when that file exists, so a killed run resumes):
@@ -47,8 +47,16 @@ from rlrm.wrappers.frames import FrameSource  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("reward_adaptation")
 
-SHIFT = {"goal_rgba": [0.1, 0.3, 1.0, 0.5], "camera_offset": {"azimuth": 25.0, "elevation": -12.0, "distance": 0.15}}
-"""The shifted scene: env kwargs on top of configs/env/fetch_reach.yaml's."""
+def _shift() -> dict:
+    """The shifted scene's env kwargs beyond the unshifted ones: ``env=fetch_reach_shifted``'s (one definition)."""
+    import yaml
+
+    kwargs = yaml.safe_load((ROOT / "rlrm" / "configs" / "env" / "fetch_reach_shifted.yaml").read_text())["kwargs"]
+    return {k: kwargs[k] for k in ("goal_rgba", "camera_offset")}
+
+
+SHIFT = _shift()
+"""The shifted scene: env kwargs on top of configs/env/fetch_reach.yaml's (``env=fetch_reach_shifted``)."""
 TASK = "move the gripper to the red target"
 SPLITS = {  # name -> (shifted?, {quality: count}, seed offset)
     "pool": (True, {"success": 16, "failure": 16, "suboptimal": 8}, 10_000),
