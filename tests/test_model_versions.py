@@ -132,21 +132,21 @@ def test_hot_swap_under_load_loses_and_fails_nothing(tmp_path, tiny_v1):
 
 def test_broken_version_keeps_the_old_one_serving(tmp_path, tiny_v1):
     versions = tmp_path / "versions"
-    with spawn_worker("tiny", seed=0, device="cpu", threads=1, watch=str(versions)) as w:
-        with RewardClient(w.url, timeout_ms=SCORE_TIMEOUT_MS) as client:
-            q = [RewardQuery(frames(5), "reach the target")]
-            before = client.score(q)[0]
-            # a trainer that died half-way: the folder is complete by name but its weights do not load
-            publish_version(versions, 1, lambda d: (d / "config.json").write_text("{not json"))
-            time.sleep(2.0)  # the watcher polls every 0.5 s
-            after = client.score(q)[0]
-            assert after.version == 0 and client.model_version() == 0
-            np.testing.assert_allclose(after.progress, before.progress, atol=1e-6)
-            assert "did not load" in w.stderr_tail(200)
-            publish_version(versions, 2, lambda d: tiny_v1.save_pretrained(d, layout="upstream"))
-            deadline = time.monotonic() + 120
-            while client.model_version() != 2:
-                assert time.monotonic() < deadline, w.stderr_tail()
-                time.sleep(0.2)
-            assert client.score(q)[0].version == 2
+    with spawn_worker("tiny", seed=0, device="cpu", threads=1, watch=str(versions)) as w, \
+            RewardClient(w.url, timeout_ms=SCORE_TIMEOUT_MS) as client:
+        q = [RewardQuery(frames(5), "reach the target")]
+        before = client.score(q)[0]
+        # a trainer that died half-way: the folder is complete by name but its weights do not load
+        publish_version(versions, 1, lambda d: (d / "config.json").write_text("{not json"))
+        time.sleep(2.0)  # the watcher polls every 0.5 s
+        after = client.score(q)[0]
+        assert after.version == 0 and client.model_version() == 0
+        np.testing.assert_allclose(after.progress, before.progress, atol=1e-6)
+        assert "did not load" in w.stderr_tail(200)
+        publish_version(versions, 2, lambda d: tiny_v1.save_pretrained(d, layout="upstream"))
+        deadline = time.monotonic() + 120
+        while client.model_version() != 2:
+            assert time.monotonic() < deadline, w.stderr_tail()
+            time.sleep(0.2)
+        assert client.score(q)[0].version == 2
     assert version_dir(versions, 2).is_dir()

@@ -10,7 +10,13 @@ import pytest
 from rlrm.config import RewardTrainerConfig
 from rlrm.rl.labels import LabelledEpisode
 from rlrm.train.data import Trajectory, write_trajectory
-from rlrm.train.online import LabelInbox, OnlineRewardTrainer, RewardTrainerProcess, read_trainer_log, trainable_mode
+from rlrm.train.online import (
+    LabelInbox,
+    OnlineRewardTrainer,
+    RewardTrainerProcess,
+    read_trainer_log,
+    trainable_mode,
+)
 from rlrm.transport import RewardClient, spawn_worker
 from rlrm.transport.versions import latest_version, version_dir
 from rlrm.types import RewardQuery
