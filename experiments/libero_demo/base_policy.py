@@ -11,7 +11,8 @@ come back from small errors, which plain BC on 20 clean demos never sees. Every 
 way (``experiments/metaworld_demo/base_policies.py``).
 
     python experiments/libero_demo/base_policy.py --out envs/assets/bases \
-        --json experiments/results/libero_base_policy.json      # ~20 min on a busy 2-core box
+        --json experiments/results/libero_base_policy.json      # what ships; ~30 min on a busy 2-core box
+    python experiments/libero_demo/base_policy.py --demos 5 10 20 --demo-noise 0 ...   # clean demos: 0.00 each
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def record_demos(env: gym.Env, episodes: int, noise: float, seed: int = 0) -> li
 def main(argv: list[str] | None = None) -> None:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--demos", type=int, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--demo-noise", type=float, default=0.0,
+    parser.add_argument("--demos", type=int, nargs="+", default=[20])
+    parser.add_argument("--demo-noise", type=float, default=0.3,
                         help="std of the action noise executed (not recorded) while demonstrating (DART); 0 = clean")
     parser.add_argument("--epochs", type=int, default=300)  # ~100 pairs per demo: 40 epochs is too few updates
     parser.add_argument("--eval-episodes", type=int, default=20)
