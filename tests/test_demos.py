@@ -230,6 +230,10 @@ def test_run_rl_with_demos_on_metaworld_completes(demos, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["demos"] == {"dataset": str(demos), "episodes": EPISODES, "transitions": EPISODES * (STEPS - 1)}
     assert summary["env_steps"] == 120 and summary["eval_success_rate"] is not None
+    # the checkpoint keeps them (a resumed run does not load them again)
+    (checkpoint,) = sorted((run_dir / "checkpoints").glob("step_*"))[-1:]
+    buffers = json.loads((checkpoint / "replay_buffer" / "buffer.json").read_text())["buffers"]
+    assert buffers["buffer.interventions"]["rows"] == EPISODES * (STEPS - 1)
 
 
 def _fake_run(run_dir: Path, curve: list[float], summary: dict | None, checkpoint: bool = True) -> None:
