@@ -79,7 +79,7 @@ def test_recorded_demos_enter_the_takeover_buffer_unchanged(demos):
     model = _sac(cfg, env)
     info = load_demos(model, env, cfg)
     n = EPISODES * (STEPS - 1)  # no transition from an episode's last frame (no observation after it)
-    assert info == {"dataset": str(demos), "episodes": EPISODES, "transitions": n}
+    assert info == {"dataset": str(demos), "episodes": EPISODES, "transitions": n, "imitated": 0}  # plain SAC
     offline = model.replay_buffer.interventions
     assert offline.size() == n and model.replay_buffer.size() == 0
     episodes = read_lerobot_episodes(demos)
@@ -228,7 +228,8 @@ def test_run_rl_with_demos_on_metaworld_completes(demos, tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["demos"] == {"dataset": str(demos), "episodes": EPISODES, "transitions": EPISODES * (STEPS - 1)}
+    assert summary["demos"] == {"dataset": str(demos), "episodes": EPISODES, "transitions": EPISODES * (STEPS - 1),
+                                "imitated": 0}
     assert summary["env_steps"] == 120 and summary["eval_success_rate"] is not None
     # the checkpoint keeps them (a resumed run does not load them again)
     (checkpoint,) = sorted((run_dir / "checkpoints").glob("step_*"))[-1:]
