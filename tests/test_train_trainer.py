@@ -1,5 +1,7 @@
 """Training on the tiny Qwen3-VL Robometer: a step lowers the loss, checkpoints resume, LoRA adapters round-trip."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,13 @@ def test_lora_training_run_exports_adapters_and_a_merged_upstream_model(dataset_
     np.testing.assert_allclose(merged.score([q])[0].progress, model.score([q])[0].progress, atol=1e-5)
     adapters = load_lora(tiny_robometer(seed=0, max_frames=4, min_pixels=4096, max_pixels=4096), tmp_path / "lora")
     np.testing.assert_allclose(adapters.score([q])[0].progress, model.score([q])[0].progress, atol=1e-5)
+
+
+def test_checkpoint_every_zero_saves_only_at_the_end_and_negative_is_refused(dataset_dir, tmp_path):
+    model = Trainer(small_config(dataset_dir, tmp_path, steps=3, checkpoint_every=0, log_every=0)).train()
+    assert model is not None
+    assert (tmp_path / "checkpoint" / "trainer_state.pt").exists() and (tmp_path / "model").is_dir()
+    logged = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert logged == [3]  # log_every=0: the last step only
+    with pytest.raises(ValueError, match="checkpoint_every >= 0"):
+        Trainer(small_config(dataset_dir, tmp_path / "bad", checkpoint_every=-1))

@@ -75,8 +75,8 @@ class TrainConfig:
             see :class:`~rlrm.train.pairs.SampleMixer` (``progress_on="success"`` is the published
             recipe; ``"labelled"`` also fits the stored true progress of failed/suboptimal episodes).
         min_success: frames with target progress below this train the success head as negatives.
-        checkpoint_every: steps between checkpoints (and exports of the model so far).
-        log_every: steps between lines of ``train_log.jsonl``.
+        checkpoint_every: steps between checkpoints (and exports of the model so far); 0: only at the end.
+        log_every: steps between lines of ``train_log.jsonl``; 0: only the last step.
         max_minutes: stop early (saving everything) after this much wall time; None = no limit.
         threads: torch CPU threads; None leaves torch's default.
         resume: continue from ``<output_dir>/checkpoint`` when it exists.
@@ -210,6 +210,9 @@ class Trainer:
                 f"need steps >= 1, batch_size >= 1, pair_batch_size >= 0; got {cfg.steps}, "
                 f"{cfg.batch_size}, {cfg.pair_batch_size}"
             )
+        if cfg.checkpoint_every < 0 or cfg.log_every < 0:
+            raise ValueError(f"need checkpoint_every >= 0 and log_every >= 0 (0: only at the end); got "
+                             f"{cfg.checkpoint_every}, {cfg.log_every}")
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -353,13 +356,13 @@ class Trainer:
                 running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in parts.items()}
                 bar.update(1)
                 bar.set_postfix(bar_postfix(running))
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if (cfg.log_every and self.step % cfg.log_every == 0) or self.step == cfg.steps:
                     record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
                               "minutes": (time.monotonic() - start) / 60, **parts}
                     self.history.append(record)
                     with log_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
-                if self.step % cfg.checkpoint_every == 0:
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                     self.export()
                 if cfg.max_minutes is not None and (time.monotonic() - start) / 60 > cfg.max_minutes:
