@@ -145,6 +145,7 @@ def train_single(start: RunStart) -> RunOutcome:
         record_episodes,
         recording_summary,
     )
+    from rlrm.rl.adaptation import RewardAdaptation, adaptation_folder, adaptation_summary
     from rlrm.rl.algorithms import buffer_capacity, load_algorithm, make_algorithm
     from rlrm.rl.async_reward import AsyncRobometerReward
     from rlrm.rl.callbacks import CheckpointCallback, LearningCurveCallback, RewardLoggingCallback
@@ -155,10 +156,9 @@ def train_single(start: RunStart) -> RunOutcome:
     from rlrm.rl.interrupt import StopOnCtrlC
     from rlrm.rl.interventions import InterventionLoggingCallback
     from rlrm.rl.learner_rate import LearnerRateCallback
-    from rlrm.rl.adaptation import RewardAdaptation, adaptation_folder, adaptation_summary
     from rlrm.rl.reward_source import open_reward_source, resolve_model_spec, reward_model_info
-    from rlrm.train.online import VERSIONS
     from rlrm.rl.training_progress import GradientStepProgress
+    from rlrm.train.online import VERSIONS
     from rlrm.wrappers import RewardVideoRecorder
 
     cfg, run_dir, resume = start.cfg, start.run_dir, start.resume

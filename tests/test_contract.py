@@ -12,8 +12,8 @@ from rlrm.models.base import RewardModel
 from rlrm.transport import (
     URL_SCHEMES,
     LocalScorer,
-    RewardClient,
     RayRewardPool,
+    RewardClient,
     RewardWorker,
     is_scorer,
     make_scorer,

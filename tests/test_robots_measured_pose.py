@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
 from test_robots_safety import FakeClock
 
 from robots import make_robot_env

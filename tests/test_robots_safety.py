@@ -24,7 +24,14 @@ from robots.geometry import (
     rotvec_to_matrix,
     rpy_to_matrix,
 )
-from robots.safety import RateLimiter, ReachFilter, SafetyConfig, SafetyFilter, UnsafeActionError, check_action
+from robots.safety import (
+    RateLimiter,
+    ReachFilter,
+    SafetyConfig,
+    SafetyFilter,
+    UnsafeActionError,
+    check_action,
+)
 from robots.sim.kinematic import KinematicBackend
 
 

@@ -5,8 +5,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="RayRewardPool needs the 'ray' extra")
 
-from rlrm.transport.ray import RayRewardPool  # noqa: E402
 from rlrm.transport import make_scorer  # noqa: E402
+from rlrm.transport.ray import RayRewardPool  # noqa: E402
 from rlrm.types import RewardQuery  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a Ray runtime and two model actors

@@ -24,8 +24,8 @@ from rlrm.transport.client import RewardClient, WorkerError
 from rlrm.transport.local import LocalScorer
 from rlrm.transport.process import WorkerProcess, spawn_worker
 from rlrm.transport.protocol import URL_SCHEMES, check_worker_url
-from rlrm.transport.server import RewardWorker
 from rlrm.transport.ray import RayRewardPool
+from rlrm.transport.server import RewardWorker
 from rlrm.types import AsyncScorer
 
 if TYPE_CHECKING:

@@ -49,7 +49,14 @@ from rlrm.transport.protocol import (
     results_from_reply,
 )
 from rlrm.transport.uploads import EpisodeUploads
-from rlrm.types import BaseScorer, ModelInfo, ResultsMismatchError, RewardQuery, RewardResult, validate_queries
+from rlrm.types import (
+    BaseScorer,
+    ModelInfo,
+    ResultsMismatchError,
+    RewardQuery,
+    RewardResult,
+    validate_queries,
+)
 
 __all__ = ["RewardClient", "WorkerError"]
 

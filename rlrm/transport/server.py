@@ -34,7 +34,6 @@ import zmq
 from rlrm.transport.batching import ContinuousBatcher, Job, WorkerStats
 from rlrm.transport.frame_store import FrameStore, StoredFrame
 from rlrm.transport.keys import load_server_keys
-from rlrm.transport.versions import VersionWatcher
 from rlrm.transport.protocol import (
     ErrorCode,
     Limits,
@@ -45,6 +44,7 @@ from rlrm.transport.protocol import (
     parse_request,
     request_version,
 )
+from rlrm.transport.versions import VersionWatcher
 
 __all__ = ["RewardWorker", "WorkerStats", "is_loopback"]
 
