@@ -96,3 +96,22 @@ def test_demonstrations_join_the_success_replay_only_with_self_imitation():
     assert on.imitate(obs, actions) == 6 and len(on.successes) == 6
     off = ResidualSAC("MlpPolicy", _Succeeds(), policy_kwargs={"net_arch": [8]})
     assert off.imitate(obs, actions) == 0 and len(off.successes) == 0
+
+
+class _TakenOver(_Succeeds):
+    """Every step is a person's takeover that executed +1 (env units: Pendulum's action is in [-2, 2])."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(np.array([2.0], np.float32))
+        info.update(intervention=True, action=np.array([2.0], np.float32))
+        return obs, reward, terminated, truncated, info
+
+
+def test_takeover_steps_of_a_success_are_imitated_with_the_executed_action():
+    from rlrm.rl.interventions import InterventionReplayBuffer
+
+    model = ResidualSAC("MlpPolicy", _TakenOver(), seed=0, learning_starts=5, batch_size=8, self_imitation=1.0,
+                        replay_buffer_class=InterventionReplayBuffer, policy_kwargs={"net_arch": [8]})
+    model.learn(20)
+    assert model.successes.episodes == 2
+    np.testing.assert_allclose(np.stack(model.successes.actions), 1.0)  # +2 env units = +1 in the buffer

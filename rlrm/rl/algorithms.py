@@ -28,7 +28,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
 
-from rlrm.rl.interventions import intervention_buffer_class
+from rlrm.rl.interventions import INTERVENTION_KEY, executed_buffer_action, intervention_buffer_class
 from rlrm.rl.relabel_buffer import relabeling_buffer_class
 from rlrm.rl.residual import zero_init_residual
 
@@ -152,6 +152,9 @@ class ResidualSAC(SAC):
         self_imitation: weight of the regression onto successful episodes' actions (0: off).
         success_buffer_size: steps of successful episodes kept for it.
         residual_penalty: weight of the pull of the residual's mean toward zero (0: off).
+
+    The successful steps are kept in memory, not in checkpoints: a resumed run gathers them again from its
+    new successes (and ``demos=`` are not re-read on resume).
     """
 
     def __init__(self, *args: Any, actor_warmup_steps: int = 0, self_imitation: float = 0.0,
@@ -191,7 +194,11 @@ class ResidualSAC(SAC):
                 self._episode_steps = [[] for _ in dones]
             for i, done in enumerate(dones):
                 row = {k: np.array(v[i]) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs[i])
-                self._episode_steps[i].append((row, np.array(buffer_action[i], np.float32)))
+                action = np.array(buffer_action[i], np.float32)
+                if infos[i].get(INTERVENTION_KEY):  # a person's takeover: what was executed, as the buffer stores it
+                    action = executed_buffer_action(infos[i], self.action_space,
+                                                    getattr(self.replay_buffer, "residual_scale", None))
+                self._episode_steps[i].append((row, action))
                 if done:
                     if episode_succeeded(infos[i]):
                         self.successes.add_episode(self._episode_steps[i])
