@@ -40,10 +40,22 @@ def test_metaworld_with_robometer_reward(tiny_model):
     _run_wrapped(gym.make("rlrm/MetaWorld-v0", task_name="reach-v3", image_size=64), tiny_model)
 
 
+def _env_config(path):
+    """An env config's YAML with the env config it extends (``defaults: [<other env>, _self_]``) merged under it."""
+    cfg = yaml.safe_load(path.read_text())
+    defaults = cfg.pop("defaults")
+    assert len(defaults) == 2 and defaults[1] == "_self_", f"{path.name}: defaults {defaults}"
+    if defaults[0] == "base_env":  # typed: rlrm.config.EnvConfig
+        return cfg
+    parent_path = path.parent / f"{defaults[0]}.yaml"
+    assert parent_path.exists(), f"{path.name} extends {defaults[0]!r}, which is neither base_env nor an env config"
+    parent = _env_config(parent_path)
+    return {**parent, **cfg, "kwargs": {**parent.get("kwargs", {}), **cfg.get("kwargs", {})}}
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_env_configs_follow_the_schema(path):
-    cfg = yaml.safe_load(path.read_text())
-    assert cfg.pop("defaults") == ["base_env", "_self_"]  # typed: rlrm.config.EnvConfig
+    cfg = _env_config(path)  # base_env at the root of every chain
     # one source per setting: the task sentence is the env's own (task= overrides it for env and reward)
     import dataclasses
 
